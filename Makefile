@@ -1,0 +1,26 @@
+# The two commands of the house: `make demo` (main job end to end) and `make test`.
+# Both create and fill the virtualenvs they need on a fresh machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+export SPINETRACK_LS_VENV ?= $(CURDIR)/.venv-labelstudio
+
+.PHONY: demo test venv venv-labelstudio lint typecheck bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+venv-labelstudio:
+	@bash scripts/bootstrap_labelstudio.sh
+
+demo: venv venv-labelstudio
+	$(VENV)/bin/spinetrack demo
+
+test: venv venv-labelstudio
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy schemas synthetic pipeline annotation flows
+
+clean:
+	rm -rf spinetrack-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Adapters to the annotation and review tools: Label Studio and FiftyOne."""

@@ -1,0 +1,1 @@
+"""Prefect flows and the `spinetrack` CLI. Thin: logic lives in pipeline/, synthetic/, annotation/."""

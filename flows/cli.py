@@ -1,0 +1,27 @@
+"""Entry point of the `spinetrack` command: imports each flows module so its commands register."""
+
+from __future__ import annotations
+
+import importlib
+
+from flows.app import app
+
+#: Modules that add commands to `app`. Each one is a thin Prefect flow layer.
+COMMAND_MODULES = (
+    "flows.synthetic",
+    "flows.export",
+)
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+if __name__ == "__main__":
+    main()

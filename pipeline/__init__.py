@@ -1,0 +1,1 @@
+"""The store, the pose model, uncertainty, selection and export."""

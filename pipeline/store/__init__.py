@@ -1,0 +1,5 @@
+"""The dataset store (SQLAlchemy): images, instances, append-only annotation revisions."""
+
+from pipeline.store.store import HUMAN_SOURCES, SOURCES, Label, Store, file_sha256, spinetrack_home
+
+__all__ = ["HUMAN_SOURCES", "SOURCES", "Label", "Store", "file_sha256", "spinetrack_home"]

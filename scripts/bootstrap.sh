@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned stack, in the one order that works on CPU (docs/stack.md):
+# torch first (CPU build), then mmengine/mmcv-lite, mmpose without its requirements, xtcocotools
+# built from source against the installed numpy, then the project itself with every other pin.
+# Idempotent: a stamp holds a hash of the inputs, so a second run returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+VENV=${VENV:-.venv}
+STAMP="$VENV/.bootstrap-stamp"
+want=$(cat pyproject.toml requirements/*.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
+
+echo "bootstrap: creating $VENV (a few minutes on a fresh machine)" >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/lock.txt)
+"${PIP[@]}" "setuptools<81" wheel "numpy==2.2.6" "torch==2.13.0"
+"${PIP[@]}" -r requirements/mm.txt
+"${PIP[@]}" --no-deps -r requirements/nodeps.txt
+"${PIP[@]}" --no-deps --no-build-isolation --no-binary xtcocotools xtcocotools==1.14.3
+"${PIP[@]}" -e ".[dev]"
+echo "$want" > "$STAMP"
+echo "bootstrap: $VENV ready" >&2

@@ -1,0 +1,1 @@
+"""Unreal render ingest: contract reading, OpenSim alignment, projection, visibility."""

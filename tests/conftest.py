@@ -1,0 +1,46 @@
+"""Shared fixtures: a fresh store per test, paths to the shared real samples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_PEOPLE = SHARED / "data" / "real_people"
+RAJAGOPAL = SHARED / "opensim" / "Rajagopal2016.osim"
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty SPINETRACK_HOME for the test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("SPINETRACK_HOME", str(path))
+    monkeypatch.delenv("SPINETRACK_DB_URL", raising=False)
+    return path
+
+
+@pytest.fixture()
+def store(home: Path) -> Iterator[Store]:
+    st = Store(home=home)
+    yield st
+    st.engine.dispose()
+
+
+@pytest.fixture()
+def real_people() -> Path:
+    if not REAL_PEOPLE.is_dir():
+        pytest.skip(f"real samples not present at {REAL_PEOPLE}")
+    return REAL_PEOPLE
+
+
+@pytest.fixture()
+def rajagopal_model() -> Path:
+    if not RAJAGOPAL.is_file():
+        pytest.skip(f"Rajagopal2016 model not present at {RAJAGOPAL}")
+    return RAJAGOPAL
