@@ -1,0 +1,97 @@
+"""COCO export of the store's current labels.
+
+The same labels always give the same bytes (ids from the store, sorted keys, no timestamps), so a
+release can be reproduced and checksummed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.store import Label, Store
+from schemas.coco import dump_coco
+from schemas.keypoints import NUM_KEYPOINTS, coco_category
+
+
+def label_annotation(label: Label) -> dict[str, Any]:
+    """A COCO annotation for one label; ids are the store's instance ids."""
+    kps = [round(float(v), 3) for v in label.keypoints]
+    for i in range(NUM_KEYPOINTS):  # visibility flags stay integers, as pycocotools expects
+        kps[3 * i + 2] = int(kps[3 * i + 2])
+    return {
+        "id": label.instance_id,
+        "image_id": label.image_id,
+        "category_id": 1,
+        "keypoints": kps,
+        "num_keypoints": sum(1 for i in range(NUM_KEYPOINTS) if kps[3 * i + 2] > 0),
+        "bbox": [round(float(v), 3) for v in label.bbox],
+        "area": round(float(label.area), 3),
+        "iscrowd": 0,
+        "spinetrack": {
+            "revision_id": label.revision_id,
+            "source": label.source,
+            "model_version": label.model_version,
+            "annotator": label.annotator,
+            "round": label.round,
+        },
+    }
+
+
+def image_entry(label: Label, image_root: Path | None) -> dict[str, Any]:
+    """A COCO image entry; `file_name` is relative to `image_root` when given, else absolute."""
+    path = Path(label.image_path)
+    if image_root is not None:
+        file_name = os.path.relpath(path, image_root)
+    else:
+        file_name = str(path)
+    return {
+        "id": label.image_id,
+        "file_name": file_name,
+        "width": label.width,
+        "height": label.height,
+        "spinetrack": {
+            "source": label.image_source,
+            "subset": label.subset,
+            "group": label.group_key,
+            "frame_index": label.frame_index,
+        },
+    }
+
+
+def coco_dict(labels: Sequence[Label], *, image_root: Path | None = None,
+              info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the COCO dictionary for `labels` (one person category, 37 keypoints)."""
+    images: dict[int, dict[str, Any]] = {}
+    annotations = []
+    for label in sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id)):
+        images.setdefault(label.image_id, image_entry(label, image_root))
+        annotations.append(label_annotation(label))
+    return {
+        "info": info or {"description": "SpineTrack export", "keypoints": NUM_KEYPOINTS},
+        "images": list(images.values()),
+        "annotations": annotations,
+        "categories": [coco_category()],
+    }
+
+
+def export_coco(
+    store: Store,
+    out_path: str | Path,
+    *,
+    image_source: str | None = None,
+    subset: str | None = None,
+    revision_sources: Sequence[str] | None = None,
+    labels: Sequence[Label] | None = None,
+    image_root: str | Path | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write the current labels (or the given ones) as a pycocotools-loadable COCO file."""
+    if labels is None:
+        labels = store.current_labels(
+            image_source=image_source, subset=subset, revision_sources=revision_sources
+        )
+    root = Path(image_root).resolve() if image_root is not None else None
+    return dump_coco(coco_dict(labels, image_root=root, info=info), out_path)
