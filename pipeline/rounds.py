@@ -7,7 +7,7 @@ produced (selected ids, threshold, model name...); a re-run reads that back and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def finish_step(store: Store, number: int, step: str, **state: Any) -> Round:
         merged.update(state)
         rnd.state = merged
         rnd.step = step
-        rnd.updated_at = datetime.now(timezone.utc)
+        rnd.updated_at = datetime.now(UTC)
         if "model_version" in state:
             rnd.model_version = state["model_version"]
         if "metrics" in state:
