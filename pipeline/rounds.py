@@ -101,7 +101,7 @@ def current_model(store: Store) -> str | None:
 
 def metrics_table(rounds: Sequence[Round]) -> str:
     """Markdown table of per-round metrics (the Prefect artifact and the CLI summary)."""
-    keys = ["AP", "AP_body", "AP_feet", "AP_spine"]
+    keys = ["all_AP", "body_AP", "feet_AP", "spine_AP"]
     lines = [
         "| round | strategy | budget | human labels | auto-accepted | model | "
         + " | ".join(keys) + " |",
@@ -134,8 +134,8 @@ def plot_learning_curve(rounds: Sequence[Round], out_png: str | Path,
     for rnd in rounds:
         total += int((rnd.state or {}).get("human_labels", 0))
         xs.append(total)
-    for key, colour in (("AP", "black"), ("AP_body", "#4a90e2"), ("AP_feet", "#7ed321"),
-                        ("AP_spine", "#d0021b")):
+    for key, colour in (("all_AP", "black"), ("body_AP", "#4a90e2"), ("feet_AP", "#7ed321"),
+                        ("spine_AP", "#d0021b")):
         ys = [float((r.metrics or {}).get(key, float("nan"))) for r in rounds]
         ax.plot(xs, ys, marker="o", label=key, color=colour)
         if baseline and key in baseline:
