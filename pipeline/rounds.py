@@ -53,6 +53,11 @@ def finish_step(store: Store, number: int, step: str, **state: Any) -> Round:
     """Record that `step` finished, merging `state` into the round's state."""
     if step not in ROUND_STEPS:
         raise ValueError(f"unknown round step {step!r}")
+    return update_round(store, number, step=step, **state)
+
+
+def update_round(store: Store, number: int, *, step: str | None = None, **state: Any) -> Round:
+    """Merge `state` into the round's state (and move its step when given)."""
     with store.session() as s:
         rnd = s.get(Round, number)
         if rnd is None:
@@ -60,7 +65,8 @@ def finish_step(store: Store, number: int, step: str, **state: Any) -> Round:
         merged = dict(rnd.state or {})
         merged.update(state)
         rnd.state = merged
-        rnd.step = step
+        if step is not None:
+            rnd.step = step
         rnd.updated_at = datetime.now(UTC)
         if "model_version" in state:
             rnd.model_version = state["model_version"]
