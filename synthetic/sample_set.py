@@ -1,0 +1,58 @@
+"""A set of rendered sample sequences (the demo's and the benchmarks' input, since Unreal cannot run here).
+
+Rendering is resumable: a sequence folder counts as done once its `ground_truth.json` (written last
+by the renderer) is there; a half-written folder is rendered again from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthetic.renderer import render_sequence
+
+GROUND_TRUTH = "ground_truth.json"
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """One sequence to render: a motion, a seed, a length."""
+
+    motion: str
+    seed: int
+    frames: int
+    width: int = 320
+    height: int = 256
+
+    @property
+    def name(self) -> str:
+        return f"{self.motion}-seed{self.seed}"
+
+
+def is_complete(folder: Path, frames: int) -> bool:
+    """Whether `folder` holds a finished render of `frames` frames."""
+    gt = folder / GROUND_TRUTH
+    if not gt.is_file():
+        return False
+    try:
+        return len(json.loads(gt.read_text())["images"]) == frames
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def render_set(root: str | Path, specs: list[SequenceSpec]) -> list[Path]:
+    """Render every spec under `root/<motion>-seed<seed>`, skipping finished ones; returns the folders."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for spec in specs:
+        folder = root / spec.name
+        if not is_complete(folder, spec.frames):
+            if folder.exists():
+                shutil.rmtree(folder)
+            render_sequence(folder, frames=spec.frames, seed=spec.seed, motion=spec.motion,
+                            width=spec.width, height=spec.height)
+        folders.append(folder)
+    return folders
