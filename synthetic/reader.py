@@ -1,0 +1,215 @@
+"""Read one rendered sequence folder (the render contract) and check it is complete before any work.
+
+Everything that can be checked cheaply is checked up front — JSON lines, frame counts, that every
+frame file exists and has the declared size — so a bad folder fails in a second with a message
+naming the file and field, instead of half-way through IK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from schemas.errors import InputError
+from schemas.render import (
+    BONES_FILE,
+    CAMERAS_FILE,
+    DEPTH_DIR,
+    MASK_DIR,
+    REQUIRED_BONES,
+    RGB_DIR,
+    SEQUENCE_FILE,
+    BoneFrame,
+    CameraFrame,
+    SequenceInfo,
+    frame_name,
+    load_bones,
+    load_cameras,
+    load_sequence_info,
+)
+from synthetic.camera import Camera
+
+#: Depth PNGs hold uint16 millimetres; 0 means "no hit".
+DEPTH_PNG_MM_PER_UNIT = 1.0
+
+
+@dataclass(frozen=True)
+class RenderSequence:
+    """A validated sequence folder. Frame images are loaded on demand."""
+
+    folder: Path
+    info: SequenceInfo
+    camera_frames: list[CameraFrame]
+    bones: dict[tuple[int, int], BoneFrame]
+    depth_suffix: str | None  # ".npy" | ".png" | None (no depth/)
+    has_mask: bool
+
+    @property
+    def sequence_id(self) -> str:
+        return self.info.sequence_id
+
+    @property
+    def frame_count(self) -> int:
+        return self.info.frame_count
+
+    @property
+    def actor_ids(self) -> list[int]:
+        return [a.id for a in self.info.actors]
+
+    def camera(self, frame: int) -> Camera:
+        rec = self.camera_frames[frame].model_dump()
+        return Camera.from_record(rec, self.info.image_width, self.info.image_height)
+
+    def rgb_path(self, frame: int) -> Path:
+        return self.folder / RGB_DIR / frame_name(frame, ".png")
+
+    def depth_path(self, frame: int) -> Path | None:
+        if self.depth_suffix is None:
+            return None
+        return self.folder / DEPTH_DIR / frame_name(frame, self.depth_suffix)
+
+    def mask_path(self, frame: int) -> Path | None:
+        return self.folder / MASK_DIR / frame_name(frame, ".png") if self.has_mask else None
+
+    def bone_positions(self, actor: int, names: tuple[str, ...] = REQUIRED_BONES) -> NDArray[np.float64]:
+        """(frames, len(names), 3) Unreal cm for one actor; NaN where an optional bone is absent."""
+        out = np.full((self.frame_count, len(names), 3), np.nan)
+        for f in range(self.frame_count):
+            bones = self.bones[(f, actor)].bones
+            for j, name in enumerate(names):
+                if name in bones:
+                    out[f, j] = bones[name]
+        return out
+
+    def load_depth(self, frame: int) -> NDArray[np.float32] | None:
+        """Planar scene depth (H, W) float32 cm; +inf where the ray hit nothing."""
+        path = self.depth_path(frame)
+        if path is None:
+            return None
+        h, w = self.info.image_height, self.info.image_width
+        if self.depth_suffix == ".npy":
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise InputError(path, f"unreadable depth array: {exc}") from exc
+            if arr.shape != (h, w) or arr.dtype.kind != "f":
+                raise InputError(path, f"expected float (H, W)=({h}, {w}) cm, got {arr.dtype} {arr.shape}")
+            depth = arr.astype(np.float32)
+            depth[np.isnan(depth)] = np.inf
+            return depth
+        raw = _read_png(path, (w, h))
+        if raw.dtype != np.uint16:
+            raise InputError(path, f"depth PNG must be 16-bit (uint16 millimetres), got {raw.dtype}")
+        depth = raw.astype(np.float32) * np.float32(DEPTH_PNG_MM_PER_UNIT / 10.0)
+        depth[raw == 0] = np.inf
+        return depth
+
+    def load_mask(self, frame: int) -> NDArray[np.int32] | None:
+        """Actor id per pixel (H, W); 0 is background."""
+        path = self.mask_path(frame)
+        if path is None:
+            return None
+        raw = _read_png(path, (self.info.image_width, self.info.image_height))
+        if raw.ndim != 2:
+            raise InputError(path, f"mask must be single-channel (actor id per pixel), got shape {raw.shape}")
+        return raw.astype(np.int32)
+
+    def frame_files(self) -> Iterator[Path]:
+        """Every file the contract names, in a fixed order (for content hashing)."""
+        for name in (SEQUENCE_FILE, CAMERAS_FILE, BONES_FILE):
+            yield self.folder / name
+        for f in range(self.frame_count):
+            yield self.rgb_path(f)
+            for p in (self.depth_path(f), self.mask_path(f)):
+                if p is not None:
+                    yield p
+
+
+def _read_png(path: Path, size: tuple[int, int]) -> NDArray[np.generic]:
+    try:
+        with Image.open(path) as img:
+            if img.size != size:
+                raise InputError(path, f"image size {img.size} differs from sequence.json {size}")
+            arr = np.asarray(img)
+    except (OSError, SyntaxError) as exc:
+        raise InputError(path, f"unreadable PNG: {exc}") from exc
+    return arr
+
+
+def _check_frame_dir(folder: Path, sub: str, suffixes: tuple[str, ...], frame_count: int) -> str:
+    """All frames 0..N-1 present with one suffix, nothing extra; returns the suffix used."""
+    directory = folder / sub
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    used = {p.suffix for p in files if p.suffix in suffixes}
+    if len(used) > 1:
+        raise InputError(directory, f"mixes {sorted(used)} files; use one format per folder")
+    suffix = used.pop() if used else suffixes[0]
+    for f in range(frame_count):
+        path = directory / frame_name(f, suffix)
+        if not path.is_file():
+            raise InputError(
+                path, f"missing frame file (sequence.json frame_count={frame_count})", field="frame"
+            )
+    expected = {frame_name(f, suffix) for f in range(frame_count)}
+    extra = [p.name for p in files if p.suffix == suffix and p.name not in expected]
+    if extra:
+        raise InputError(
+            directory,
+            f"frame count mismatch: {len(extra)} frame file(s) beyond frame_count={frame_count}: {extra[:5]}",
+            field="frame_count",
+        )
+    return suffix
+
+
+def read_sequence(folder: str | Path, *, check_image_sizes: bool = True) -> RenderSequence:
+    """Validate a sequence folder and return its parsed contents; raises InputError on any defect."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "not a directory (expected a rendered sequence folder)")
+    info = load_sequence_info(folder / SEQUENCE_FILE)
+    cameras = load_cameras(folder / CAMERAS_FILE, info.frame_count)
+    bones = load_bones(folder / BONES_FILE, info.frame_count, [a.id for a in info.actors])
+    if not (folder / RGB_DIR).is_dir():
+        raise InputError(folder / RGB_DIR, "missing rgb/ folder")
+    _check_frame_dir(folder, RGB_DIR, (".png",), info.frame_count)
+    depth_suffix = None
+    if (folder / DEPTH_DIR).is_dir():
+        depth_suffix = _check_frame_dir(folder, DEPTH_DIR, (".npy", ".png"), info.frame_count)
+    has_mask = (folder / MASK_DIR).is_dir()
+    if has_mask:
+        _check_frame_dir(folder, MASK_DIR, (".png",), info.frame_count)
+    seq = RenderSequence(folder.resolve(), info, cameras, bones, depth_suffix, has_mask)
+    if check_image_sizes:
+        size = (info.image_width, info.image_height)
+        for f in range(info.frame_count):
+            for path in (seq.rgb_path(f), seq.mask_path(f)):
+                if path is None:
+                    continue
+                try:
+                    with Image.open(path) as img:  # reads the header only
+                        found = img.size
+                except OSError as exc:
+                    raise InputError(path, f"unreadable PNG: {exc}") from exc
+                if found != size:
+                    raise InputError(
+                        path, f"image size {found} differs from sequence.json {size}", field="image_width"
+                    )
+    return seq
+
+
+def content_sha256(seq: RenderSequence) -> tuple[str, dict[str, str]]:
+    """Hash over every contract file (name + bytes), plus per-file hashes (rgb ones become image ids)."""
+    total = hashlib.sha256()
+    per_file: dict[str, str] = {}
+    for path in seq.frame_files():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        rel = path.relative_to(seq.folder).as_posix()
+        per_file[rel] = digest
+        total.update(f"{rel}\0{digest}\n".encode())
+    return total.hexdigest(), per_file
