@@ -1,7 +1,7 @@
 """A set of rendered sample sequences (the demo's and the benchmarks' input, since Unreal cannot run here).
 
-Rendering is resumable: a sequence folder counts as done once its `ground_truth.json` (written last
-by the renderer) is there; a half-written folder is rendered again from scratch.
+Rendering is resumable: a sequence folder counts as done once both `ground_truth.json` and
+`sequence.json` (which the renderer writes last) are there; a half-written folder is rendered again.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class SequenceSpec:
 def is_complete(folder: Path, frames: int) -> bool:
     """Whether `folder` holds a finished render of `frames` frames."""
     gt = folder / GROUND_TRUTH
-    if not gt.is_file():
+    if not gt.is_file() or not (folder / "sequence.json").is_file():
         return False
     try:
         return len(json.loads(gt.read_text())["images"]) == frames

@@ -1,0 +1,353 @@
+"""Scale an OpenSim model to a subject and fit it to Unreal bones frame by frame with real OpenSim IK.
+
+Pipeline for one actor of one sequence (all positions in OpenSim ground metres, see synthetic/coords.py):
+
+1. Model: the default SpineTrack model built for the subject's height and mass
+   (synthetic/opensim_model.py), or a user .osim plus a marker map (docs/opensim-marker-map.md).
+   Forces are removed from user models: IK is kinematic and muscles only slow the state down.
+2. Scale: per body, the ratio of subject to model distances between bone pairs (median over the first
+   frames, so one bad frame cannot skew it) drives ``Model.scale`` - the same call the ScaleTool makes.
+3. IK: one ``InverseKinematicsSolver`` for the whole sequence. Frame 0 starts from a root pose found
+   by a yaw search (a local solver started facing the wrong way converges to a mirrored person);
+   later frames ``track`` from the previous solution, which is what makes it fast.
+4. Quality: per-frame RMS and max distance between the bone markers and their targets. Frames above
+   `rms_threshold_m` are re-solved from scratch once; if still above, they are flagged, not hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import opensim as osim
+from numpy.typing import ArrayLike, NDArray
+
+from schemas.keypoints import NAMES
+from synthetic.marker_map import BONE_PREFIX, LANDMARK_PREFIX, MarkerMap, load_marker_map
+from synthetic.opensim_model import (
+    DEFAULT_MODEL_NAME,
+    attach_markers,
+    build_default_model,
+    default_anatomy,
+    marker_positions,
+)
+
+#: Frames whose bone-marker RMS residual exceeds this (m) are flagged.
+DEFAULT_RMS_THRESHOLD_M = 0.02
+#: IK convergence accuracy. Measured on exact targets (default model, 40 frames): 1e-5 -> landmark
+#: error max 0.4 mm; 5e-5 -> 2 mm at ~2x the speed; 1e-4 -> 2.8 mm. See bench/alignment.py.
+DEFAULT_ACCURACY = 5e-5
+#: Frames used to measure segment lengths for scaling (their median).
+DEFAULT_SCALE_FRAMES = 10
+_DT = 0.01  # time step of the internal marker table; only the order matters
+#: IK weights per bone (default 1). The eyes are the only targets that fix head yaw and roll, and sit
+#: close to the head joint: a higher weight keeps the head vertex (18 cm away) within millimetres.
+DEFAULT_BONE_WEIGHTS: dict[str, float] = {"eye_l": 5.0, "eye_r": 5.0}
+
+BonesFrame = Mapping[str, ArrayLike]
+
+
+@dataclass
+class FitResult:
+    """Per-frame output of `fit_sequence` (F frames)."""
+
+    landmarks: NDArray[np.float64]  # (F, 37, 3) OpenSim ground, m, schemas.keypoints order
+    rms_m: NDArray[np.float64]  # (F,) RMS bone-marker residual
+    max_m: NDArray[np.float64]  # (F,) largest bone-marker residual
+    worst_bone: list[str]  # (F,) bone with the largest residual
+    flagged: NDArray[np.bool_]  # (F,) rms_m > threshold
+    coordinate_names: list[str]
+    coordinates: NDArray[np.float64]  # (F, C) model coordinates (rad / m)
+    scale_factors: dict[str, float]
+    bones_used: list[str]
+    rms_threshold_m: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.landmarks.shape[0])
+
+
+def _load_model(
+    model: osim.Model | str | Path | None,
+    height_m: float,
+    mass_kg: float,
+    marker_map: MarkerMap | str | Path | None,
+) -> tuple[osim.Model, MarkerMap | None]:
+    if model is None:
+        if marker_map is not None:
+            raise ValueError("a marker map is only needed with a user model")
+        return build_default_model(height_m, mass_kg), None
+    mm = load_marker_map(marker_map) if isinstance(marker_map, str | Path) else marker_map
+    if isinstance(model, str | Path):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"OpenSim model not found: {path}")
+        loaded = osim.Model(str(path))
+    else:
+        loaded = model.clone()
+    loaded.updForceSet().clearAndDestroy()
+    if mm is not None:
+        loaded.updMarkerSet().clearAndDestroy()
+        attach_markers(loaded, mm)
+    elif not loaded.getMarkerSet().contains(BONE_PREFIX + "pelvis"):
+        raise ValueError(
+            f"model {loaded.getName()!r} has no {BONE_PREFIX}* markers: pass a marker map "
+            "(docs/opensim-marker-map.md)"
+        )
+    loaded.finalizeConnections()
+    # Where a person stands and faces is not an anatomical limit: free the root joint (Rajagopal2016
+    # clamps pelvis_rotation to +-90 deg, which would pin anyone facing away). Joint ranges stay.
+    for coordinate in _root_coordinates(loaded)[0]:
+        coordinate.set_clamped(False)
+        coordinate.setRangeMin(-1e3)
+        coordinate.setRangeMax(1e3)
+    return loaded, mm
+
+
+def _bones_array(bones_per_frame: Sequence[BonesFrame], names: Sequence[str]) -> NDArray[np.float64]:
+    """(F, B, 3) with NaN for bones a frame lacks."""
+    out = np.full((len(bones_per_frame), len(names), 3), np.nan)
+    for f, frame in enumerate(bones_per_frame):
+        for b, name in enumerate(names):
+            if name in frame:
+                out[f, b] = np.asarray(frame[name], dtype=np.float64)
+    return out
+
+
+def _scale_set(
+    model: osim.Model,
+    state: osim.State,
+    targets: NDArray[np.float64],
+    names: list[str],
+    segments: Mapping[str, Sequence[tuple[str, str]]],
+    scale_frames: int,
+) -> dict[str, float]:
+    """Per-body scale factors: subject / model distance of the body's bone pairs."""
+    model_pos = marker_positions(model, state, [BONE_PREFIX + n for n in names])
+    index = {n: i for i, n in enumerate(names)}
+    head = targets[:scale_frames]
+    factors: dict[str, float] = {}
+    for body, pairs in segments.items():
+        ratios = []
+        for a, b in pairs:
+            if a not in index or b not in index:
+                continue
+            d_model = float(np.linalg.norm(model_pos[index[a]] - model_pos[index[b]]))
+            d_subject = np.linalg.norm(head[:, index[a]] - head[:, index[b]], axis=1)
+            d_subject = d_subject[np.isfinite(d_subject)]
+            if d_model > 1e-6 and d_subject.size:
+                ratios.append(float(np.median(d_subject)) / d_model)
+        if ratios:
+            factors[body] = float(np.mean(ratios))
+    return factors
+
+
+def _apply_scale(
+    model: osim.Model, state: osim.State, factors: Mapping[str, float], mass_kg: float
+) -> dict[str, float]:
+    """Scale every body (unlisted bodies by the median factor); returns the factors used."""
+    default = float(np.median(list(factors.values()))) if factors else 1.0
+    used: dict[str, float] = {}
+    scale_set = osim.ScaleSet()
+    bodies = model.getBodySet()
+    for i in range(bodies.getSize()):
+        name = bodies.get(i).getName()
+        k = factors.get(name, default)
+        used[name] = k
+        sc = osim.Scale()
+        sc.setName(name)
+        sc.setSegmentName(name)
+        sc.setScaleFactors(osim.Vec3(k, k, k))
+        sc.setApply(True)
+        scale_set.cloneAndAppend(sc)
+    model.scale(state, scale_set, True, mass_kg)
+    return used
+
+
+def _marker_table(targets: NDArray[np.float64], names: list[str]) -> osim.TimeSeriesTableVec3:
+    table = osim.TimeSeriesTableVec3()
+    labels = osim.StdVectorString()
+    for n in names:
+        labels.append(BONE_PREFIX + n)
+    table.setColumnLabels(labels)
+    nan = osim.Vec3(math.nan, math.nan, math.nan)
+    for f in range(targets.shape[0]):
+        row = osim.RowVectorVec3(len(names))
+        for j in range(len(names)):
+            p = targets[f, j]
+            row[j] = osim.Vec3(float(p[0]), float(p[1]), float(p[2])) if np.all(np.isfinite(p)) else nan
+        table.appendRow(f * _DT, row)
+    table.addTableMetaDataString("Units", "m")
+    return table
+
+
+def _root_coordinates(model: osim.Model) -> tuple[list[osim.Coordinate], osim.Coordinate | None]:
+    """Coordinates of the joint attached to ground, and the one that yaws about ground Y (if any)."""
+    joints = model.getJointSet()
+    for i in range(joints.getSize()):
+        joint = joints.get(i)
+        if joint.getParentFrame().findBaseFrame().getName() != model.getGround().getName():
+            continue
+        coords = [joint.get_coordinates(k) for k in range(joint.numCoordinates())]
+        yaw = None
+        if joint.getConcreteClassName() == "CustomJoint":
+            st = osim.CustomJoint.safeDownCast(joint).getSpatialTransform()
+            for k in range(3):
+                axis = st.getTransformAxis(k)
+                v = axis.getAxis()
+                coord_names = axis.getCoordinateNames()
+                if coord_names.size() == 1 and abs(abs(v.get(1)) - 1.0) < 1e-9:
+                    yaw = model.getCoordinateSet().get(coord_names.getValue(0))
+        return coords, yaw
+    raise ValueError(f"model {model.getName()!r} has no joint to ground")
+
+
+def _initial_root_pose(
+    model: osim.Model, state: osim.State, target: NDArray[np.float64], marker_names: list[str]
+) -> None:
+    """Place the root so the bone markers' centroid matches, trying yaws every 30 degrees."""
+    coords, yaw = _root_coordinates(model)
+    valid = np.all(np.isfinite(target), axis=1)
+    names = [n for n, ok in zip(marker_names, valid, strict=True) if ok]
+    tgt = target[valid]
+    translations = [c for c in coords if c.getMotionType() == osim.Coordinate.Translational]
+    for c in coords:
+        c.setValue(state, c.getDefaultValue(), False)
+    best: tuple[float, float] = (math.inf, 0.0)
+    for angle in np.radians(np.arange(0.0, 360.0, 30.0)) if yaw is not None else [0.0]:
+        if yaw is not None:
+            yaw.setValue(state, float(angle), False)
+        model.realizePosition(state)
+        pos = marker_positions(model, state, names)
+        centred = (pos - pos.mean(0)) - (tgt - tgt.mean(0))
+        err = float(np.sum(centred**2))
+        if err < best[0]:
+            best = (err, float(angle))
+    if yaw is not None:
+        yaw.setValue(state, best[1], False)
+    model.realizePosition(state)
+    shift = tgt.mean(0) - marker_positions(model, state, names).mean(0)
+    # translation coordinates of a root joint run along ground X, Y, Z in OpenSim models
+    for axis, c in enumerate(translations[:3]):
+        c.setValue(state, c.getValue(state) + float(shift[axis]), False)
+    model.realizePosition(state)
+
+
+def fit_sequence(
+    bones_per_frame: Sequence[BonesFrame],
+    height_m: float,
+    mass_kg: float,
+    model: osim.Model | str | Path | None = None,
+    marker_map: MarkerMap | str | Path | None = None,
+    *,
+    rms_threshold_m: float = DEFAULT_RMS_THRESHOLD_M,
+    accuracy: float = DEFAULT_ACCURACY,
+    scale_frames: int = DEFAULT_SCALE_FRAMES,
+    scale: bool = True,
+    bone_weights: Mapping[str, float] | None = None,
+) -> FitResult:
+    """Scale `model` to the subject and solve IK for every frame; see the module docstring.
+
+    `bones_per_frame[f]` maps Unreal bone names to OpenSim ground positions (m) of frame f.
+    `model` None builds the default SpineTrack model; a user model (object or .osim path) needs a
+    `marker_map` unless it already carries ``ue_*``/``kp_*`` markers. The user's model object is
+    never modified (a clone is fitted).
+    """
+    if not bones_per_frame:
+        raise ValueError("no frames to fit")
+    osim.Logger.setLevelString("error")
+    fitted, mm = _load_model(model, height_m, mass_kg, marker_map)
+    if mm is None and fitted.getName() == DEFAULT_MODEL_NAME:
+        # a default model (built here or passed in, e.g. the coupled variant): its own scale pairs
+        mm = default_anatomy(height_m, mass_kg).marker_map
+    state = fitted.initSystem()
+    marker_set = fitted.getMarkerSet()
+    model_bones = [
+        marker_set.get(i).getName()[len(BONE_PREFIX) :]
+        for i in range(marker_set.getSize())
+        if marker_set.get(i).getName().startswith(BONE_PREFIX)
+    ]
+    targets_all = _bones_array(bones_per_frame, model_bones)
+    present = np.any(np.all(np.isfinite(targets_all), axis=2), axis=0)
+    names = [n for n, ok in zip(model_bones, present, strict=True) if ok]
+    targets = targets_all[:, present]
+    warnings = [
+        f"bone {n!r} absent in every frame; not used"
+        for n, ok in zip(model_bones, present, strict=True)
+        if not ok
+    ]
+
+    factors: dict[str, float] = {}
+    if scale and mm is not None and mm.scale_segments:
+        measured = _scale_set(fitted, state, targets, names, mm.scale_segments, scale_frames)
+        factors = _apply_scale(fitted, state, measured, mass_kg)
+        state = fitted.initSystem()
+
+    weights = osim.SetMarkerWeights()
+    for n in names:
+        w = (DEFAULT_BONE_WEIGHTS if bone_weights is None else bone_weights).get(n, 1.0)
+        weights.cloneAndAppend(osim.MarkerWeight(BONE_PREFIX + n, float(w)))
+    reference = osim.MarkersReference(_marker_table(targets, names), weights)
+    solver = osim.InverseKinematicsSolver(fitted, reference, osim.SimTKArrayCoordinateReference(), math.inf)
+    solver.setAccuracy(accuracy)
+
+    coord_set = fitted.getCoordinateSet()
+    coord_names = [coord_set.get(i).getName() for i in range(coord_set.getSize())]
+    bone_markers = [BONE_PREFIX + n for n in names]
+    landmark_markers = [LANDMARK_PREFIX + n for n in NAMES]
+    n_frames = len(bones_per_frame)
+    landmarks = np.empty((n_frames, len(NAMES), 3))
+    rms = np.empty(n_frames)
+    worst = np.empty(n_frames)
+    worst_bone: list[str] = []
+    coords = np.empty((n_frames, len(coord_names)))
+
+    def residual(f: int) -> tuple[NDArray[np.float64], float]:
+        fitted.realizePosition(state)
+        err = np.linalg.norm(marker_positions(fitted, state, bone_markers) - targets[f], axis=1)
+        err = np.where(np.isfinite(err), err, np.nan)
+        return err, float(np.sqrt(np.nanmean(err**2)))
+
+    for f in range(n_frames):
+        state.setTime(f * _DT)
+        if f == 0:
+            _initial_root_pose(fitted, state, targets[0], bone_markers)
+            solver.assemble(state)
+        else:
+            solver.track(state)
+        err, frame_rms = residual(f)
+        if frame_rms > rms_threshold_m and f > 0:
+            # tracking can lose a fast or discontinuous motion: restart this frame from scratch
+            previous = state.getQ()
+            _initial_root_pose(fitted, state, targets[f], bone_markers)
+            solver.assemble(state)
+            err2, rms2 = residual(f)
+            if rms2 < frame_rms:
+                err, frame_rms = err2, rms2
+            else:
+                state.setQ(previous)
+                fitted.realizePosition(state)
+        rms[f] = frame_rms
+        k = int(np.nanargmax(err))
+        worst[f] = err[k]
+        worst_bone.append(names[k])
+        landmarks[f] = marker_positions(fitted, state, landmark_markers)
+        coords[f] = [coord_set.get(i).getValue(state) for i in range(len(coord_names))]
+
+    return FitResult(
+        landmarks=landmarks,
+        rms_m=rms,
+        max_m=worst,
+        worst_bone=worst_bone,
+        flagged=rms > rms_threshold_m,
+        coordinate_names=coord_names,
+        coordinates=coords,
+        scale_factors=factors,
+        bones_used=names,
+        rms_threshold_m=rms_threshold_m,
+        warnings=warnings,
+    )

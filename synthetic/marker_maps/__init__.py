@@ -1,0 +1,1 @@
+"""Marker maps shipped with SpineTrack (JSON data; format in docs/opensim-marker-map.md)."""
