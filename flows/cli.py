@@ -10,6 +10,10 @@ from flows.app import app
 COMMAND_MODULES = (
     "flows.synthetic",
     "flows.export",
+    "flows.model",
+    "flows.release",
+    "flows.review",
+    "flows.annotation",
 )
 
 

@@ -1,0 +1,423 @@
+"""Versioned, immutable dataset releases: grouped COCO splits, a manifest, a dataset card.
+
+A release is a folder $SPINETRACK_HOME/releases/VERSION/ written once:
+
+    manifest.json              what is in it and where it came from (schemas/manifest.py)
+    README.md                  the dataset card, generated from the manifest
+    annotations/train.json     COCO keypoints, 37 points, one file per split ...
+    annotations/train-real.json, train-synthetic.json, ...   ... and per image source
+    images/000000000042.png    the images (hard links where possible), unless referenced
+
+The COCO files hold no timestamps and the manifest records the revision of every instance, so
+`reproduce_release` rebuilds any version byte for byte from the append-only store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from pipeline.dataset_card import render_card
+from pipeline.export import export_coco
+from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
+from pipeline.store import Label, Store, file_sha256
+from pipeline.store.models import Image, Instance, ModelVersion, Release, Revision
+from pipeline.store.store import _label
+from schemas.errors import InputError
+from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
+from schemas.manifest import (
+    Changelog,
+    Counts,
+    FileEntry,
+    ModelInfo,
+    ReleaseManifest,
+    SplitCounts,
+    VisibilityCounts,
+    check_semver,
+    semver_key,
+)
+
+MANIFEST_NAME = "manifest.json"
+CARD_NAME = "README.md"
+
+
+class ReleaseError(RuntimeError):
+    """A release that cannot be made as asked (existing version, unknown parent, no labels)."""
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    version: str
+    path: Path
+    manifest: ReleaseManifest
+
+
+def releases_root(store: Store) -> Path:
+    return store.home / "releases"
+
+
+def list_releases(store: Store) -> list[str]:
+    """Versions in the store, in semver order."""
+    with store.session() as s:
+        versions = list(s.scalars(select(Release.version)))
+    return sorted(versions, key=semver_key)
+
+
+def get_release(store: Store, version: str) -> PublishedRelease:
+    with store.session() as s:
+        row = s.get(Release, version)
+        if row is None:
+            known = ", ".join(list_releases(store)) or "none"
+            raise ReleaseError(f"no release {version!r} in the store (releases: {known})")
+        return PublishedRelease(row.version, Path(row.path), ReleaseManifest.model_validate(row.manifest))
+
+
+def labels_for_revisions(store: Store, revision_ids: Sequence[int]) -> list[Label]:
+    """The labels of exact revisions (old ones included: the store is append-only)."""
+    wanted = sorted(set(revision_ids))
+    labels: list[Label] = []
+    with store.session() as s:
+        for start in range(0, len(wanted), 500):
+            q = (
+                select(Image, Instance, Revision)
+                .join(Instance, Instance.image_id == Image.id)
+                .join(Revision, Revision.instance_id == Instance.id)
+                .where(Revision.id.in_(wanted[start : start + 500]))
+            )
+            labels.extend(_label(img, inst, rev) for img, inst, rev in s.execute(q))
+    if len(labels) != len(wanted):
+        missing = sorted(set(wanted) - {lab.revision_id for lab in labels})
+        raise ReleaseError(f"revisions missing from the store: {missing[:20]}")
+    return sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id))
+
+
+def create_release(
+    store: Store,
+    version: str,
+    *,
+    parent: str | None = None,
+    notes: str = "",
+    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    pinned: Mapping[str, str] | None = None,
+    revision_sources: Sequence[str] | None = None,
+    copy_images: bool = True,
+) -> PublishedRelease:
+    """Publish the store's current labels as release `version` (refused if it exists).
+
+    `parent` defaults to the highest existing version; the changelog is computed against it.
+    Groups keep the split they were first given; new groups are split by `fractions`.
+    """
+    check_semver(version)
+    fractions = check_fractions(fractions)
+    existing = list_releases(store)
+    if version in existing:
+        old = get_release(store, version)
+        raise ReleaseError(
+            f"release {version} already exists ({old.path}, created"
+            f" {old.manifest.created_at:%Y-%m-%d %H:%M}Z); releases are immutable: choose a new version"
+        )
+    if parent is None and existing:
+        parent = existing[-1]
+    parent_manifest = None
+    if parent is not None:
+        check_semver(parent)
+        if parent not in existing:
+            known = ", ".join(existing) or "none"
+            raise ReleaseError(f"parent release {parent!r} does not exist (releases: {known})")
+        if semver_key(version) <= semver_key(parent):
+            raise ReleaseError(f"release {version} must be a higher version than its parent {parent}")
+        parent_manifest = get_release(store, parent).manifest
+
+    labels = store.current_labels(revision_sources=revision_sources)
+    if not labels:
+        raise ReleaseError("the store has no accepted labels to release")
+    split_of_group = assign_splits(store, (lab.group_key for lab in labels), fractions, pinned=pinned)
+    by_split: dict[str, list[Label]] = {name: [] for name in SPLITS}
+    for lab in labels:
+        by_split[split_of_group[lab.group_key]].append(lab)
+
+    root = releases_root(store)
+    final = root / version
+    if final.exists():
+        raise ReleaseError(f"{final} exists but the store has no release {version}: move it away first")
+    staging = root / f".{version}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    created_at = datetime.now(UTC).replace(microsecond=0)
+    manifest = write_release_files(
+        store, staging, version=version, parent=parent, created_at=created_at, notes=notes,
+        fractions=fractions, by_split=by_split, copy_images=copy_images, parent_manifest=parent_manifest,
+    )
+    renamed = False
+    try:
+        with store.session() as s:
+            s.add(Release(version=version, parent=parent, path=str(final),
+                          manifest=manifest.model_dump(mode="json"), created_at=created_at))
+            s.flush()  # a concurrent release of the same version fails here, before the rename
+            staging.rename(final)
+            renamed = True
+    except BaseException:
+        # the row was not committed: take the files away too, so the version stays free
+        shutil.rmtree(final if renamed else staging, ignore_errors=True)
+        raise
+    return PublishedRelease(version, final, manifest)
+
+
+def reproduce_release(store: Store, version: str, out_dir: str | Path) -> Path:
+    """Rebuild release `version` into `out_dir` from the revisions its manifest names.
+
+    The result is byte-identical to the original (files, manifest, card); a difference means the
+    store or an image changed under the release, and is reported as an error.
+    """
+    published = get_release(store, version)
+    recorded = published.manifest
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ReleaseError(f"{out} is not empty")
+    labels = {lab.revision_id: lab for lab in labels_for_revisions(
+        store, [rev for pairs in recorded.revisions.values() for _, rev in pairs])}
+    by_split = {name: [labels[rev] for _, rev in recorded.revisions.get(name, [])] for name in SPLITS}
+    parent_manifest = get_release(store, recorded.parent).manifest if recorded.parent else None
+    rebuilt = write_release_files(
+        store, out, version=version, parent=recorded.parent, created_at=recorded.created_at,
+        notes=recorded.notes, fractions=recorded.split_fractions, by_split=by_split,
+        copy_images=recorded.images == "copied", parent_manifest=parent_manifest,
+    )
+    if rebuilt != recorded:
+        raise ReleaseError(f"release {version} rebuilt to a different manifest: the store changed under it")
+    return out
+
+
+def verify_release(path: str | Path) -> list[str]:
+    """Problems found checking a release folder against its manifest (empty list: intact)."""
+    from schemas.manifest import load_manifest
+
+    root = Path(path)
+    manifest = load_manifest(root / MANIFEST_NAME)
+    problems = []
+    for entry in manifest.files:
+        file = root / entry.path
+        if not file.is_file():
+            problems.append(f"{entry.path}: missing")
+        elif file.stat().st_size != entry.bytes or file_sha256(file) != entry.sha256:
+            problems.append(f"{entry.path}: content differs from the manifest")
+    if (root / CARD_NAME).read_text() != render_card(manifest):
+        problems.append(f"{CARD_NAME}: differs from the card generated from the manifest")
+    return problems
+
+
+# -- writing ------------------------------------------------------------------------------
+def write_release_files(
+    store: Store,
+    out: Path,
+    *,
+    version: str,
+    parent: str | None,
+    created_at: datetime,
+    notes: str,
+    fractions: Mapping[str, float],
+    by_split: Mapping[str, Sequence[Label]],
+    copy_images: bool,
+    parent_manifest: ReleaseManifest | None,
+) -> ReleaseManifest:
+    """Write annotations, images, manifest and card of one release into `out`; return the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    all_labels = [lab for name in SPLITS for lab in by_split.get(name, [])]
+    files: list[FileEntry] = []
+    if copy_images:
+        image_files = _copy_images(store, all_labels, out)
+        by_split = {
+            name: [replace(lab, image_path=str(out / image_files[lab.image_id])) for lab in labs]
+            for name, labs in by_split.items()
+        }
+        files.extend(_image_entries(store, out, image_files))
+        image_root = out
+    else:
+        image_root = store.home
+    for file_name, labs, split in _annotation_files(by_split):
+        path = export_coco(
+            store, out / "annotations" / file_name, labels=labs, image_root=image_root,
+            info={"description": f"SpineTrack {version} {file_name.removesuffix('.json')}",
+                  "version": version, "split": split, "keypoints": NUM_KEYPOINTS},
+        )
+        files.append(_entry(out, path))
+    manifest = ReleaseManifest(
+        version=version,
+        parent=parent,
+        created_at=created_at,
+        notes=notes,
+        snapshot_id=store.snapshot_id(sorted(all_labels, key=lambda lab: (lab.image_id, lab.instance_id))),
+        split_fractions=dict(fractions),
+        images="copied" if copy_images else "referenced",
+        image_root="." if copy_images else "$SPINETRACK_HOME",
+        counts=_counts(by_split),
+        model_versions=_model_infos(store, all_labels),
+        revisions={
+            name: sorted((lab.instance_id, lab.revision_id) for lab in by_split.get(name, []))
+            for name in SPLITS
+        },
+        changelog=_changelog(parent_manifest, all_labels),
+        files=sorted(files, key=lambda f: f.path),
+    )
+    _write_read_only(out / MANIFEST_NAME, manifest.to_json())
+    _write_read_only(out / CARD_NAME, render_card(manifest))
+    for entry in files:
+        if entry.path.startswith("annotations/"):
+            (out / entry.path).chmod(0o444)
+    return manifest
+
+
+def _annotation_files(by_split: Mapping[str, Sequence[Label]]) -> list[tuple[str, list[Label], str]]:
+    """(file name, labels, split): every split, then per image source, then per subset where a
+    source has several (train-real-coco, train-real-yoga)."""
+    everything = [lab for labs in by_split.values() for lab in labs]
+    sources = sorted({lab.image_source for lab in everything})
+    subsets = {src: sorted({lab.subset for lab in everything if lab.image_source == src}) for src in sources}
+    out = []
+    for split in SPLITS:
+        labs = list(by_split.get(split, []))
+        out.append((f"{split}.json", labs, split))
+        for src in sources:
+            out.append((f"{split}-{src}.json", [lab for lab in labs if lab.image_source == src], split))
+            if len(subsets[src]) > 1:
+                for sub in subsets[src]:
+                    chosen = [lab for lab in labs if lab.image_source == src and lab.subset == sub]
+                    out.append((f"{split}-{src}-{_slug(sub)}.json", chosen, split))
+    return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, str]:
+    """Hard-link (or copy) each image into images/, checking it still has its ingest hash."""
+    hashes = _image_hashes(store, {lab.image_id for lab in labels})
+    names: dict[int, str] = {}
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for lab in labels:
+        if lab.image_id in names:
+            continue
+        src = Path(lab.image_path)
+        if not src.is_file():
+            raise InputError(src, "image of a released label is missing", field="path")
+        if file_sha256(src) != hashes[lab.image_id]:
+            raise InputError(src, "image changed since it was ingested (sha256 differs)", field="sha256")
+        name = f"images/{lab.image_id:012d}{src.suffix.lower()}"
+        dst = out / name
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        names[lab.image_id] = name
+    return names
+
+
+def _image_hashes(store: Store, image_ids: set[int]) -> dict[int, str]:
+    ids = sorted(image_ids)
+    found: dict[int, str] = {}
+    with store.session() as s:
+        for start in range(0, len(ids), 500):
+            q = select(Image.id, Image.sha256).where(Image.id.in_(ids[start : start + 500]))
+            found.update(s.execute(q).tuples().all())
+    return found
+
+
+def _image_entries(store: Store, out: Path, image_files: Mapping[int, str]) -> list[FileEntry]:
+    hashes = _image_hashes(store, set(image_files))
+    return [
+        FileEntry(path=name, sha256=hashes[image_id], bytes=(out / name).stat().st_size)
+        for image_id, name in image_files.items()
+    ]
+
+
+def _entry(root: Path, path: Path) -> FileEntry:
+    return FileEntry(
+        path=path.relative_to(root).as_posix(), sha256=file_sha256(path), bytes=path.stat().st_size
+    )
+
+
+def _write_read_only(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o444)
+
+
+def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
+    visibility = {k.name: Counter[int]() for k in KEYPOINTS}
+    splits, image_sources, subsets, revision_sources, rounds = {}, {}, {}, {}, {}
+    for name in SPLITS:
+        labs = by_split.get(name, [])
+        splits[name] = SplitCounts(
+            images=len({lab.image_id for lab in labs}),
+            instances=len(labs),
+            groups=len({lab.group_key for lab in labs}),
+        )
+        image_sources[name] = dict(sorted(Counter(lab.image_source for lab in labs).items()))
+        subsets[name] = dict(sorted(Counter(lab.subset for lab in labs).items()))
+        revision_sources[name] = dict(sorted(Counter(lab.source for lab in labs).items()))
+        rounds[name] = dict(sorted(Counter(
+            "none" if lab.round is None else str(lab.round) for lab in labs).items()))
+        for lab in labs:
+            for k in KEYPOINTS:
+                visibility[k.name][int(lab.keypoints[3 * k.index + 2])] += 1
+    return Counts(
+        splits=splits,
+        image_sources=image_sources,
+        subsets=subsets,
+        revision_sources=revision_sources,
+        rounds=rounds,
+        keypoint_visibility={
+            name: VisibilityCounts(v0=c[0], v1=c[1], v2=c[2]) for name, c in visibility.items()
+        },
+    )
+
+
+def _model_infos(store: Store, labels: Sequence[Label]) -> list[ModelInfo]:
+    used = Counter(lab.model_version for lab in labels if lab.model_version)
+    with store.session() as s:
+        rows = {m.name: m for m in s.scalars(select(ModelVersion).where(ModelVersion.name.in_(list(used))))}
+    infos = []
+    for name, count in sorted(used.items()):
+        row = rows.get(name)
+        infos.append(ModelInfo(
+            name=name, instances=count,
+            config_name=row.config_name if row else None,
+            data_snapshot=row.data_snapshot if row else None,
+            checkpoint_sha256=row.checkpoint_sha256 if row else None,
+        ))
+    return infos
+
+
+def _changelog(parent: ReleaseManifest | None, labels: Sequence[Label]) -> Changelog:
+    now = {lab.instance_id: lab.revision_id for lab in labels}
+    if parent is None:
+        return Changelog(parent=None, added=sorted(now))
+    before = parent.instance_revisions()
+    return Changelog(
+        parent=parent.version,
+        added=sorted(set(now) - set(before)),
+        removed=sorted(set(before) - set(now)),
+        relabelled=sorted(i for i in set(now) & set(before) if now[i] != before[i]),
+    )
+
+
+__all__ = [
+    "CARD_NAME",
+    "MANIFEST_NAME",
+    "PublishedRelease",
+    "ReleaseError",
+    "create_release",
+    "get_release",
+    "labels_for_revisions",
+    "list_releases",
+    "releases_root",
+    "reproduce_release",
+    "verify_release",
+]
