@@ -311,14 +311,22 @@ def step_collect(ctx: RoundContext) -> dict[str, Any]:
 
 
 def step_retrain(ctx: RoundContext) -> dict[str, Any]:
+    """Fine-tune from the round's start model on every accepted `train` label.
+
+    The model's name is derived from the round and the data, so a crash after training but before
+    the step was recorded finds the registered model and does not train twice.
+    """
+    from pipeline.model.registry import get_version
     from pipeline.model.train import train
 
     s = ctx.settings
     labels = training_labels(ctx.store)
-    version = train(ctx.store, config=s.config, iters=s.train_iters, parent=ctx.state["start_model"],
-                    seed=s.seed + ctx.number, device=s.device, labels=labels)
-    ctx.log(f"round {ctx.number}: trained {version.name} on {len(labels)} accepted labels")
-    return {"model_version": version.name, "train_labels": len(labels)}
+    name = f"{s.config}-round{ctx.number}-{ctx.store.snapshot_id(labels)[:10]}"
+    if get_version(ctx.store, name) is None:
+        train(ctx.store, config=s.config, iters=s.train_iters, parent=ctx.state["start_model"],
+              seed=s.seed + ctx.number, device=s.device, labels=labels, name=name)
+        ctx.log(f"round {ctx.number}: trained {name} on {len(labels)} accepted labels")
+    return {"model_version": name, "train_labels": len(labels)}
 
 
 def step_evaluate(ctx: RoundContext) -> dict[str, Any]:

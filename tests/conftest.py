@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import flows  # noqa: F401  (sets Prefect's start-up settings before anything imports prefect)
 from pipeline.store import Store
+
+pytest_plugins = ["tests.labelstudio_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -44,3 +47,14 @@ def rajagopal_model() -> Path:
     if not RAJAGOPAL.is_file():
         pytest.skip(f"Rajagopal2016 model not present at {RAJAGOPAL}")
     return RAJAGOPAL
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One real, ephemeral Prefect API for the whole session (starting one costs 10-30 s)."""
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings(updates={PREFECT_HOME: tmp_path_factory.mktemp("prefect")}), \
+            prefect_test_harness(server_startup_timeout=120):
+        yield
