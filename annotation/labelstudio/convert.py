@@ -1,0 +1,159 @@
+"""Keypoints in store pixels <-> Label Studio results in percent of the image size.
+
+Label Studio stores x, y as percent of `original_width` / `original_height`. Converting back rounds to
+1/1000 px (`PIXEL_DECIMALS`): any pixel value with at most three decimals survives the round trip
+exactly, on any image size (333 x 217 included); finer digits are below any annotator's precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from annotation.labelstudio.config import IMAGE, OCCLUDED, PERSON, VISIBILITY, keypoint_controls
+from schemas.keypoints import INDEX, NAMES, NUM_KEYPOINTS
+
+PIXEL_DECIMALS = 3
+PERSON_REGION_ID = "person"
+_CONTROLS = keypoint_controls()
+
+
+def to_percent(pixels: float, size: int) -> float:
+    return float(pixels) * 100.0 / float(size)
+
+
+def to_pixels(percent: float, size: int) -> float:
+    return round(float(percent) * float(size) / 100.0, PIXEL_DECIMALS)
+
+
+def region_id(index: int) -> str:
+    """Stable region id of a pre-annotated keypoint (annotator-added points get random ids)."""
+    return f"kp{index:02d}"
+
+
+def to_result(
+    keypoints: Sequence[float], bbox: Sequence[float] | None, width: int, height: int
+) -> list[dict[str, Any]]:
+    """Store keypoints (37 x (x, y, v), pixels) and box -> a Label Studio result list."""
+    result: list[dict[str, Any]] = []
+    if bbox is not None and bbox[2] > 0 and bbox[3] > 0:
+        result.append(
+            {
+                "id": PERSON_REGION_ID,
+                "from_name": PERSON,
+                "to_name": IMAGE,
+                "type": "rectanglelabels",
+                "original_width": width,
+                "original_height": height,
+                "image_rotation": 0,
+                "value": {
+                    "x": to_percent(bbox[0], width),
+                    "y": to_percent(bbox[1], height),
+                    "width": to_percent(bbox[2], width),
+                    "height": to_percent(bbox[3], height),
+                    "rotation": 0,
+                    "rectanglelabels": [PERSON],
+                },
+            }
+        )
+    for idx in range(NUM_KEYPOINTS):
+        x, y, v = keypoints[3 * idx : 3 * idx + 3]
+        if v <= 0:
+            continue
+        rid = region_id(idx)
+        point = {"x": to_percent(x, width), "y": to_percent(y, height), "width": 0.5}
+        result.append(
+            {
+                "id": rid,
+                "from_name": _CONTROLS[NAMES[idx]],
+                "to_name": IMAGE,
+                "type": "keypointlabels",
+                "original_width": width,
+                "original_height": height,
+                "image_rotation": 0,
+                "value": {**point, "keypointlabels": [NAMES[idx]]},
+            }
+        )
+        if v < 2:
+            result.append(
+                {
+                    "id": rid,
+                    "from_name": VISIBILITY,
+                    "to_name": IMAGE,
+                    "type": "choices",
+                    "value": {**point, "choices": [OCCLUDED]},
+                }
+            )
+    return result
+
+
+@dataclass
+class ParsedResult:
+    """An annotation result back in store terms."""
+
+    keypoints: list[float]
+    bbox: list[float] | None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) -> ParsedResult:
+    """A Label Studio result list -> 37 x (x, y, v) pixels and the person box.
+
+    Every placed point is labelled: v=1 when its region carries the "occluded" choice, else v=2.
+    Keypoints with no point (deleted by the annotator, or never placed) are v=0 at (0, 0).
+    A keypoint placed twice keeps the last point and is noted in `notes["duplicates"]`.
+    """
+    occluded = {
+        item.get("id")
+        for item in result
+        if item.get("type") == "choices"
+        and item.get("from_name") == VISIBILITY
+        and OCCLUDED in (item.get("value") or {}).get("choices", [])
+    }
+    keypoints = [0.0] * (NUM_KEYPOINTS * 3)
+    seen: set[int] = set()
+    duplicates: list[str] = []
+    unknown: list[str] = []
+    bbox: list[float] | None = None
+    for item in result:
+        value = item.get("value") or {}
+        kind = item.get("type")
+        if kind == "keypointlabels":
+            for name in value.get("keypointlabels", []):
+                idx = INDEX.get(name)
+                if idx is None:
+                    unknown.append(str(name))
+                    continue
+                if idx in seen:
+                    duplicates.append(name)
+                seen.add(idx)
+                keypoints[3 * idx] = to_pixels(value["x"], width)
+                keypoints[3 * idx + 1] = to_pixels(value["y"], height)
+                keypoints[3 * idx + 2] = 1.0 if item.get("id") in occluded else 2.0
+        elif kind == "rectanglelabels" and item.get("from_name") == PERSON:
+            bbox = [
+                to_pixels(value["x"], width),
+                to_pixels(value["y"], height),
+                to_pixels(value["width"], width),
+                to_pixels(value["height"], height),
+            ]
+    notes: dict[str, Any] = {}
+    if duplicates:
+        notes["duplicates"] = sorted(set(duplicates))
+    if unknown:
+        notes["unknown_labels"] = sorted(set(unknown))
+    return ParsedResult(keypoints=keypoints, bbox=bbox, notes=notes)
+
+
+def keypoints_bbox(keypoints: Sequence[float], width: int, height: int, margin: float = 0.1) -> list[float]:
+    """A box around the labelled points (with a margin), clipped to the image: used when none was drawn."""
+    xs = [keypoints[3 * i] for i in range(NUM_KEYPOINTS) if keypoints[3 * i + 2] > 0]
+    ys = [keypoints[3 * i + 1] for i in range(NUM_KEYPOINTS) if keypoints[3 * i + 2] > 0]
+    if not xs:
+        return [0.0, 0.0, 0.0, 0.0]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    x0, y0 = max(0.0, x0 - mx), max(0.0, y0 - my)
+    x1, y1 = min(float(width), x1 + mx), min(float(height), y1 + my)
+    return [x0, y0, x1 - x0, y1 - y0]

@@ -1,0 +1,294 @@
+"""Pull annotators' work from Label Studio into the store as `human` revisions, incrementally.
+
+Only tasks Label Studio changed since the cursor (SyncState) are fetched: saving an annotation bumps
+its task's `updated_at`, which the Data Manager filter selects on. Listing asks for ids and times
+only; the changed tasks (not those merely re-listed by the overlap window) are fetched in chunks.
+Every annotation version is stored exactly once (`external_id = ls:<annotation id>:<updated_at>`),
+so overlapping windows, re-runs and a pull interrupted by a crash or an unreachable server all
+converge; the cursor only moves after a complete pull. Skipped (cancelled) tasks are stored as
+`status="skipped"`, not accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from annotation.labelstudio.agreement import DISAGREEMENT_BELOW, agreement_quality
+from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reaching
+from annotation.labelstudio.convert import from_result, keypoints_bbox
+from pipeline.store import Store
+from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, SyncState, utcnow
+from schemas.keypoints import NUM_KEYPOINTS
+
+CURSOR_KEY = "labelstudio:pull"
+DISAGREEMENT_TAG = "annotator-disagreement"
+DM_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: Re-read this much before the cursor: transactions committing out of order cannot be missed.
+OVERLAP = timedelta(seconds=5)
+CHUNK = 200
+FETCH = 200
+
+
+@dataclass
+class PullReport:
+    project_id: int | None
+    tasks_seen: int = 0
+    stored: int = 0  # new human revisions (completed annotations)
+    skipped: int = 0  # new skipped/cancelled annotations recorded
+    already: int = 0  # annotation versions stored by an earlier pull
+    disagreements: list[int] = field(default_factory=list)  # instance ids sent to review
+    foreign_tasks: int = 0  # tasks not made by push (no spinetrack_key): ignored
+    cursor: str | None = None
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _iso(value: Any) -> str:
+    return _as_datetime(value).astimezone(UTC).strftime(DM_DATETIME)
+
+
+def cursor_key(conn: Connection, project_id: int) -> str:
+    return f"{CURSOR_KEY}:{conn.url}:{project_id}"
+
+
+def stored_project(store: Store, conn: Connection) -> int | None:
+    with store.session() as s:
+        row = s.get(SyncState, f"{PROJECT_KEY}:{conn.url}")
+        return int(row.value["project_id"]) if row is not None else None
+
+
+def _changed_task_versions(client: LabelStudio, project_id: int, after: datetime | None) -> dict[int, str]:
+    """Task id -> updated_at of tasks changed after the cursor (ids and times only: cheap to list)."""
+    query: dict[str, Any] = {"ordering": ["tasks:updated_at"]}
+    if after is not None:
+        query["filters"] = {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:updated_at",
+                    "operator": "greater",
+                    "type": "Datetime",
+                    "value": (after - OVERLAP).astimezone(UTC).strftime(DM_DATETIME),
+                }
+            ],
+        }
+    pager: Any = client.tasks.list(
+        project=project_id,
+        fields="task_only",
+        include="id,updated_at",
+        query=json.dumps(query),
+        page_size=1000,
+    )
+    return {int(t.id): _iso(t.updated_at) for t in pager if t.id is not None and t.updated_at is not None}
+
+
+def _fetch_tasks(client: LabelStudio, project_id: int, task_ids: list[int]) -> list[dict[str, Any]]:
+    """Full tasks with annotations, through the export endpoint (about twice as fast as the
+    Data Manager's `fields=all` listing, measured on 1.23.2), in chunks of `FETCH`."""
+    tasks: list[dict[str, Any]] = []
+    for start in range(0, len(task_ids), FETCH):
+        ids = task_ids[start : start + FETCH]
+        body = b"".join(
+            client.projects.exports.download_sync(
+                id=project_id, export_type="JSON", download_all_tasks=True,
+                request_options={"additional_query_parameters": {"ids[]": ids}},
+            )
+        )  # fmt: skip
+        tasks.extend(json.loads(body or b"[]"))
+    return tasks
+
+
+def pull(
+    store: Store,
+    *,
+    conn: Connection,
+    client: LabelStudio | None = None,
+    project_id: int | None = None,
+    disagreement_below: float = DISAGREEMENT_BELOW,
+) -> PullReport:
+    """Store every annotation made or changed in Label Studio since the last pull. Safe to re-run."""
+    client = client or connect(conn)
+    project_id = project_id or stored_project(store, conn)
+    report = PullReport(project_id=project_id)
+    if project_id is None:
+        return report
+    key = cursor_key(conn, project_id)
+    with store.session() as s:
+        row = s.get(SyncState, key)
+        after = _as_datetime(row.value["updated_after"]) if row is not None else None
+        seen: dict[str, str] = dict(row.value.get("seen", {})) if row is not None else {}
+    emails: dict[int, str] = {}
+    with reaching(conn.url):
+        versions = _changed_task_versions(client, project_id, after)
+        # tasks re-listed only because of the overlap window, unchanged since: nothing to fetch
+        todo = sorted(tid for tid, at in versions.items() if seen.get(str(tid)) != at)
+        tasks = _fetch_tasks(client, project_id, todo)
+        if any(a.get("completed_by") is not None for t in tasks for a in t.get("annotations") or []):
+            emails = {int(u.id): str(u.email) for u in client.users.list() if u.id is not None}
+    report.tasks_seen = len(tasks)
+    for start in range(0, len(tasks), CHUNK):
+        chunk = tasks[start : start + CHUNK]
+        stored_ids = [_external_id(a) for t in chunk for a in t.get("annotations") or []]
+        for attempt in range(3):
+            try:
+                _store_chunk(store, chunk, stored_ids, emails, report, disagreement_below)
+                break
+            except IntegrityError:  # a concurrent pull (webhook + CLI) stored the same version first
+                if attempt == 2:
+                    raise
+    newest = max([_as_datetime(at) for at in versions.values()] + ([after] if after else []), default=None)
+    if newest is not None:
+        report.cursor = _iso(newest)
+        window = newest - OVERLAP
+        seen.update({str(tid): at for tid, at in versions.items()})
+        seen = {tid: at for tid, at in seen.items() if _as_datetime(at) >= window - OVERLAP}
+        with store.session() as s:
+            row = s.get(SyncState, key)
+            value = {"updated_after": report.cursor, "seen": seen}
+            if row is None:
+                s.add(SyncState(key=key, value=value, updated_at=utcnow()))
+            else:
+                row.value = value
+                row.updated_at = utcnow()
+    return report
+
+
+def _store_chunk(
+    store: Store,
+    chunk: list[Any],
+    versions: list[str],
+    emails: dict[int, str],
+    report: PullReport,
+    disagreement_below: float,
+) -> None:
+    """One transaction per chunk of tasks; annotation versions already stored are skipped cheaply."""
+    counts = (report.stored, report.skipped, report.already, len(report.disagreements))
+    try:
+        with store.session() as s:
+            known = set(s.scalars(select(Revision.external_id).where(Revision.external_id.in_(versions))))
+            for task in chunk:
+                anns = list(task.get("annotations") or [])
+                if all(_external_id(a) in known for a in anns):
+                    report.already += len(anns)  # seen by an earlier pull (overlap window, re-run)
+                    continue
+                _store_task(store, s, task, emails, report, disagreement_below)
+    except Exception:
+        report.stored, report.skipped, report.already = counts[:3]
+        del report.disagreements[counts[3] :]
+        raise
+
+
+def _external_id(ann: dict[str, Any]) -> str:
+    return f"ls:{ann['id']}:{_iso(ann['updated_at'])}"
+
+
+def _annotator(ann: dict[str, Any], emails: dict[int, str]) -> str | None:
+    who = ann.get("completed_by")
+    if isinstance(who, dict):
+        return str(who.get("email") or who.get("id"))
+    if who is None:
+        return None
+    return emails.get(int(who), f"user:{who}")
+
+
+def _store_task(
+    store: Store, s: Session, task: Any, emails: dict[int, str], report: PullReport, disagreement_below: float
+) -> None:
+    data = task.get("data") or {}
+    if "spinetrack_key" not in data:
+        report.foreign_tasks += 1
+        return
+    annotations = list(task.get("annotations") or [])
+    if not annotations:
+        return
+    instance_id, round_ = int(data["instance_id"]), int(data["round"])
+    inst = s.get(Instance, instance_id)
+    if inst is None:
+        report.foreign_tasks += 1
+        return
+    img = s.get(Image, inst.image_id)
+    assert img is not None
+    width, height = img.width, img.height
+    row = s.scalar(
+        select(AnnotationTask).where(
+            AnnotationTask.instance_id == instance_id, AnnotationTask.round == round_
+        )
+    )
+    prefill = s.get(Revision, row.prediction_revision_id) if row and row.prediction_revision_id else None
+    fallback_kp = list(prefill.keypoints) if prefill else [0.0] * (NUM_KEYPOINTS * 3)
+    fallback_box = list(prefill.bbox) if prefill else None
+
+    parsed = {}
+    for ann in annotations:
+        if not ann.get("was_cancelled"):
+            parsed[ann["id"]] = from_result(ann.get("result") or [], width, height)
+    # agreement over each annotator's latest completed annotation of this task
+    latest: dict[str | None, dict[str, Any]] = {}
+    for ann in sorted(annotations, key=lambda a: _as_datetime(a["updated_at"])):
+        if not ann.get("was_cancelled"):
+            latest[_annotator(ann, emails)] = ann
+    boxes = [parsed[a["id"]].bbox or fallback_box for a in latest.values()]
+    area = max((b[2] * b[3] for b in boxes if b), default=float(width * height))
+    quality = agreement_quality(
+        [parsed[a["id"]].keypoints for a in latest.values()], area, disagreement_below
+    )
+
+    for ann in annotations:
+        external_id = _external_id(ann)
+        provenance = {
+            "labelstudio": {
+                "project": report.project_id,
+                "task": task.get("id"),
+                "annotation": ann["id"],
+                "created_at": ann.get("created_at"),
+                "updated_at": ann.get("updated_at"),
+                "lead_time_s": ann.get("lead_time"),
+            }
+        }
+        if ann.get("was_cancelled"):
+            rid = store.add_revision(
+                instance_id, fallback_kp, fallback_box or [0.0, 0.0, 0.0, 0.0], source="human",
+                accepted=False, status="skipped", annotator=_annotator(ann, emails), round=round_,
+                provenance=provenance, external_id=external_id, session=s,
+            )  # fmt: skip
+            report.skipped += rid is not None
+            report.already += rid is None
+            continue
+        result = parsed[ann["id"]]
+        bbox = result.bbox or fallback_box or keypoints_bbox(result.keypoints, width, height)
+        rid = store.add_revision(
+            instance_id, result.keypoints, bbox, source="human", annotator=_annotator(ann, emails),
+            round=round_, quality={**quality, **result.notes}, provenance=provenance,
+            external_id=external_id, session=s,
+        )  # fmt: skip
+        report.stored += rid is not None
+        report.already += rid is None
+    if row is not None:
+        done = any(not a.get("was_cancelled") for a in annotations)
+        state = "done" if done else "skipped"
+        if row.state != state:
+            row.state = state
+            row.updated_at = utcnow()
+    if quality.get("disagreement"):
+        open_tag = s.scalar(
+            select(ReviewTag.id).where(
+                ReviewTag.instance_id == instance_id,
+                ReviewTag.tag == DISAGREEMENT_TAG,
+                ReviewTag.pushed.is_(False),
+            )
+        )
+        if open_tag is None:
+            s.add(ReviewTag(instance_id=instance_id, tag=DISAGREEMENT_TAG, reviewer="labelstudio-pull"))
+        report.disagreements.append(instance_id)

@@ -1,0 +1,313 @@
+"""Push instances to Label Studio as tasks, with the model's current label as a pre-annotation.
+
+One task per person on the FULL image, the person's box drawn as a pre-annotated `person` rectangle:
+annotators see the context that decides occlusion (other people, props, image border), coordinates
+are the store's own pixels (no crop offsets to undo, nothing derived to write to disk), and Label
+Studio's zoom covers small people. Tasks go in with one bulk import call per batch.
+
+Idempotent by construction: an AnnotationTask row (unique instance, round) is written BEFORE the
+import as `pending`, then gets its Label Studio task id. Re-pushing the same (instance, round) never
+creates a second task and never touches a task an annotator has worked on. A crash between the import
+and recording its ids is repaired on the next push by matching the tasks' `spinetrack_key`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+from sqlalchemy import select
+
+from annotation.labelstudio.client import Connection, connect, ensure_project, reaching
+from annotation.labelstudio.convert import to_result
+from pipeline.store import Store
+from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
+from schemas.errors import InputError
+
+NEEDS_FIX = "needs-fix"
+BATCH = 500
+
+
+@dataclass
+class PushReport:
+    project_id: int
+    created: list[int] = field(default_factory=list)  # instance ids that got a new task
+    existing: list[int] = field(default_factory=list)  # already had a task this round: untouched
+    reopened: list[int] = field(default_factory=list)  # review: existing task got a new pre-annotation
+    task_ids: dict[int, int] = field(default_factory=dict)  # instance id -> Label Studio task id
+
+
+def task_key(instance_id: int, round: int) -> str:
+    return f"{instance_id}:{round}"
+
+
+def image_url(image_path: str, document_root: str | None) -> str:
+    """The local-files URL Label Studio serves an image under (relative to its document root)."""
+    path = Path(image_path).resolve()
+    root = Path(document_root or "/").resolve()
+    if root not in path.parents or path.parent == root:
+        raise InputError(
+            str(path),
+            f"image is not inside a sub-folder of Label Studio's document root {root} "
+            "(LOCAL_FILES_DOCUMENT_ROOT); start the server with a document root above the data",
+            field="path",
+        )
+    return f"/data/local-files/?d={path.relative_to(root).as_posix()}"
+
+
+def _storage_dir(image_path: str, document_root: str | None) -> str:
+    path = Path(image_path).resolve()
+    root = Path(document_root or "/").resolve()
+    return str(root / path.relative_to(root).parts[0])
+
+
+def _ensure_storages(client: LabelStudio, project_id: int, dirs: set[str]) -> None:
+    """Label Studio serves a local file only below a local-files storage of the project."""
+    have = {str(s.path).rstrip("/") for s in client.import_storage.local.list(project=project_id)}
+    for folder in sorted(dirs - have):
+        client.import_storage.local.create(
+            project=project_id, path=folder, title=f"spinetrack {Path(folder).name}", use_blob_urls=True
+        )
+
+
+def _prediction(rev: Revision, width: int, height: int) -> dict[str, Any]:
+    if rev.scores:
+        score: float | None = sum(rev.scores) / len(rev.scores)
+    elif rev.uncertainty is not None:
+        score = max(0.0, 1.0 - float(rev.uncertainty))
+    else:
+        score = None
+    pred: dict[str, Any] = {
+        "model_version": rev.model_version or rev.source,
+        "result": to_result(rev.keypoints, rev.bbox, width, height),
+    }
+    if score is not None:
+        pred["score"] = score
+    return pred
+
+
+def _prefill(s: Any, instance_ids: Sequence[int], sources: Sequence[str] | None) -> dict[int, Revision]:
+    """Latest revision per instance to pre-annotate with (`pseudo` by default; any accepted for review)."""
+    q = select(Revision).where(Revision.instance_id.in_(list(instance_ids))).order_by(Revision.id)
+    if sources is not None:
+        q = q.where(Revision.source.in_(list(sources)))
+    else:
+        q = q.where(Revision.accepted.is_(True))
+    latest: dict[int, Revision] = {}
+    for rev in s.scalars(q):
+        latest[rev.instance_id] = rev
+    return latest
+
+
+def push(
+    store: Store,
+    instance_ids: Sequence[int],
+    round: int,
+    *,
+    conn: Connection,
+    reason: str = "uncertain",
+    prefill_sources: Sequence[str] | None = ("pseudo",),
+    client: LabelStudio | None = None,
+    batch: int = BATCH,
+) -> PushReport:
+    """Create one Label Studio task per instance for `round` (never twice), pre-annotated with its prediction.
+
+    `prefill_sources` picks the revision shown as pre-annotation (the latest `pseudo` one by default;
+    None: the current accepted label). Instances with none get an empty task with just their image.
+    """
+    client = client or connect(conn)
+    project_id = ensure_project(store, client, conn)
+    report = PushReport(project_id=project_id)
+    wanted = list(dict.fromkeys(int(i) for i in instance_ids))
+    with store.session() as s:
+        rows = {
+            t.instance_id: t
+            for t in s.scalars(
+                select(AnnotationTask).where(
+                    AnnotationTask.round == round, AnnotationTask.instance_id.in_(wanted)
+                )
+            )
+        }
+        pending = [t for t in rows.values() if t.task_id is None]
+    if pending:
+        _recover_pending(store, client, conn, project_id, round)
+    with store.session() as s:
+        rows = {
+            t.instance_id: t
+            for t in s.scalars(
+                select(AnnotationTask).where(
+                    AnnotationTask.round == round, AnnotationTask.instance_id.in_(wanted)
+                )
+            )
+        }
+        for iid, t in rows.items():
+            if t.task_id is not None:
+                report.existing.append(iid)
+                report.task_ids[iid] = t.task_id
+        todo = [i for i in wanted if i not in rows or rows[i].task_id is None]
+        found = {
+            inst.id: (inst, img)
+            for inst, img in s.execute(
+                select(Instance, Image)
+                .join(Image, Image.id == Instance.image_id)
+                .where(Instance.id.in_(todo))
+            )
+        }
+        missing = [i for i in todo if i not in found]
+        if missing:
+            raise InputError("instance_ids", f"unknown instance ids {missing[:10]}", field="instance_ids")
+        prefill = _prefill(s, todo, prefill_sources)
+        payload: list[tuple[int, dict[str, Any]]] = []
+        dirs: set[str] = set()
+        for iid in todo:
+            inst, img = found[iid]
+            url = image_url(img.path, conn.document_root)
+            dirs.add(_storage_dir(img.path, conn.document_root))
+            task: dict[str, Any] = {
+                "data": {
+                    "image": url,
+                    "spinetrack_key": task_key(iid, round),
+                    "instance_id": iid,
+                    "instance_key": inst.key,
+                    "image_id": img.id,
+                    "round": round,
+                    "reason": reason,
+                    "width": img.width,
+                    "height": img.height,
+                }
+            }
+            rev = prefill.get(iid)
+            if rev is not None:
+                task["predictions"] = [_prediction(rev, img.width, img.height)]
+            payload.append((iid, task))
+            if iid not in rows:  # record intent first: a crash after the import is recoverable
+                s.add(
+                    AnnotationTask(
+                        instance_id=iid, round=round, project_id=project_id, state="pending", reason=reason,
+                        prediction_revision_id=rev.id if rev is not None else None,
+                    )
+                )  # fmt: skip
+    if not payload:
+        return report
+    with reaching(conn.url):
+        _ensure_storages(client, project_id, dirs)
+        for start in range(0, len(payload), batch):
+            chunk = payload[start : start + batch]
+            resp = client.projects.import_tasks(
+                id=project_id,
+                request=[t for _, t in chunk],  # type: ignore[misc]  # plain dicts: the SDK accepts them
+                return_task_ids=True,
+            )
+            ids = list(getattr(resp, "task_ids", None) or [])
+            if len(ids) != len(chunk):  # cannot pair ids with instances: repair by key instead
+                _recover_pending(store, client, conn, project_id, round)
+                continue
+            _record(store, round, {iid: tid for (iid, _), tid in zip(chunk, ids, strict=True)})
+    with store.session() as s:
+        for t in s.scalars(
+            select(AnnotationTask).where(AnnotationTask.round == round, AnnotationTask.instance_id.in_(todo))
+        ):
+            if t.task_id is not None:
+                report.created.append(t.instance_id)
+                report.task_ids[t.instance_id] = t.task_id
+    return report
+
+
+def _record(store: Store, round: int, task_ids: dict[int, int]) -> None:
+    with store.session() as s:
+        for t in s.scalars(
+            select(AnnotationTask).where(
+                AnnotationTask.round == round, AnnotationTask.instance_id.in_(list(task_ids))
+            )
+        ):
+            t.task_id = task_ids[t.instance_id]
+            t.state = "open"
+            t.updated_at = utcnow()
+
+
+def _recover_pending(
+    store: Store, client: LabelStudio, conn: Connection, project_id: int, round: int
+) -> None:
+    """Pair pending rows with tasks already in Label Studio (an import whose ids were never recorded)."""
+    by_key: dict[str, int] = {}
+    with reaching(conn.url):
+        task: Any
+        for task in client.tasks.list(project=project_id, fields="task_only", page_size=1000):
+            key = (task.data or {}).get("spinetrack_key")
+            if key is not None and task.id is not None:
+                by_key.setdefault(str(key), int(task.id))
+    with store.session() as s:
+        pending = s.scalars(
+            select(AnnotationTask).where(AnnotationTask.round == round, AnnotationTask.task_id.is_(None))
+        )
+        ids = {t.instance_id: by_key[task_key(t.instance_id, round)] for t in pending
+               if task_key(t.instance_id, round) in by_key}  # fmt: skip
+    if ids:
+        _record(store, round, ids)
+
+
+def push_from_review(
+    store: Store, round: int, *, conn: Connection, client: LabelStudio | None = None
+) -> PushReport:
+    """Re-open instances a reviewer tagged `needs-fix` (not yet pushed), with the current label prefilled.
+
+    An instance without a task this round gets a new one; one that has a task gets the current label
+    as a new prediction on it (the annotator updates the annotation; the next pull stores the update).
+    Tags are marked pushed only after Label Studio accepted the work.
+    """
+    client = client or connect(conn)
+    with store.session() as s:
+        tags = list(
+            s.scalars(select(ReviewTag).where(ReviewTag.tag == NEEDS_FIX, ReviewTag.pushed.is_(False)))
+        )
+        tag_ids = [t.id for t in tags]
+        instance_ids = list(dict.fromkeys(t.instance_id for t in tags))
+        existing = {
+            t.instance_id: (t.task_id, t.project_id)
+            for t in s.scalars(
+                select(AnnotationTask).where(
+                    AnnotationTask.round == round,
+                    AnnotationTask.instance_id.in_(instance_ids),
+                    AnnotationTask.task_id.is_not(None),
+                )
+            )
+        }
+        prefill = _prefill(s, instance_ids, None)
+        sizes = {
+            inst.id: (img.width, img.height)
+            for inst, img in s.execute(
+                select(Instance, Image)
+                .join(Image, Image.id == Instance.image_id)
+                .where(Instance.id.in_(instance_ids))
+            )
+        }
+    new_ids = [i for i in instance_ids if i not in existing]
+    report = push(store, new_ids, round, conn=conn, reason="review", prefill_sources=None, client=client)
+    with reaching(conn.url):
+        for iid, (task_id, _project) in existing.items():
+            rev = prefill.get(iid)
+            if rev is not None and task_id is not None:
+                width, height = sizes[iid]
+                pred = _prediction(rev, width, height)
+                client.predictions.create(
+                    task=task_id, result=pred["result"], score=pred.get("score"),
+                    model_version=f"review:{pred['model_version']}",
+                )  # fmt: skip
+            report.reopened.append(iid)
+            if task_id is not None:
+                report.task_ids[iid] = task_id
+    with store.session() as s:
+        for t in s.scalars(
+            select(AnnotationTask).where(
+                AnnotationTask.round == round, AnnotationTask.instance_id.in_(list(existing))
+            )
+        ):
+            t.state = "reopened"
+            t.reason = "review"
+            t.updated_at = utcnow()
+        for tag in s.scalars(select(ReviewTag).where(ReviewTag.id.in_(tag_ids))):
+            tag.pushed = True
+    return report
