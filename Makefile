@@ -9,8 +9,10 @@ export SPINETRACK_LS_VENV ?= $(CURDIR)/.venv-labelstudio
 venv:
 	@bash scripts/bootstrap.sh
 
-venv-labelstudio:
+venv-labelstudio: venv
 	@bash scripts/bootstrap_labelstudio.sh
+	@# migrate a template data folder once (minutes), so every server start afterwards takes seconds
+	@$(PY) -c "from annotation.labelstudio.server import ensure_template; ensure_template()"
 
 demo: venv venv-labelstudio
 	$(VENV)/bin/spinetrack demo

@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "flows.release",
     "flows.review",
     "flows.annotation",
+    "flows.active_learning",
+    "flows.demo",
 )
 
 

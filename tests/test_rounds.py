@@ -37,8 +37,8 @@ def test_round_resumes_after_the_last_finished_step(store: Store) -> None:
 def test_model_and_report_follow_finished_rounds(store: Store, tmp_path: Path) -> None:
     open_round(store, 1, strategy="random", budget=3)
     finish_step(store, 1, "retrain", model_version="tiny-r1")
-    finish_step(store, 1, "evaluate", metrics={"all_AP": 0.4, "body_AP": 0.5, "feet_AP": 0.3, "spine_AP": 0.6},
-                human_labels=3, auto_accepted=7)
+    metrics = {"all_AP": 0.4, "body_AP": 0.5, "feet_AP": 0.3, "spine_AP": 0.6}
+    finish_step(store, 1, "evaluate", metrics=metrics, human_labels=3, auto_accepted=7)
     finish_step(store, 1, "record")
     assert current_model(store) == "tiny-r1"
     assert next_round_number(store) == 2
