@@ -1,0 +1,286 @@
+"""Batched top-down inference with flip test, giving what uncertainty and selection need.
+
+`mmpose.apis.inference_topdown` runs one image per call and returns only the flip-averaged
+keypoints. Pseudo-labelling thousands of crops needs crops from many images in one forward pass,
+and the uncertainty needs the plain and the mirrored prediction separately plus backbone features
+for diversity. This module builds the crops with the model's own test pipeline transforms
+(GetBBoxCenterScale, TopdownAffine, so crops are identical to mmpose's), normalises them with the
+model's data preprocessor and runs backbone and head in batches.
+
+Images given as arrays are BGR, as cv2 and mmpose read them; paths are read with cv2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import cv2
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+import pipeline.model  # noqa: F401  (installs the mmpose import shims before mmpose loads)
+from schemas.errors import InputError
+from schemas.keypoints import NUM_KEYPOINTS, flip_permutation
+
+ImageInput = NDArray[np.uint8] | str | Path
+
+#: Test-pipeline steps replaced here: loading (done once per image) and packing (done per batch).
+_SKIPPED_STEPS = ("LoadImage", "PackPoseInputs")
+
+
+@dataclass
+class Prediction:
+    """One person's predicted pose, in image pixels.
+
+    `keypoints`/`scores` are the final answer (the flip-averaged output when flip test is on, as
+    mmpose computes it); `plain_keypoints` and `flip_keypoints` are the two halves of the flip test
+    decoded separately, whose disagreement is an uncertainty signal. `features` is the
+    global-average-pooled last backbone/neck feature map, for diversity-aware selection.
+    """
+
+    image_index: int
+    box_index: int
+    bbox: NDArray[np.float64]  # (4,) x, y, w, h
+    keypoints: NDArray[np.float64]  # (37, 2)
+    scores: NDArray[np.float64]  # (37,)
+    plain_keypoints: NDArray[np.float64]  # (37, 2)
+    plain_scores: NDArray[np.float64]  # (37,)
+    flip_keypoints: NDArray[np.float64] | None = None  # (37, 2)
+    flip_scores: NDArray[np.float64] | None = None  # (37,)
+    confidence: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))  # (37,) in [0, 1]
+    features: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def coco_keypoints(self) -> list[float]:
+        """Flat (x, y, v) triplets with v = 2 for every point (a prediction labels all 37)."""
+        out = np.concatenate([self.keypoints, np.full((NUM_KEYPOINTS, 1), 2.0)], axis=1)
+        return [float(v) for v in out.ravel()]
+
+    @property
+    def score(self) -> float:
+        """Instance score: the mean keypoint score (boxes are given, so no box score)."""
+        return float(np.mean(self.scores))
+
+
+def load_image(image: ImageInput) -> NDArray[np.uint8]:
+    """An image as a BGR uint8 array; arrays pass through (grey gains 3 channels)."""
+    if isinstance(image, (str, Path)):
+        arr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if arr is None:
+            raise InputError(image, "cannot read image (missing file or unsupported format)")
+        return np.asarray(arr, dtype=np.uint8)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _crop_pipeline(cfg: Any) -> Any:
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+
+    init_default_scope(cfg.get("default_scope", "mmpose"))
+    steps = [s for s in cfg.test_dataloader.dataset.pipeline if s["type"] not in _SKIPPED_STEPS]
+    return Compose(steps)
+
+
+@dataclass
+class _Crop:
+    image_index: int
+    box_index: int
+    bbox_xywh: NDArray[np.float64]
+    image: NDArray[np.uint8]
+    center: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    input_size: tuple[int, int]
+
+
+def _crops(
+    pipeline: Any, images: Sequence[ImageInput], boxes: Sequence[Any]
+) -> Iterator[_Crop]:
+    if len(images) != len(boxes):
+        raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
+    for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+        arr = np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4)
+        if len(arr) == 0:
+            continue
+        img = load_image(image)
+        for j, (x, y, w, h) in enumerate(arr):
+            data = {
+                "img": img,
+                "img_shape": img.shape[:2],
+                "bbox": np.array([[x, y, x + w, y + h]], dtype=np.float32),
+                "bbox_score": np.ones(1, dtype=np.float32),
+            }
+            out = pipeline(data)
+            yield _Crop(i, j, np.array([x, y, w, h]), out["img"], np.asarray(out["input_center"]),
+                        np.asarray(out["input_scale"]), tuple(out["input_size"]))
+
+
+def _batches(items: Iterator[_Crop], size: int) -> Iterator[list[_Crop]]:
+    batch: list[_Crop] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _flip_back(head: nn.Module, outputs: Any, test_cfg: dict[str, Any]) -> Any:
+    """Map the head's output on a mirrored crop back to the plain crop (mmpose's own helpers)."""
+    from mmpose.models.utils.tta import flip_heatmaps, flip_vectors
+
+    indices = list(flip_permutation())
+    if isinstance(outputs, tuple) and len(outputs) == 2:  # SimCC: (x, y) 1-D distributions
+        return flip_vectors(outputs[0], outputs[1], flip_indices=indices)
+    if isinstance(outputs, torch.Tensor) and outputs.ndim == 4:  # heatmaps
+        return flip_heatmaps(
+            outputs,
+            flip_mode=test_cfg.get("flip_mode", "heatmap"),
+            flip_indices=indices,
+            shift_heatmap=test_cfg.get("shift_heatmap", False),
+        )
+    raise TypeError(f"flip test: unsupported head output of {type(head).__name__}: {type(outputs)}")
+
+
+def _average(a: Any, b: Any) -> Any:
+    if isinstance(a, tuple):
+        return tuple((x + y) * 0.5 for x, y in zip(a, b, strict=True))
+    return (a + b) * 0.5
+
+
+def _decode(
+    head: nn.Module, outputs: Any, crops: list[_Crop]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Decode head outputs to image-space keypoints (N, K, 2) and scores (N, K)."""
+    preds = head.decode(outputs)  # type: ignore[operator]
+    kps = np.stack([np.asarray(p.keypoints, dtype=np.float64)[0, :, :2] for p in preds])
+    scores = np.stack([np.asarray(p.keypoint_scores, dtype=np.float64)[0] for p in preds])
+    for n, crop in enumerate(crops):
+        size = np.asarray(crop.input_size, dtype=np.float64)
+        kps[n] = kps[n] / size * crop.scale + crop.center - 0.5 * crop.scale
+    return kps, scores
+
+
+def _confidence(head: nn.Module, outputs: Any) -> NDArray[np.float64]:
+    """Per-keypoint confidence in [0, 1] from the head's raw output.
+
+    SimCC: the probability mass within two target sigmas of the peak, under the same softmax
+    (with the loss's beta) the model was trained to match; averaged over the x and y axes. A
+    sharp, trained peak gives close to 1, a flat output about window / bins. Heatmaps: the
+    peak value, which the Gaussian targets train towards 1, clipped to [0, 1].
+    """
+    if isinstance(outputs, tuple) and len(outputs) == 2:
+        loss = getattr(head, "loss_module", None)
+        beta = float(getattr(loss, "beta", 1.0)) if getattr(loss, "label_softmax", True) else 1.0
+        sigmas = np.asarray(getattr(head.decoder, "sigma", (2.0, 2.0)), dtype=np.float64).reshape(-1)
+        per_axis = []
+        for axis, logits in enumerate(outputs):
+            prob = torch.softmax(logits.float() * beta, dim=-1)
+            peak = prob.argmax(dim=-1, keepdim=True)
+            radius = int(np.ceil(2.0 * sigmas[min(axis, len(sigmas) - 1)]))
+            bins = torch.arange(prob.shape[-1], device=prob.device)
+            window = (bins - peak).abs() <= radius
+            per_axis.append((prob * window).sum(dim=-1))
+        return ((per_axis[0] + per_axis[1]) * 0.5).double().cpu().numpy()
+    if isinstance(outputs, torch.Tensor) and outputs.ndim == 4:
+        peak = outputs.flatten(2).max(dim=-1).values
+        return peak.clamp(0.0, 1.0).double().cpu().numpy()
+    raise TypeError(f"confidence: unsupported head output {type(outputs)}")
+
+
+@torch.no_grad()
+def _run_batch(model: nn.Module, crops: list[_Crop], flip_test: bool) -> list[Prediction]:
+    from mmengine.model import ImgDataPreprocessor
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(c.image.transpose(2, 0, 1))) for c in crops]
+    # The image part of PoseDataPreprocessor (normalise, BGR->RGB, stack, move to the model's
+    # device); its pose part only annotates data samples, which this path does not build.
+    batch = ImgDataPreprocessor.forward(model.data_preprocessor, {"inputs": tensors}, training=False)
+    inputs = batch["inputs"]
+    feats = model.extract_feat(inputs)  # type: ignore[operator]
+    head = cast(nn.Module, model.head)
+    test_cfg = dict(getattr(model, "test_cfg", None) or {})
+    outputs = head(feats)
+    pooled = feats[-1].mean(dim=(2, 3)).float().cpu().numpy()
+
+    plain_kps, plain_scores = _decode(head, outputs, crops)
+    flip_kps = flip_scores = None
+    final_kps, final_scores, final_outputs = plain_kps, plain_scores, outputs
+    if flip_test:
+        flipped = _flip_back(head, head(model.extract_feat(inputs.flip(-1))), test_cfg)  # type: ignore[operator]
+        flip_kps, flip_scores = _decode(head, flipped, crops)
+        final_outputs = _average(outputs, flipped)
+        final_kps, final_scores = _decode(head, final_outputs, crops)
+    confidence = _confidence(head, final_outputs)
+
+    return [
+        Prediction(
+            image_index=c.image_index,
+            box_index=c.box_index,
+            bbox=c.bbox_xywh,
+            keypoints=final_kps[n],
+            scores=final_scores[n],
+            plain_keypoints=plain_kps[n],
+            plain_scores=plain_scores[n],
+            flip_keypoints=None if flip_kps is None else flip_kps[n],
+            flip_scores=None if flip_scores is None else flip_scores[n],
+            confidence=confidence[n],
+            features=pooled[n],
+        )
+        for n, c in enumerate(crops)
+    ]
+
+
+def predict(
+    model: nn.Module,
+    images: Sequence[ImageInput],
+    boxes: Sequence[Any],
+    *,
+    batch_size: int = 32,
+    flip_test: bool = True,
+    cfg: Any | None = None,
+) -> list[Prediction]:
+    """Predict 37 keypoints for every box of every image.
+
+    `boxes[i]` are the (K, 4) x, y, w, h boxes of `images[i]`. `model` is an mmpose top-down
+    estimator; its config (`model.cfg`, or `cfg`) supplies the test pipeline. Predictions come
+    back in input order (image, then box), with `image_index`/`box_index` set.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    config = cfg if cfg is not None else getattr(model, "cfg", None)
+    if config is None:
+        raise ValueError("the model has no .cfg; pass cfg= (the mmpose config it was built from)")
+    pipeline = _crop_pipeline(config)
+    was_training = model.training
+    model.eval()
+    try:
+        out: list[Prediction] = []
+        for batch in _batches(_crops(pipeline, images, boxes), batch_size):
+            out.extend(_run_batch(model, batch, flip_test))
+        return out
+    finally:
+        model.train(was_training)
+
+
+def untrained_model(config_name: str, *, seed: int = 0, device: str = "cpu") -> nn.Module:
+    """A randomly initialised model of a named config, ready for `predict` and mmpose's
+    `inference_topdown`: for plumbing tests and speed benchmarks."""
+    import tempfile
+
+    from pipeline.model.configs import build_config
+    from pipeline.model.registry import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(build_config(config_name, work_dir=tempfile.gettempdir()), device=device)
+    model.eval()
+    return model

@@ -1,0 +1,258 @@
+"""Pseudo-labelling: the model's proposal for every instance nobody has labelled yet.
+
+Each proposal is stored as a `pseudo` revision with accepted=False: a suggestion for annotators
+(Label Studio pre-annotation) and the uncertainty that selection ranks by; never a label. Its
+external id `pseudo:{model}:{instance}` makes a re-run (or a resumed crash) skip what is already
+there, and revisions are written per chunk so a crash loses at most one chunk of work.
+
+Boxes: the instance's own box (`Instance.meta["bbox"]`, set by import), else the box of its
+latest revision of any kind, else the instance is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from torch import nn
+
+from pipeline.store import Store
+from pipeline.store.models import Image, Instance, Revision
+from pipeline.uncertainty import SpineStats, instance_uncertainty
+
+#: Sources whose keypoints are ground truth for scoring pseudo-labels.
+GROUND_TRUTH_SOURCES = ("synthetic", "import")
+STATS_FILE = Path("stats") / "spine_stats.json"
+
+
+@dataclass
+class PseudoLabelSummary:
+    model_version: str
+    candidates: int = 0
+    written: int = 0
+    already_done: int = 0
+    without_box: int = 0
+    mean_uncertainty: float | None = None
+    revision_ids: list[int] = field(default_factory=list)
+
+
+def external_id(model_version: str, instance_id: int) -> str:
+    return f"pseudo:{model_version}:{instance_id}"
+
+
+def spine_stats(store: Store, *, min_instances: int = 20) -> SpineStats | None:
+    """Spine-chain statistics fitted from the store's synthetic ground truth, saved as JSON under
+    $SPINETRACK_HOME/stats; the saved file is used when the store has too few synthetic labels."""
+    path = store.home / STATS_FILE
+    labels = store.current_labels(image_source="synthetic", revision_sources=("synthetic",))
+    if len(labels) >= min_instances:
+        try:
+            stats = SpineStats.fit(lab.keypoints for lab in labels)
+        except ValueError:
+            stats = None
+        if stats is not None and stats.count >= min_instances:
+            stats.save(path)
+            return stats
+    return SpineStats.load(path) if path.is_file() else None
+
+
+def _boxes(store: Store, pairs: Sequence[tuple[Image, Instance]]) -> dict[int, tuple[list[float], str]]:
+    """Box of each instance, with where it came from."""
+    out: dict[int, tuple[list[float], str]] = {}
+    missing: list[int] = []
+    for _img, inst in pairs:
+        box = (inst.meta or {}).get("bbox")
+        if box is not None and len(box) == 4:
+            out[inst.id] = ([float(v) for v in box], "instance")
+        else:
+            missing.append(inst.id)
+    if missing:
+        with store.session() as s:
+            rows = s.execute(
+                select(Revision.instance_id, Revision.bbox)
+                .where(Revision.instance_id.in_(missing))
+                .order_by(Revision.id)
+            )
+            for instance_id, bbox in rows:  # later revisions overwrite earlier ones
+                if bbox and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:
+                    out[instance_id] = ([float(v) for v in bbox], "revision")
+    return out
+
+
+def _done(store: Store, model_version: str, instance_ids: Sequence[int]) -> set[int]:
+    wanted = {external_id(model_version, i): i for i in instance_ids}
+    done: set[int] = set()
+    keys = list(wanted)
+    with store.session() as s:
+        for start in range(0, len(keys), 500):
+            query = select(Revision.external_id).where(Revision.external_id.in_(keys[start : start + 500]))
+            found = s.scalars(query)
+            done.update(wanted[k] for k in found if k is not None)
+    return done
+
+
+def pseudo_label(
+    store: Store,
+    model: nn.Module,
+    model_version: str,
+    *,
+    image_source: str | None = None,
+    instance_ids: Sequence[int] | None = None,
+    batch_size: int = 32,
+    flip_test: bool = True,
+    stats: SpineStats | None = None,
+    chunk: int = 256,
+    round: int | None = None,
+) -> PseudoLabelSummary:
+    """Predict and store a `pseudo` revision (accepted=False) for every unlabelled instance.
+
+    `image_source` ("real", "synthetic") and `instance_ids` narrow the pool. Instances already
+    pseudo-labelled by `model_version` are skipped. Uncertainty parts go to
+    `quality["uncertainty_parts"]`, pooled features to `quality["features"]`.
+    """
+    from pipeline.model.predict import predict
+
+    pairs = store.unlabelled_instances(image_source=image_source)
+    if instance_ids is not None:
+        wanted = set(instance_ids)
+        pairs = [p for p in pairs if p[1].id in wanted]
+    summary = PseudoLabelSummary(model_version, candidates=len(pairs))
+    done = _done(store, model_version, [inst.id for _, inst in pairs])
+    summary.already_done = len(done)
+    pairs = [p for p in pairs if p[1].id not in done]
+    boxes = _boxes(store, pairs)
+    summary.without_box = sum(1 for _, inst in pairs if inst.id not in boxes)
+    pairs = [p for p in pairs if p[1].id in boxes]
+    if stats is None:
+        stats = spine_stats(store)
+
+    uncertainties: list[float] = []
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start : start + chunk]
+        preds = predict(
+            model,
+            [img.path for img, _ in part],
+            [[boxes[inst.id][0]] for _, inst in part],
+            batch_size=batch_size,
+            flip_test=flip_test,
+        )
+        for pred in preds:
+            _img, inst = part[pred.image_index]
+            box, box_source = boxes[inst.id]
+            unc = instance_uncertainty(
+                pred.plain_keypoints if flip_test else pred.keypoints,
+                pred.confidence,
+                box,
+                flip_keypoints=pred.flip_keypoints,
+                stats=stats,
+            )
+            rev = store.add_revision(
+                inst.id,
+                pred.coco_keypoints(),
+                box,
+                source="pseudo",
+                accepted=False,
+                model_version=model_version,
+                round=round,
+                scores=[float(v) for v in pred.confidence],
+                uncertainty=unc.combined,
+                quality={
+                    "uncertainty_parts": unc.as_json(),
+                    "raw_scores": [round_(v) for v in pred.scores],
+                    "features": [round_(v) for v in pred.features],
+                },
+                provenance={"box_source": box_source, "flip_test": flip_test},
+                external_id=external_id(model_version, inst.id),
+            )
+            if rev is not None:
+                summary.written += 1
+                summary.revision_ids.append(rev)
+                uncertainties.append(unc.combined)
+    if uncertainties:
+        summary.mean_uncertainty = float(np.mean(uncertainties))
+    return summary
+
+
+def round_(value: Any, digits: int = 5) -> float:
+    return round(float(value), digits)
+
+
+@dataclass
+class PseudoLabelQuality:
+    """Pseudo-labels scored against hidden ground truth (synthetic or imported keypoints)."""
+
+    model_version: str
+    count: int
+    mean_oks: float
+    by_partition: dict[str, float]
+    spearman_uncertainty_error: float  # rank correlation of uncertainty with 1 - OKS
+    ap: dict[str, float] = field(default_factory=dict)  # COCO OKS AP/AR per partition ({part}_AP)
+
+
+def pseudo_label_quality(store: Store, model_version: str) -> PseudoLabelQuality:
+    """Mean expected OKS and COCO AP of a model's pseudo-labels on the instances that have ground
+    truth (ground-truth boxes, one prediction per person, as SpineTrack validation is run)."""
+    from pipeline.evaluate import evaluate_keypoints, expected_oks, summary
+    from pipeline.uncertainty import spearman
+    from schemas.keypoints import PARTITIONS
+
+    with store.session() as s:
+        pseudo = {
+            r.instance_id: r
+            for r in s.scalars(
+                select(Revision)
+                .where(Revision.source == "pseudo", Revision.model_version == model_version)
+                .order_by(Revision.id)
+            )
+        }
+        truth: dict[int, Revision] = {}
+        image_of: dict[int, int] = {}
+        if pseudo:
+            for r in s.scalars(
+                select(Revision)
+                .where(Revision.instance_id.in_(list(pseudo)), Revision.source.in_(GROUND_TRUTH_SOURCES))
+                .order_by(Revision.id)
+            ):
+                truth[r.instance_id] = r
+            rows = s.execute(select(Instance.id, Instance.image_id).where(Instance.id.in_(list(truth))))
+            image_of = {inst_id: img_id for inst_id, img_id in rows}
+    oks: dict[str, list[float]] = {name: [] for name in PARTITIONS}
+    unc: list[float] = []
+    err: list[float] = []
+    for inst_id, gt in truth.items():
+        pred = pseudo[inst_id]
+        for name, ids in PARTITIONS.items():
+            value = expected_oks(pred.keypoints, gt.keypoints, area=gt.area, ids=ids)
+            if not math.isnan(value):
+                oks[name].append(value)
+                if name == "all" and pred.uncertainty is not None:
+                    unc.append(pred.uncertainty)
+                    err.append(1.0 - value)
+    means = {name: float(np.mean(v)) if v else math.nan for name, v in oks.items()}
+    gt_coco = {
+        "images": [{"id": i} for i in sorted(set(image_of.values()))],
+        "annotations": [
+            {"id": n + 1, "image_id": image_of[i], "keypoints": list(gt.keypoints), "bbox": list(gt.bbox),
+             "area": gt.area, "iscrowd": 0, "category_id": 1}
+            for n, (i, gt) in enumerate(truth.items())
+        ],
+    }
+    results = [
+        {"image_id": image_of[i], "keypoints": list(pseudo[i].keypoints),
+         "score": float(np.mean(pseudo[i].scores or [1.0]))}
+        for i in truth
+    ]
+    ap = summary(evaluate_keypoints(gt_coco, results)) if truth else {}
+    return PseudoLabelQuality(
+        model_version=model_version,
+        count=len(oks["all"]),
+        mean_oks=means["all"],
+        by_partition=means,
+        spearman_uncertainty_error=spearman(unc, err) if len(unc) > 2 else math.nan,
+        ap=ap,
+    )

@@ -1,0 +1,246 @@
+"""Bring real images with person boxes (and optional ground truth) from a COCO-style file into the store.
+
+Real images enter the active-learning pool as instances with a box and no accepted label. COCO-17,
+Halpe-26 and Halpe-136 keypoints map in by index (SpineTrack's indices 0-25 are Halpe26, COCO-17
+first); a SpineTrack 37-point file maps one to one. When asked, the file's keypoints are kept as
+`import` revisions with accepted=False: hidden ground truth that benchmarks can score pseudo-labels
+against, never a label that training or selection sees as done.
+
+The whole file is validated before anything is written, so a bad file leaves the store untouched;
+importing the same file again adds nothing (images by content hash, instances by annotation id,
+revisions by external id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.store import Store, file_sha256
+from schemas.errors import InputError
+from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
+
+#: Keypoint counts a file may have, and how many of its leading points map to SpineTrack indices.
+KNOWN_LAYOUTS: dict[int, tuple[str, int]] = {
+    17: ("coco17", 17),
+    26: ("halpe26", len(HALPE26_IDS)),
+    133: ("coco-wholebody", 17),
+    136: ("halpe136", len(HALPE26_IDS)),
+    NUM_KEYPOINTS: ("spinetrack37", NUM_KEYPOINTS),
+}
+
+
+@dataclass
+class ImportSummary:
+    images: int = 0
+    instances: int = 0
+    ground_truth_revisions: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Person:
+    ann_index: int
+    annotation_id: int
+    bbox: list[float]
+    keypoints: list[float] | None  # 37 triplets, already mapped
+    layout: str | None
+    score: float | None
+    area: float | None = None  # the file's area (COCO: segmentation area), OKS's scale
+
+
+def instance_key(annotation_id: int | str) -> str:
+    """Instance key of a COCO annotation. COCO-family files that share annotation ids (COCO and
+    Halpe on val2017) describe the same person, so they land on the same instance."""
+    return f"coco-ann:{annotation_id}"
+
+
+def map_keypoints(values: list[float], where: str, fld: str) -> tuple[list[float], str]:
+    """Map a flat keypoint list of a known layout onto the 37 SpineTrack triplets (zeros elsewhere)."""
+    if len(values) % 3:
+        raise InputError(where, f"keypoints length {len(values)} is not a multiple of 3", field=fld)
+    count = len(values) // 3
+    if count not in KNOWN_LAYOUTS:
+        raise InputError(
+            where, f"{count} keypoints: expected one of {sorted(KNOWN_LAYOUTS)} (COCO, Halpe, SpineTrack)",
+            field=fld,
+        )
+    layout, mapped = KNOWN_LAYOUTS[count]
+    out = [0.0] * (NUM_KEYPOINTS * 3)
+    for i in range(mapped):
+        x, y, v = (float(t) for t in values[3 * i : 3 * i + 3])
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(v)):
+            raise InputError(where, f"keypoint {i} is not finite", field=fld)
+        v = 2.0 if v >= 2 else (1.0 if v > 0 else 0.0)  # mmpose-style scores >0 count as labelled
+        out[3 * i : 3 * i + 3] = [x, y, v] if v > 0 else [0.0, 0.0, 0.0]
+    return out, layout
+
+
+def _box(value: Any, where: str, fld: str) -> list[float]:
+    try:
+        box = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise InputError(where, "bbox must be 4 numbers [x, y, w, h]", field=fld) from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise InputError(where, "bbox must be 4 finite numbers [x, y, w, h]", field=fld)
+    if box[2] <= 0 or box[3] <= 0:
+        raise InputError(where, f"bbox width and height must be > 0, got {box[2:]}", field=fld)
+    return box
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read JSON: {exc}") from exc
+
+
+def _images(data: Mapping[str, Any], path: Path, image_dir: Path) -> dict[int, dict[str, Any]]:
+    images: dict[int, dict[str, Any]] = {}
+    raw = data.get("images")
+    if not isinstance(raw, list):
+        raise InputError(path, "missing the 'images' list", field="images")
+    for n, img in enumerate(raw):
+        fld = f"images[{n}]"
+        try:
+            image_id, name = int(img["id"]), str(img["file_name"])
+            width, height = int(img["width"]), int(img["height"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(path, f"needs id, file_name, width, height ({exc})", field=fld) from None
+        file = image_dir / name
+        if not file.is_file():
+            raise InputError(path, f"image file not found: {file}", field=f"{fld}.file_name")
+        images[image_id] = {"id": image_id, "file_name": name, "width": width, "height": height,
+                            "file": file, "video": img.get("vid_id", img.get("video_id"))}
+    return images
+
+
+def _people(
+    path: Path, records: list[Any], image_ids: set[int], *, detections: bool, min_score: float
+) -> tuple[dict[int, list[_Person]], list[str]]:
+    people: dict[int, list[_Person]] = {}
+    skipped: list[str] = []
+    where = str(path)
+    for n, ann in enumerate(records):
+        fld = f"[{n}]" if detections else f"annotations[{n}]"
+        if not isinstance(ann, Mapping) or "image_id" not in ann or "bbox" not in ann:
+            raise InputError(where, "needs image_id and bbox", field=fld)
+        image_id = int(ann["image_id"])
+        if image_id not in image_ids:
+            raise InputError(where, f"unknown image_id {image_id}", field=f"{fld}.image_id")
+        if int(ann.get("category_id", 1)) != 1:
+            skipped.append(f"{fld}: category {ann.get('category_id')} is not person")
+            continue
+        if int(ann.get("iscrowd", 0)):
+            skipped.append(f"{fld}: crowd region")
+            continue
+        box = _box(ann["bbox"], where, f"{fld}.bbox")
+        score = float(ann["score"]) if "score" in ann else None
+        if detections and score is not None and score < min_score:
+            skipped.append(f"{fld}: detection score {score:.3f} < {min_score}")
+            continue
+        kps: list[float] | None = None
+        layout: str | None = None
+        if not detections and ann.get("keypoints"):
+            kps, layout = map_keypoints(list(ann["keypoints"]), where, f"{fld}.keypoints")
+        ann_id: int = int(ann["id"]) if "id" in ann else n
+        if detections:
+            ann_id = n
+        area = float(ann["area"]) if ann.get("area") else None
+        people.setdefault(image_id, []).append(_Person(n, ann_id, box, kps, layout, score, area))
+    return people, skipped
+
+
+def _group_of(subset: str, info: Mapping[str, Any]) -> str:
+    video = info.get("video")
+    return f"{subset}/video-{video}" if video is not None else f"{subset}/{info['file_name']}"
+
+
+def import_coco(
+    store: Store,
+    coco_path: str | Path,
+    *,
+    image_dir: str | Path | None = None,
+    subset: str | None = None,
+    keep_ground_truth: bool = False,
+    detections: str | Path | None = None,
+    min_detection_score: float = 0.0,
+    group: str | None = None,
+) -> ImportSummary:
+    """Import the images and person boxes of a COCO keypoint file.
+
+    Boxes come from the file's annotations, or from `detections` (a COCO results list of
+    image_id, bbox, score) when given. Every instance stores its box in `Instance.meta["bbox"]`.
+    With `keep_ground_truth`, annotation keypoints become `import` revisions with accepted=False.
+    Images are looked up in `image_dir` (default: the file's folder).
+    The split group (frames of one group never straddle splits) is `group` when given, else the
+    image's video id (`vid_id`/`video_id`, as PoseTrack writes), else the image itself.
+    """
+    path = Path(coco_path).resolve()
+    data = _read_json(path)
+    if not isinstance(data, Mapping):
+        raise InputError(path, "expected a COCO object with images and annotations")
+    folder = Path(image_dir).resolve() if image_dir is not None else path.parent
+    images = _images(data, path, folder)
+    subset_name = subset or path.stem
+    if detections is not None:
+        det_path = Path(detections).resolve()
+        records = _read_json(det_path)
+        if not isinstance(records, list):
+            raise InputError(det_path, "expected a list of detections (COCO results format)")
+        people, skipped = _people(det_path, records, set(images), detections=True,
+                                  min_score=min_detection_score)
+        origin, origin_sha = det_path, file_sha256(det_path)
+    else:
+        anns = data.get("annotations", [])
+        if not isinstance(anns, list):
+            raise InputError(path, "'annotations' must be a list", field="annotations")
+        people, skipped = _people(path, anns, set(images), detections=False, min_score=0.0)
+        origin, origin_sha = path, file_sha256(path)
+
+    summary = ImportSummary(skipped=skipped)
+    for image_id, info in images.items():
+        store_image = store.add_image(
+            info["file"],
+            source="real",
+            subset=subset_name,
+            group_key=group or _group_of(subset_name, info),
+            width=info["width"],
+            height=info["height"],
+            meta={"coco_file": str(path), "coco_image_id": image_id, "file_name": info["file_name"]},
+        )
+        summary.images += 1
+        for person in people.get(image_id, []):
+            key = (f"det:{origin_sha[:12]}:{person.ann_index}" if detections is not None
+                   else instance_key(person.annotation_id))
+            meta: dict[str, Any] = {
+                "bbox": person.bbox,
+                "box_source": "detections" if detections is not None else "annotation",
+                "source_file": str(origin),
+                "annotation_id": person.annotation_id,
+            }
+            if person.score is not None:
+                meta["bbox_score"] = person.score
+            instance = store.instance_id(store_image, key, meta=meta)
+            summary.instances += 1
+            if keep_ground_truth and person.keypoints is not None:
+                digest = hashlib.sha256(f"{origin_sha}:{person.annotation_id}".encode()).hexdigest()[:16]
+                rev = store.add_revision(
+                    instance,
+                    person.keypoints,
+                    person.bbox,
+                    area=person.area,
+                    source="import",
+                    accepted=False,
+                    provenance={"file": str(origin), "annotation_id": person.annotation_id,
+                                "layout": person.layout},
+                    external_id=f"import:{digest}",
+                )
+                if rev is not None:
+                    summary.ground_truth_revisions += 1
+    return summary
