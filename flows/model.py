@@ -1,0 +1,164 @@
+"""Model flows and commands: training (helper M1's `train_model`) and pseudo-labelling.
+
+Thin Prefect flows over pipeline.model, pipeline.pseudo_label and pipeline.real_import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+from prefect import flow
+from rich.console import Console
+
+from flows.app import app
+from pipeline.store import Store
+
+# -- pseudo-labelling (helper M2) ------------------------------------------------------------------
+
+
+@flow(name="import-real")
+def import_real(
+    coco_file: str,
+    image_dir: str | None = None,
+    subset: str | None = None,
+    keep_ground_truth: bool = False,
+    detections: str | None = None,
+    min_detection_score: float = 0.0,
+) -> dict[str, Any]:
+    """Import real images and person boxes (and optional hidden ground truth) from a COCO file."""
+    from pipeline.real_import import import_coco
+
+    summary = import_coco(
+        Store(),
+        coco_file,
+        image_dir=image_dir,
+        subset=subset,
+        keep_ground_truth=keep_ground_truth,
+        detections=detections,
+        min_detection_score=min_detection_score,
+    )
+    return asdict(summary)
+
+
+@flow(name="pseudo-label")
+def pseudo_label(
+    model_name: str,
+    source: str | None = None,
+    batch_size: int = 32,
+    flip_test: bool = True,
+    round: int | None = None,
+) -> dict[str, Any]:
+    """Pseudo-label every unlabelled instance (of `source`, if given) with a registered model."""
+    from pipeline.model.registry import load_model
+    from pipeline.pseudo_label import pseudo_label as run
+
+    store = Store()
+    model, _meta = load_model(store, model_name)
+    summary = run(store, model, model_name, image_source=source, batch_size=batch_size,
+                  flip_test=flip_test, round=round)
+    out = asdict(summary)
+    out.pop("revision_ids")
+    return out
+
+
+@app.command("import-real")
+def import_real_command(
+    coco_file: Path = typer.Argument(..., help="COCO keypoint JSON (COCO-17, Halpe-26/136 or SpineTrack-37)"),
+    images: Path | None = typer.Option(None, help="folder of the images (default: the JSON's folder)"),
+    subset: str | None = typer.Option(None, help="subset name (default: the file's stem)"),
+    keep_ground_truth: bool = typer.Option(
+        False, help="store the file's keypoints as hidden ground truth (import revisions, not accepted)"
+    ),
+    detections: Path | None = typer.Option(None, help="COCO results file with person boxes to use instead"),
+    min_score: float = typer.Option(0.0, help="drop detections below this score"),
+) -> None:
+    """Import real images with person boxes into the store (the pseudo-labelling pool)."""
+    out = import_real(str(coco_file), str(images) if images else None, subset, keep_ground_truth,
+                      str(detections) if detections else None, min_score)
+    Console().print(
+        f"imported {out['images']} images, {out['instances']} instances, "
+        f"{out['ground_truth_revisions']} ground-truth revisions; skipped {len(out['skipped'])}"
+    )
+
+
+@app.command("pseudo-label")
+def pseudo_label_command(
+    model: str = typer.Option(..., "--model", help="registered model name"),
+    source: str | None = typer.Option(None, help="only images of this source: real or synthetic"),
+    batch_size: int = typer.Option(32, help="crops per forward pass"),
+    flip_test: bool = typer.Option(True, help="average with the mirrored crop (and measure disagreement)"),
+    round: int | None = typer.Option(None, help="active-learning round to record"),
+) -> None:
+    """Store the model's proposal (not accepted) with its uncertainty for every unlabelled instance."""
+    out = pseudo_label(model, source, batch_size, flip_test, round)
+    mean = out["mean_uncertainty"]
+    Console().print(
+        f"pseudo-labelled {out['written']} of {out['candidates']} instances "
+        f"({out['already_done']} already done, {out['without_box']} without a box)"
+        + (f"; mean uncertainty {mean:.3f}" if mean is not None else "")
+    )
+
+
+# -- training (helper M1) ---------------------------------------------------------------------------
+
+
+@flow(name="train-model")
+def train_model(
+    config: str = "tiny",
+    iters: int | None = None,
+    parent: str | None = None,
+    teacher: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    val_ann: str | None = None,
+    batch_size: int | None = None,
+    init_checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Train `config` on the store's current accepted labels and register the model."""
+    from pipeline.model.train import train
+
+    version = train(
+        Store(),
+        config=config,
+        iters=iters,
+        parent=parent,
+        teacher=teacher,
+        seed=seed,
+        device=device,
+        val_ann=val_ann,
+        batch_size=batch_size,
+        init_checkpoint=init_checkpoint,
+    )
+    return {
+        "name": version.name,
+        "config": version.config_name,
+        "parent": version.parent,
+        "data_snapshot": version.data_snapshot,
+        "metrics": version.metrics,
+        "checkpoint": version.checkpoint_path,
+    }
+
+
+@app.command("train")
+def train_command(
+    config: str = typer.Option("tiny", help="model config: tiny (CPU, minutes), rtmpose-s, rtmpose-m"),
+    iters: int | None = typer.Option(None, help="training iterations (default: the config's)"),
+    parent: str | None = typer.Option(None, help="registered model to fine-tune from"),
+    teacher: str | None = typer.Option(None, help="registered model to distil the 26 body points from"),
+    seed: int = typer.Option(0, help="random seed"),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0"),
+    val_ann: Path | None = typer.Option(None, help="COCO file to score the model on (OKS AP per part)"),
+    batch_size: int | None = typer.Option(None, help="batch size (default: the config's)"),
+    init_checkpoint: Path | None = typer.Option(
+        None, help="pretrained mmpose checkpoint (e.g. RTMPose body) to start from; matching weights only"
+    ),
+) -> None:
+    """Train a pose model on the current accepted labels and register it (models/NAME/)."""
+    out = train_model(config, iters, parent, teacher, seed, device, str(val_ann) if val_ann else None,
+                      batch_size, str(init_checkpoint) if init_checkpoint else None)
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(out["metrics"].items()) if k.endswith("_AP"))
+    Console().print(f"registered model [bold]{out['name']}[/bold] (data snapshot {out['data_snapshot']})"
+                    + (f": {metrics}" if metrics else ""))

@@ -1,0 +1,272 @@
+"""Train (or fine-tune) the SpineTrack model on the store's current accepted labels.
+
+Training always reads a fresh COCO export of `store.current_labels()`, so every model is tied to
+a data snapshot id (`store.snapshot_id`) and re-training after new corrections sees them. The loop
+is mmengine's Runner (iteration based); the model is built here so that parent weights, a teacher
+and a user's pretrained backbone can be attached before the Runner takes over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner, set_random_seed
+from torch import nn
+
+from pipeline.model import compat
+from pipeline.model.configs import CONFIG_NAMES, build_config
+from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
+from pipeline.model.registry import build_model, get_version, load_model, load_state_dict, save_model
+from pipeline.store import Label, Store
+from pipeline.store.models import ModelVersion
+from schemas.errors import InputError
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A body-pose teacher outside the registry: an mmpose config file and its checkpoint."""
+
+    config: str | Path
+    checkpoint: str | Path
+
+
+def run_name(config: str, snapshot: str, seed: int) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    tag = hashlib.sha256(f"{snapshot}:{seed}:{stamp}".encode()).hexdigest()[:6]
+    return f"{config}-{stamp}-{tag}"
+
+
+def export_training_labels(store: Store, labels: Sequence[Label], out_path: Path) -> Path:
+    """The COCO file the model trains on (the lead's exporter: same bytes for the same labels)."""
+    from pipeline.export import export_coco
+
+    return export_coco(store, out_path, labels=labels)
+
+
+def load_teacher(store: Store, teacher: str | TeacherSpec, device: str = "cpu") -> nn.Module:
+    """A frozen teacher: a registered model name, or an mmpose config + checkpoint pair."""
+    if isinstance(teacher, str):
+        model, _ = load_model(store, teacher, device)
+        return model
+    from mmpose.apis import init_model
+
+    model = init_model(str(teacher.config), None, device=device)
+    missing, _unexpected = model.load_state_dict(
+        compat.load_checkpoint_weights_only(teacher.checkpoint), strict=False
+    )
+    if missing:
+        raise ValueError(
+            f"{teacher.checkpoint}: teacher checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}"
+        )
+    model.eval()
+    return model
+
+
+def init_from_checkpoint(model: nn.Module, checkpoint: str | Path) -> dict[str, int]:
+    """Initialise from a user's pretrained mmpose checkpoint (e.g. an RTMPose body model).
+
+    Weights whose name and shape match are copied (backbone, most of the head); the rest (the
+    37-way output layers) stay freshly initialised. Loaded with `weights_only=True`.
+    """
+    source = compat.load_checkpoint_weights_only(checkpoint)
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"{checkpoint}: no weight matches the model (is it an RTMPose checkpoint?)")
+    model.load_state_dict(matched, strict=False)
+    return {"matched": len(matched), "total": len(own)}
+
+
+def evaluate_model(
+    model: nn.Module, ann_file: str | Path, *, batch_size: int = 32, flip_test: bool = True
+) -> dict[str, float]:
+    """OKS AP/AR (all/body/feet/spine) of `model` on a SpineTrack COCO file, with its boxes.
+
+    Uses the project's one evaluation path (pipeline.evaluate on pipeline.model.predict output), so
+    training metrics, benchmarks and the active-learning rounds report the same numbers.
+    """
+    from pipeline.evaluate import evaluate_keypoints, summary
+    from pipeline.model.predict import predict
+
+    path = Path(ann_file)
+    try:
+        gt = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read COCO JSON: {exc}") from exc
+    boxes: dict[int, list[list[float]]] = {}
+    for ann in gt.get("annotations", []):
+        boxes.setdefault(ann["image_id"], []).append(list(ann["bbox"]))
+    images = [img for img in gt.get("images", []) if img["id"] in boxes]
+    files = [_resolve(path, img["file_name"]) for img in images]
+    preds = predict(model, files, [np.asarray(boxes[img["id"]], np.float32) for img in images],
+                    batch_size=batch_size, flip_test=flip_test)
+    results = [
+        {"image_id": images[p.image_index]["id"], "category_id": 1,
+         "keypoints": p.coco_keypoints(), "score": p.score}
+        for p in preds
+    ]
+    return {k: round(float(v), 4) for k, v in summary(evaluate_keypoints(gt, results)).items()}
+
+
+def _resolve(ann_file: Path, file_name: str) -> str:
+    name = Path(file_name)
+    return str(name if name.is_absolute() else ann_file.parent / name)
+
+
+def train(
+    store: Store,
+    *,
+    config: str = "tiny",
+    iters: int | None = None,
+    parent: str | None = None,
+    teacher: str | TeacherSpec | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    val_ann: str | Path | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    loss_weights: dict[str, float] | None = None,
+    labels: Sequence[Label] | None = None,
+    init_checkpoint: str | Path | None = None,
+    name: str | None = None,
+    threads: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    hooks: Sequence[Hook] | None = None,
+) -> ModelVersion:
+    """Train `config` on the store's current labels and register the result.
+
+    `parent`: a registered model to fine-tune from (same config). `loss_weights` default to the
+    paper's (losses.DEFAULT_WEIGHTS) when fine-tuning and to losses.SCRATCH_WEIGHTS (no spine
+    terms) when training from scratch. `teacher`: a registered model or a
+    `TeacherSpec` to distil the 26 body points from. `val_ann`: a COCO file scored after training
+    (OKS AP all/body/feet/spine goes into the model's metrics). `labels` defaults to every current
+    accepted label. Same seed, same data, same machine -> same weights (as far as torch allows).
+    """
+    if config not in CONFIG_NAMES:
+        raise ValueError(f"unknown model config {config!r}; choose one of {', '.join(CONFIG_NAMES)}")
+    labels = list(store.current_labels() if labels is None else labels)
+    if not labels:
+        raise ValueError(f"the store at {store.home} has no accepted labels to train on")
+    snapshot = store.snapshot_id(labels)
+    name = name or run_name(config, snapshot, seed)
+    if get_version(store, name) is not None:
+        raise ValueError(f"model {name!r} is already registered")
+    if threads:
+        torch.set_num_threads(threads)
+    from_scratch = parent is None and init_checkpoint is None
+    if loss_weights is None and from_scratch:
+        loss_weights = dict(SCRATCH_WEIGHTS)
+
+    work_dir = store.home / "models" / "_runs" / name
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_ann = export_training_labels(store, labels, work_dir / "train.json")
+    cfg = build_config(
+        config,
+        work_dir=work_dir,
+        train_ann=train_ann,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        loss_weights=loss_weights,
+        overrides=overrides,
+    )
+
+    set_random_seed(seed)  # the model is built before the Runner seeds anything
+    model = build_model(cfg, device)
+    provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
+    if parent is not None:
+        parent_state, parent_meta = load_state_dict(store, parent, device)
+        if parent_meta["config_name"] != config:
+            raise ValueError(
+                f"parent {parent!r} is a {parent_meta['config_name']!r} model; "
+                f"cannot fine-tune it as {config!r}"
+            )
+        model.load_state_dict(parent_state, strict=True)
+    elif init_checkpoint is not None:
+        loaded = init_from_checkpoint(model, init_checkpoint)
+        provenance["init_checkpoint"] = {"path": str(init_checkpoint), **loaded}
+    if teacher is not None:
+        if not isinstance(model, SpineTrackPoseEstimator):
+            raise TypeError("distillation needs a SpineTrackPoseEstimator model")
+        ids = model.attach_teacher(load_teacher(store, teacher, device))
+        provenance["teacher"] = {"model": str(teacher), "distilled_ids": list(ids)}
+
+    runner = _runner(cfg, model, name)
+    for hook in hooks or ():
+        runner.register_hook(hook, priority="LOW")
+    started = time.perf_counter()
+    runner.train()
+    provenance["train_seconds"] = round(time.perf_counter() - started, 2)
+    provenance["iters"] = int(cfg.train_cfg.max_iters)
+    if isinstance(model, SpineTrackPoseEstimator):
+        model.detach_teacher()
+    model.eval()
+    metrics: dict[str, Any] = evaluate_model(model, val_ann) if val_ann else {}
+    version = save_model(
+        store,
+        model,
+        name=name,
+        config_name=config,
+        config=cfg,
+        data_snapshot=snapshot,
+        metrics=metrics,
+        parent=parent,
+        extra={"provenance": provenance, "seed": seed},
+    )
+    _close(runner)
+    shutil.rmtree(work_dir / "vis_data", ignore_errors=True)
+    return version
+
+
+def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
+    """mmengine's Runner from our config, around the model built (and prepared) here."""
+    optional = {
+        key: cfg.get(key)
+        for key in (
+            "val_dataloader", "val_cfg", "val_evaluator", "test_dataloader", "test_cfg", "test_evaluator"
+        )
+    }
+    if optional["val_dataloader"] is None:
+        optional.update(val_cfg=None, val_evaluator=None)
+    return Runner(
+        model=model,
+        work_dir=cfg.work_dir,
+        train_dataloader=cfg.train_dataloader,
+        train_cfg=cfg.train_cfg,
+        optim_wrapper=cfg.optim_wrapper,
+        param_scheduler=cfg.param_scheduler,
+        default_hooks=cfg.default_hooks,
+        launcher="none",
+        env_cfg=cfg.env_cfg,
+        log_processor=cfg.log_processor,
+        log_level=cfg.log_level,
+        visualizer=None,
+        default_scope=cfg.default_scope,
+        randomness=cfg.randomness,
+        experiment_name=name,
+        cfg=cfg,
+        **optional,
+    )
+
+
+def _close(runner: Runner) -> None:
+    """Release the run's log file handle (long-lived processes train many models)."""
+    import logging
+
+    for handler in list(runner.logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            runner.logger.removeHandler(handler)
