@@ -65,7 +65,7 @@ def ensure_labelstudio(store: Store, document_root: Path) -> LabelStudioServer:
 
 @flow(name="demo")
 def demo_flow(
-    rounds: int = 2, budget: int = 20, train_iters: int = 600, round_iters: int = 300
+    rounds: int = 2, budget: int = 20, train_iters: int = 300, round_iters: int = 150
 ) -> dict[str, str]:
     from pipeline.model.train import train
 

@@ -143,6 +143,10 @@ def test_fine_tune_from_parent_with_teacher_distillation(trained: dict[str, Any]
     assert meta["provenance"]["teacher"]["distilled_ids"] == list(range(26))
     state, _ = load_state_dict(store, child.name)
     assert not any("teacher" in key for key in state)  # only the student is saved
+    # fine-tuning starts from the parent's weights: three small steps keep what the parent learnt
+    # (mmengine's Runner re-initialises a model it thinks is fresh, which would drop them)
+    child_model, _ = load_model(store, child.name)
+    assert evaluate_model(child_model, trained["val_ann"])["spine_AP"] >= 0.5 * parent.metrics["spine_AP"]
 
 
 def test_same_seed_gives_same_weights(store: Store, renders: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from mmengine.runner import Runner, set_random_seed
 from torch import nn
 
 from pipeline.model import compat
-from pipeline.model.configs import CONFIG_NAMES, build_config
+from pipeline.model.configs import CONFIG_NAMES, SPECS, build_config
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
 from pipeline.model.registry import build_model, get_version, load_model, load_state_dict, save_model
 from pipeline.store import Label, Store
@@ -40,6 +40,9 @@ class TeacherSpec:
 
     config: str | Path
     checkpoint: str | Path
+
+
+FINE_TUNE_LR_FACTOR = 0.1
 
 
 def run_name(config: str, snapshot: str, seed: int) -> str:
@@ -168,6 +171,10 @@ def train(
     from_scratch = parent is None and init_checkpoint is None
     if loss_weights is None and from_scratch:
         loss_weights = dict(SCRATCH_WEIGHTS)
+    if lr is None and not from_scratch:
+        # AdamW moves every weight by about lr per step whatever the gradient: the from-scratch rate
+        # would wreck a trained parent in its first steps, so fine-tuning starts ten times lower.
+        lr = SPECS[config].lr * FINE_TUNE_LR_FACTOR
 
     work_dir = store.home / "models" / "_runs" / name
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +193,11 @@ def train(
 
     set_random_seed(seed)  # the model is built before the Runner seeds anything
     model = build_model(cfg, device)
+    if not from_scratch:
+        # Initialise before loading weights: mmengine's Runner.train() calls model.init_weights(),
+        # which re-randomises a model not yet marked initialised and would silently throw away the
+        # parent's (or the checkpoint's) weights. From scratch the Runner initialises as usual.
+        model.init_weights()
     provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
     if parent is not None:
         parent_state, parent_meta = load_state_dict(store, parent, device)
