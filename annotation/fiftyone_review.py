@@ -33,8 +33,7 @@ from sqlalchemy import func, select
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
 from pipeline.release import get_release, labels_for_revisions
 from pipeline.store import Label, Store
-from pipeline.store.models import Image, Instance, ReviewTag, Revision
-from pipeline.store.store import _label
+from pipeline.store.models import Instance, ReviewTag, Revision
 from schemas.keypoints import NAMES, NUM_KEYPOINTS, SKELETON
 
 log = logging.getLogger(__name__)
@@ -119,23 +118,8 @@ def skeleton(fo: ModuleType) -> Any:
 # -- reading the store ---------------------------------------------------------------------------
 def latest_predictions(store: Store, instance_ids: Iterable[int] | None = None) -> list[Label]:
     """The latest model proposal of each instance (accepted or not), as Labels."""
-    latest = (
-        select(Revision.instance_id, func.max(Revision.id).label("rid"))
-        .where(Revision.source.in_(PREDICTION_SOURCES))
-        .group_by(Revision.instance_id)
-        .subquery()
-    )
-    q = (
-        select(Image, Instance, Revision)
-        .join(Instance, Instance.image_id == Image.id)
-        .join(latest, latest.c.instance_id == Instance.id)
-        .join(Revision, Revision.id == latest.c.rid)
-        .order_by(Image.id, Instance.id)
-    )
-    wanted = None if instance_ids is None else set(instance_ids)
-    with store.session() as s:
-        return [_label(img, inst, rev) for img, inst, rev in s.execute(q)
-                if wanted is None or inst.id in wanted]
+    return store.latest_labels(accepted_only=False, among_sources=PREDICTION_SOURCES,
+                               instance_ids=None if instance_ids is None else list(instance_ids))
 
 
 def _revision_scores(store: Store, revision_ids: Sequence[int]) -> dict[int, tuple[list[float] | None, bool]]:

@@ -31,29 +31,10 @@ from mmengine.hooks import Hook  # noqa: E402
 from pipeline.model.dataset import merge_coco_files  # noqa: E402
 from pipeline.model.train import evaluate_model, train  # noqa: E402
 from pipeline.store import Store  # noqa: E402
+from synthetic.sample_set import store_ground_truth  # noqa: E402
 
 TRAIN_MOTIONS = ("bend", "twist", "walk", "squat", "reach")
 RESULTS = REPO / "bench" / "results"
-
-
-def store_ground_truth(store: Store, folder: Path) -> int:
-    """A render folder's true landmarks as accepted synthetic labels (skips OpenSim IK: we measure
-    the model here, not the ingest)."""
-    gt = json.loads((folder / "ground_truth.json").read_text())
-    images = {img["id"]: img for img in gt["images"]}
-    ids: dict[int, int] = {}
-    for ann in gt["annotations"]:
-        img = images[ann["image_id"]]
-        if img["id"] not in ids:
-            ids[img["id"]] = store.add_image(
-                folder / img["file_name"], source="synthetic", subset="train-unreal",
-                group_key=folder.name, width=img["width"], height=img["height"],
-                frame_index=img.get("frame"),
-            )
-        inst = store.instance_id(ids[img["id"]], f"actor-{ann.get('actor', 1)}")
-        store.add_revision(inst, ann["keypoints"], ann["bbox"], source="synthetic", area=ann["area"],
-                           external_id=f"bench-gt:{folder.name}:{ann['id']}")
-    return len(gt["annotations"])
 
 
 class CurveProbe(Hook):
@@ -113,7 +94,7 @@ def main() -> None:
 
     home = args.work / f"home-{int(time.time())}"
     store = Store(home=home)
-    frames = sum(store_ground_truth(store, f) for f in train_folders)
+    frames = sum(store_ground_truth(store, f, tag="bench-gt") for f in train_folders)
     rows = [{"iters": 0, "train_seconds": 0.0, "loss_kpt": None,
              **evaluate_model(untrained_model("tiny", seed=args.seed), val_ann)}]
     probe = CurveProbe(val_ann, {p for p in args.probe if 0 < p <= args.iters} | {args.iters})

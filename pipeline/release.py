@@ -28,8 +28,7 @@ from pipeline.dataset_card import render_card
 from pipeline.export import export_coco
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
-from pipeline.store.models import Image, Instance, ModelVersion, Release, Revision
-from pipeline.store.store import _label
+from pipeline.store.models import Image, ModelVersion, Release
 from schemas.errors import InputError
 from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
 from schemas.manifest import (
@@ -80,22 +79,12 @@ def get_release(store: Store, version: str) -> PublishedRelease:
 
 
 def labels_for_revisions(store: Store, revision_ids: Sequence[int]) -> list[Label]:
-    """The labels of exact revisions (old ones included: the store is append-only)."""
-    wanted = sorted(set(revision_ids))
-    labels: list[Label] = []
-    with store.session() as s:
-        for start in range(0, len(wanted), 500):
-            q = (
-                select(Image, Instance, Revision)
-                .join(Instance, Instance.image_id == Image.id)
-                .join(Revision, Revision.instance_id == Instance.id)
-                .where(Revision.id.in_(wanted[start : start + 500]))
-            )
-            labels.extend(_label(img, inst, rev) for img, inst, rev in s.execute(q))
-    if len(labels) != len(wanted):
-        missing = sorted(set(wanted) - {lab.revision_id for lab in labels})
+    """The labels of exact revisions; a revision missing from the store is an error."""
+    labels = store.labels_for_revisions(revision_ids)
+    if len(labels) != len(set(revision_ids)):
+        missing = sorted(set(revision_ids) - {lab.revision_id for lab in labels})
         raise ReleaseError(f"revisions missing from the store: {missing[:20]}")
-    return sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id))
+    return labels
 
 
 def create_release(

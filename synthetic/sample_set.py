@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.store import Store
 from synthetic.renderer import render_sequence
 
 GROUND_TRUTH = "ground_truth.json"
@@ -56,3 +57,26 @@ def render_set(root: str | Path, specs: list[SequenceSpec]) -> list[Path]:
                             width=spec.width, height=spec.height)
         folders.append(folder)
     return folders
+
+
+def store_ground_truth(store: Store, folder: Path, *, tag: str = "render-gt") -> int:
+    """A render folder's true landmarks as accepted synthetic labels; returns how many.
+
+    This skips OpenSim IK on purpose: model tests and benchmarks measure the model, not the ingest
+    (`synthetic.ingest` is the product path). Idempotent through external ids.
+    """
+    gt = json.loads((folder / GROUND_TRUTH).read_text())
+    images = {img["id"]: img for img in gt["images"]}
+    ids: dict[int, int] = {}
+    for ann in gt["annotations"]:
+        img = images[ann["image_id"]]
+        if img["id"] not in ids:
+            ids[img["id"]] = store.add_image(
+                folder / img["file_name"], source="synthetic", subset="train-unreal",
+                group_key=folder.name, width=img["width"], height=img["height"],
+                frame_index=img.get("frame"),
+            )
+        inst = store.instance_id(ids[img["id"]], f"actor-{ann.get('actor', 1)}")
+        store.add_revision(inst, ann["keypoints"], ann["bbox"], source="synthetic", area=ann["area"],
+                           external_id=f"{tag}:{folder.name}:{ann['id']}")
+    return len(gt["annotations"])

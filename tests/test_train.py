@@ -26,6 +26,7 @@ from pipeline.model.registry import (
 from pipeline.model.train import evaluate_model, train
 from pipeline.store import Store
 from schemas.errors import InputError
+from synthetic.sample_set import store_ground_truth
 
 #: Training budget of the learning test: what `tiny` needs for spine AP >= 0.5 on held-out renders
 #: (bench/results/tiny_learning_curve.json has the curve).
@@ -33,25 +34,6 @@ TRAIN_ITERS = 300
 TRAIN_MOTIONS = ("bend", "twist", "walk", "squat", "reach")
 FRAMES_PER_SEQUENCE = 50  # 5 x 50 = 250 training frames
 VAL_SEEDS = (301, 302)  # "mixed" motion, seeds never trained on
-
-
-def store_ground_truth(store: Store, folder: Path) -> int:
-    """Put a render folder's true 37 landmarks into the store as accepted synthetic labels."""
-    gt = json.loads((folder / "ground_truth.json").read_text())
-    images = {img["id"]: img for img in gt["images"]}
-    image_ids: dict[int, int] = {}
-    for ann in gt["annotations"]:
-        img = images[ann["image_id"]]
-        if img["id"] not in image_ids:
-            image_ids[img["id"]] = store.add_image(
-                folder / img["file_name"], source="synthetic", subset="train-unreal",
-                group_key=folder.name, width=img["width"], height=img["height"],
-                frame_index=img.get("frame"),
-            )
-        inst = store.instance_id(image_ids[img["id"]], f"actor-{ann.get('actor', 1)}")
-        store.add_revision(inst, ann["keypoints"], ann["bbox"], source="synthetic", area=ann["area"],
-                           external_id=f"test-gt:{folder.name}:{ann['id']}")
-    return len(gt["annotations"])
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +52,7 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def trained(renders: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     store = Store(home=tmp_path_factory.mktemp("home"))
-    count = sum(store_ground_truth(store, folder) for folder in renders["train"])
+    count = sum(store_ground_truth(store, folder, tag="test-gt") for folder in renders["train"])
     version = train(store, config="tiny", iters=TRAIN_ITERS, seed=0, val_ann=renders["val_ann"])
     yield {"store": store, "version": version, "count": count, **renders}
     store.engine.dispose()
@@ -150,7 +132,7 @@ def test_fine_tune_from_parent_with_teacher_distillation(trained: dict[str, Any]
 
 
 def test_same_seed_gives_same_weights(store: Store, renders: dict[str, Any]) -> None:
-    store_ground_truth(store, renders["train"][0])
+    store_ground_truth(store, renders["train"][0], tag="test-gt")
     a = train(store, config="tiny", iters=2, batch_size=4, seed=7, name="det-a")
     b = train(store, config="tiny", iters=2, batch_size=4, seed=7, name="det-b")
     wa, _ = load_state_dict(store, a.name)

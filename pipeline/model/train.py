@@ -197,7 +197,7 @@ def train(
         # Initialise before loading weights: mmengine's Runner.train() calls model.init_weights(),
         # which re-randomises a model not yet marked initialised and would silently throw away the
         # parent's (or the checkpoint's) weights. From scratch the Runner initialises as usual.
-        model.init_weights()
+        model.init_weights()  # type: ignore[operator]  # mmengine BaseModule method
     provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
     if parent is not None:
         parent_state, parent_meta = load_state_dict(store, parent, device)

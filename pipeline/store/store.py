@@ -262,30 +262,65 @@ class Store:
         revision_sources: Sequence[str] | None = None,
         image_ids: Sequence[int] | None = None,
     ) -> list[Label]:
-        """Every instance's latest accepted revision, optionally filtered; ordered by image, instance."""
-        latest = (
-            select(Revision.instance_id, func.max(Revision.id).label("rid"))
-            .where(Revision.accepted.is_(True))
-            .group_by(Revision.instance_id)
-            .subquery()
-        )
+        """Every instance's latest accepted revision, optionally filtered; ordered by image, instance.
+
+        `revision_sources` keeps the instances whose current label came from those sources.
+        """
+        labels = self.latest_labels(accepted_only=True, image_source=image_source, subset=subset,
+                                    image_ids=image_ids)
+        if revision_sources:
+            labels = [lab for lab in labels if lab.source in revision_sources]
+        return labels
+
+    def latest_labels(
+        self,
+        *,
+        accepted_only: bool = True,
+        among_sources: Sequence[str] | None = None,
+        image_source: str | None = None,
+        subset: str | None = None,
+        image_ids: Sequence[int] | None = None,
+        instance_ids: Sequence[int] | None = None,
+    ) -> list[Label]:
+        """Each instance's latest revision among `among_sources` (accepted ones only, by default)."""
+        latest = select(Revision.instance_id, func.max(Revision.id).label("rid"))
+        if accepted_only:
+            latest = latest.where(Revision.accepted.is_(True))
+        if among_sources:
+            latest = latest.where(Revision.source.in_(list(among_sources)))
+        sub = latest.group_by(Revision.instance_id).subquery()
         q = (
             select(Image, Instance, Revision)
             .join(Instance, Instance.image_id == Image.id)
-            .join(latest, latest.c.instance_id == Instance.id)
-            .join(Revision, Revision.id == latest.c.rid)
+            .join(sub, sub.c.instance_id == Instance.id)
+            .join(Revision, Revision.id == sub.c.rid)
             .order_by(Image.id, Instance.id)
         )
         if image_source:
             q = q.where(Image.source == image_source)
         if subset:
             q = q.where(Image.subset == subset)
-        if revision_sources:
-            q = q.where(Revision.source.in_(list(revision_sources)))
         if image_ids is not None:
             q = q.where(Image.id.in_(list(image_ids)))
+        if instance_ids is not None:
+            q = q.where(Instance.id.in_(list(instance_ids)))
         with self.session() as s:
             return [_label(img, inst, rev) for img, inst, rev in s.execute(q)]
+
+    def labels_for_revisions(self, revision_ids: Sequence[int]) -> list[Label]:
+        """The labels of exact revisions, old ones included (the store is append-only)."""
+        wanted = sorted(set(revision_ids))
+        labels: list[Label] = []
+        with self.session() as s:
+            for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                q = (
+                    select(Image, Instance, Revision)
+                    .join(Instance, Instance.image_id == Image.id)
+                    .join(Revision, Revision.instance_id == Instance.id)
+                    .where(Revision.id.in_(wanted[start : start + 500]))
+                )
+                labels.extend(_label(img, inst, rev) for img, inst, rev in s.execute(q))
+        return sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id))
 
     def unlabelled_instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
         """Instances with no accepted revision yet (the active-learning pool)."""
