@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.errors import InputError, from_validation_error
+from schemas.errors import load_json_model
 from schemas.keypoints import NUM_KEYPOINTS, coco_category
 
 
@@ -105,15 +105,7 @@ class CocoDataset(BaseModel):
 
 def load_coco(path: str | Path) -> CocoDataset:
     """Read and validate a SpineTrack COCO file; errors name the file and the field."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read COCO JSON: {exc}") from exc
-    try:
-        return CocoDataset.model_validate(raw)
-    except ValidationError as exc:
-        raise from_validation_error(path, exc) from exc
+    return load_json_model(path, CocoDataset, "COCO")
 
 
 def dump_coco(dataset: CocoDataset | dict[str, Any], path: str | Path) -> Path:

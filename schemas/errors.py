@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class InputError(ValueError):
@@ -36,3 +40,16 @@ def from_validation_error(
     more = len(error.errors()) - 1
     message = first.get("msg", "invalid value") + (f" (and {more} more)" if more else "")
     return InputError(path, message, line=line, field=field)
+
+
+def load_json_model(path: str | Path, model: type[ModelT], what: str) -> ModelT:
+    """Read a JSON file into a pydantic model; unreadable JSON or a bad field names the file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read {what} JSON: {exc}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(path, exc) from exc

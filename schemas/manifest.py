@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.errors import InputError, from_validation_error
+from schemas.errors import load_json_model
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -160,12 +160,4 @@ class ReleaseManifest(BaseModel):
 
 def load_manifest(path: str | Path) -> ReleaseManifest:
     """Read and validate manifest.json; errors name the file and the field."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read manifest JSON: {exc}") from exc
-    try:
-        return ReleaseManifest.model_validate(raw)
-    except ValidationError as exc:
-        raise from_validation_error(path, exc) from exc
+    return load_json_model(path, ReleaseManifest, "manifest")
