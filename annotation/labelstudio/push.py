@@ -102,6 +102,14 @@ def _prefill(s: Any, instance_ids: Sequence[int], sources: Sequence[str] | None)
     return latest
 
 
+def _round_tasks(s: Any, round: int, instance_ids: Sequence[int]) -> dict[int, AnnotationTask]:
+    """This round's tasks of the given instances, by instance id."""
+    q = select(AnnotationTask).where(
+        AnnotationTask.round == round, AnnotationTask.instance_id.in_(list(instance_ids))
+    )
+    return {t.instance_id: t for t in s.scalars(q)}
+
+
 def push(
     store: Store,
     instance_ids: Sequence[int],
@@ -123,26 +131,12 @@ def push(
     report = PushReport(project_id=project_id)
     wanted = list(dict.fromkeys(int(i) for i in instance_ids))
     with store.session() as s:
-        rows = {
-            t.instance_id: t
-            for t in s.scalars(
-                select(AnnotationTask).where(
-                    AnnotationTask.round == round, AnnotationTask.instance_id.in_(wanted)
-                )
-            )
-        }
+        rows = _round_tasks(s, round, wanted)
         pending = [t for t in rows.values() if t.task_id is None]
     if pending:
         _recover_pending(store, client, conn, project_id, round)
     with store.session() as s:
-        rows = {
-            t.instance_id: t
-            for t in s.scalars(
-                select(AnnotationTask).where(
-                    AnnotationTask.round == round, AnnotationTask.instance_id.in_(wanted)
-                )
-            )
-        }
+        rows = _round_tasks(s, round, wanted)
         for iid, t in rows.items():
             if t.task_id is not None:
                 report.existing.append(iid)
