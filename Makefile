@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export SPINETRACK_LS_VENV ?= $(CURDIR)/.venv-labelstudio
 
-.PHONY: demo test venv venv-labelstudio lint typecheck bench clean
+.PHONY: demo test venv venv-labelstudio system-packages lint typecheck bench clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -17,7 +17,10 @@ venv-labelstudio: venv
 demo: venv venv-labelstudio
 	$(VENV)/bin/spinetrack demo
 
-test: venv venv-labelstudio
+system-packages:
+	@bash scripts/system_packages.sh
+
+test: venv venv-labelstudio system-packages
 	$(PY) -m pytest -q
 
 lint: venv
