@@ -89,11 +89,16 @@ def round_command(
     simulate_annotators: bool = typer.Option(
         False, help="BENCHMARK ONLY: fill tasks from hidden ground truth instead of waiting for people"),
     seed: int = typer.Option(0),
+    annotator: str = typer.Option("combined", help="neural annotator that proposes labels"),
+    teacher: str | None = typer.Option(None, help="teacher distilled into the student when retraining"),
+    config: str = typer.Option("tiny", help="model config the round retrains"),
+    device: str = typer.Option("cpu", help="torch device for prediction and training"),
 ) -> None:
     """Run the next active-learning round (or resume the unfinished one)."""
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"unknown strategy {strategy!r}", param_hint="--strategy")
-    settings = RoundSettings(budget=budget, strategy=strategy, train_iters=iters, wait_s=wait, seed=seed)
+    settings = RoundSettings(budget=budget, strategy=strategy, train_iters=iters, wait_s=wait, seed=seed,
+                             annotator=annotator, teacher=teacher, config=config, device=device)
     state = active_learning_round(settings, start_model=model, simulate_annotators=simulate_annotators)
     table, png = round_report(Store())
     console = Console()

@@ -53,6 +53,8 @@ class RoundSettings:
     seed: int = 0
     image_source: str = "real"
     device: str = "cpu"
+    annotator: str = "combined"  # the neural annotator that proposes labels (pipeline.annotators spec)
+    teacher: str | None = None  # optional teacher distilled into the student when retraining
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
