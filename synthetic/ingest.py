@@ -4,12 +4,18 @@ Idempotent and resumable: a sequence is recorded in `IngestRecord` when it start
 it ends; the same content again is a no-op, an interrupted run picks up where it stopped (each
 frame/actor revision carries ``external_id = synthetic:<sequence_id>:<frame>:<actor>``), and a
 different content under a known sequence_id is refused rather than silently mixed.
+
+The work is in four readable steps: `_open` (read and hash the folder), `_fit_actor` (OpenSim IK for
+one actor), `_label_frame` (project, visibility, box: one frame's label, nothing written) and
+`_write_labels` (images, instances and revisions of a chunk of frames in ONE transaction: a crash
+loses at most one chunk, and the store is not paying three commits per frame).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,7 @@ from sqlalchemy import select
 
 from pipeline.store import Store
 from pipeline.store.models import IngestRecord, Revision
-from pipeline.store.store import file_sha256
+from pipeline.store.store import NewImage, NewLabel, NewRevision, file_sha256
 from schemas.errors import InputError
 from schemas.keypoints import KEYPOINTS
 from schemas.provenance import IKResiduals, SyntheticProvenance, software_versions
@@ -42,7 +48,10 @@ SUBSET = "train-unreal"
 #: Frames whose IK marker RMS exceeds this (metres) are stored flagged (accepted=False);
 #: the same value as synthetic.alignment.DEFAULT_RMS_THRESHOLD_M (not imported: OpenSim loads slowly).
 DEFAULT_RESIDUAL_THRESHOLD_M = 0.02
+#: Frames written per store transaction (a crash loses at most this many frames of one actor).
+DEFAULT_BATCH_FRAMES = 256
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(k.group for k in KEYPOINTS))
+_GROUP_OF = np.array([GROUPS.index(k.group) for k in KEYPOINTS])
 
 
 def external_id(sequence_id: str, frame: int, actor: int) -> str:
@@ -77,18 +86,72 @@ class IngestSummary:
 
 @dataclass
 class _Timer:
+    """Seconds spent per step (read, ik, projection, store), summed over the run."""
+
     totals: dict[str, float] = field(default_factory=dict)
 
-    def add(self, key: str, start: float) -> float:
-        now = time.perf_counter()
-        self.totals[key] = self.totals.get(key, 0.0) + now - start
-        return now
+    @contextmanager
+    def step(self, key: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[key] = self.totals.get(key, 0.0) + time.perf_counter() - start
+
+    def report(self) -> dict[str, float]:
+        return {**self.totals, "total": sum(self.totals.values())}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A read, hashed sequence folder and what its provenance needs."""
+
+    seq: RenderSequence
+    digest: str
+    file_hashes: dict[str, str]
+    model_id: tuple[str, str, str]
+
+
+@dataclass
+class _ActorFit:
+    """One actor's IK result, ready for projection."""
+
+    actor: int
+    subject_id: str
+    landmarks_ue: NDArray[np.float64]  # (frames, 37, 3) Unreal cm
+    rms_m: NDArray[np.float64]
+    max_m: NDArray[np.float64]
+    worst_bone: list[str]
+    flagged: NDArray[np.bool_]
+    ik_settings: dict[str, Any]
+
+
+@dataclass
+class _FrameLabel:
+    """One frame/actor label, computed but not yet written."""
+
+    frame: int
+    actor: int
+    keypoints: list[float]
+    bbox: list[float]
+    area: float
+    flagged: bool
+    rms_m: float
+    max_m: float
+    worst_bone: str
 
 
 def _existing_ids(store: Store, prefix: str) -> set[str]:
     with store.session() as s:
         rows = s.scalars(select(Revision.external_id).where(Revision.external_id.like(prefix + "%")))
         return {r for r in rows if r is not None}
+
+
+def _open(folder: str | Path, model: str | Path | None, marker_map: str | Path | None) -> _Source:
+    seq = read_sequence(folder)
+    model_id = model_identity(model, marker_map)  # a wrong model path fails before anything is written
+    digest, file_hashes = content_sha256(seq)
+    return _Source(seq, digest, file_hashes, model_id)
 
 
 def _claim(store: Store, seq: RenderSequence, digest: str) -> IngestRecord | None:
@@ -115,6 +178,17 @@ def _claim(store: Store, seq: RenderSequence, digest: str) -> IngestRecord | Non
         return rec if rec.summary.get("status") == "done" else None
 
 
+def _unchanged(done: IngestRecord, timer: _Timer) -> IngestSummary:
+    """The summary of a sequence ingested before with the same content."""
+    known = IngestSummary.__dataclass_fields__
+    prior = IngestSummary(**{k: v for k, v in done.summary.items() if k in known})
+    prior.status = "unchanged"
+    prior.annotations_existing += prior.annotations_added
+    prior.annotations_added = 0
+    prior.timing_s = timer.report()
+    return prior
+
+
 def _finish(store: Store, sequence_id: str, summary: IngestSummary) -> None:
     with store.session() as s:
         rec = s.scalar(select(IngestRecord).where(IngestRecord.sequence_key == sequence_id))
@@ -133,6 +207,174 @@ def _rms_stats(values: NDArray[np.float64]) -> dict[str, float]:
     }
 
 
+def _fit_actor(
+    seq: RenderSequence,
+    actor: int,
+    *,
+    residual_threshold_m: float,
+    model: str | Path | None,
+    marker_map: str | Path | None,
+) -> _ActorFit:
+    """Scale the OpenSim model to the actor's subject and solve IK for every frame."""
+    # OpenSim imports take seconds: only when ingesting, not when the CLI or the reader loads
+    from synthetic.alignment import DEFAULT_ACCURACY, fit_sequence
+
+    subject = seq.info.subject_of(actor)
+    bones_os = [
+        {name: unreal_to_opensim(xyz) for name, xyz in seq.bones[(f, actor)].bones.items()}
+        for f in range(seq.frame_count)
+    ]
+    fit = fit_sequence(
+        bones_os,
+        subject.height_cm / 100.0,
+        subject.mass_kg,
+        model=model,
+        marker_map=marker_map,
+        rms_threshold_m=residual_threshold_m,
+    )
+    return _ActorFit(
+        actor=actor,
+        subject_id=subject.id,
+        landmarks_ue=opensim_to_unreal(fit.landmarks),
+        rms_m=np.asarray(fit.rms_m, dtype=np.float64),
+        max_m=np.asarray(fit.max_m, dtype=np.float64),
+        worst_bone=list(fit.worst_bone),
+        flagged=np.asarray(fit.flagged, dtype=bool),
+        ik_settings={
+            "accuracy": DEFAULT_ACCURACY,
+            "rms_threshold_m": fit.rms_threshold_m,
+            "scale_factors": fit.scale_factors,
+            "bones_used": fit.bones_used,
+            "warnings": fit.warnings,
+        },
+    )
+
+
+def _label_frame(
+    seq: RenderSequence,
+    fit: _ActorFit,
+    frame: int,
+    rule: VisibilityRule,
+    counts: dict[str, NDArray[np.int64]],
+    timer: _Timer,
+) -> _FrameLabel | None:
+    """Project the fitted landmarks of one frame, decide visibility and the box; None if off-screen.
+
+    Adds the frame's visibility to `counts` (per keypoint group) whether or not it is stored.
+    """
+    cam = seq.camera(frame)
+    with timer.step("read"):
+        depth_buf = seq.load_depth(frame)
+        mask = seq.load_mask(frame)
+    with timer.step("projection"):
+        uv, depth = cam.project(fit.landmarks_ue[frame])
+        vis = keypoint_visibility(
+            uv, depth, cam.width, cam.height, depth_buffer=depth_buf, mask=mask, actor_id=fit.actor, rule=rule
+        )
+        box = bbox_from_mask(mask, fit.actor) if mask is not None else None
+        if box is None:
+            box = bbox_from_keypoints(uv, vis, cam.width, cam.height, rule.bbox_margin)
+        for g, group in enumerate(GROUPS):
+            counts[group] += np.bincount(vis[np.equal(_GROUP_OF, g)], minlength=3)
+    if box is None:
+        return None
+    return _FrameLabel(
+        frame=frame,
+        actor=fit.actor,
+        keypoints=coco_keypoints(uv, vis),
+        bbox=list(box[0]),
+        area=float(box[1]),
+        flagged=bool(fit.flagged[frame]),
+        rms_m=float(fit.rms_m[frame]),
+        max_m=float(fit.max_m[frame]),
+        worst_bone=fit.worst_bone[frame],
+    )
+
+
+@dataclass(frozen=True)
+class _WriteContext:
+    """What every label of one actor shares when it is written."""
+
+    source: _Source
+    fit: _ActorFit
+    rule: dict[str, Any]
+    software: dict[str, str]
+
+
+def _image_record(src: _Source, frame: int) -> dict[str, Any]:
+    seq, info = src.seq, src.seq.info
+    return {
+        "path": seq.rgb_path(frame),
+        "source": "synthetic",
+        "subset": SUBSET,
+        "group_key": seq.sequence_id,
+        "width": info.image_width,
+        "height": info.image_height,
+        "frame_index": frame,
+        "sha256": src.file_hashes[f"{RGB_DIR}/{frame_name(frame, '.png')}"],
+        "meta": {
+            "sequence_id": seq.sequence_id,
+            "frame": frame,
+            "fps": info.fps,
+            "camera": seq.camera_frames[frame].model_dump(),
+        },
+    }
+
+
+def _revision_record(ctx: _WriteContext, label: _FrameLabel) -> dict[str, Any]:
+    src, fit = ctx.source, ctx.fit
+    seq = src.seq
+    provenance = SyntheticProvenance(
+        source_sequence=seq.sequence_id,
+        source_path=str(seq.folder),
+        sequence_sha256=src.digest,
+        schema_version=seq.info.schema_version,
+        frame=label.frame,
+        actor=label.actor,
+        subject_id=fit.subject_id,
+        rgb_file=f"{RGB_DIR}/{frame_name(label.frame, '.png')}",
+        renderer=seq.info.renderer,
+        model_file=src.model_id[0],
+        model_sha256=src.model_id[1],
+        marker_map=src.model_id[2],
+        ik_settings=fit.ik_settings,
+        residuals=IKResiduals(rms_m=label.rms_m, max_m=label.max_m, worst_marker=label.worst_bone),
+        visibility_rule=ctx.rule,
+        software=ctx.software,
+    )
+    return {
+        "keypoints": label.keypoints,
+        "bbox": label.bbox,
+        "area": label.area,
+        "source": "synthetic",
+        "accepted": not label.flagged,
+        "status": "flagged" if label.flagged else "ok",
+        "quality": {"ik_rms_m": label.rms_m, "ik_max_m": label.max_m, "flagged": label.flagged},
+        "provenance": provenance.model_dump(mode="json"),
+        "external_id": external_id(seq.sequence_id, label.frame, label.actor),
+    }
+
+
+def _write_labels(store: Store, ctx: _WriteContext, labels: Sequence[_FrameLabel]) -> list[bool]:
+    """Write the images, instances and revisions of `labels` in one transaction; True per label added.
+
+    An image already in the store (by content hash), an existing instance or a revision whose
+    external id is known are reused (`Store.add_labels`), so a resumed run writes nothing twice.
+    """
+    if not labels:
+        return []
+    rows = [
+        NewLabel(
+            image=NewImage(**_image_record(ctx.source, lab.frame)),
+            instance_key=f"actor-{lab.actor}",
+            instance_meta={"actor": lab.actor, "subject": ctx.fit.subject_id},
+            revision=NewRevision(**_revision_record(ctx, lab)),
+        )
+        for lab in labels
+    ]
+    return [written.revision_id is not None for written in store.add_labels(rows)]
+
+
 def ingest_sequence(
     store: Store,
     folder: str | Path,
@@ -141,156 +383,62 @@ def ingest_sequence(
     model: str | Path | None = None,
     marker_map: str | Path | None = None,
     rule: VisibilityRule | None = None,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
 ) -> IngestSummary:
     """Read, fit, project and store one sequence folder. Raises InputError for a bad folder."""
-    # OpenSim imports take seconds: only when ingesting, not when the CLI or the reader loads
-    from synthetic.alignment import DEFAULT_ACCURACY, fit_sequence
-
     rule = rule or VisibilityRule()
     timer = _Timer()
-    t = time.perf_counter()
-    seq = read_sequence(folder)
-    model_id = model_identity(model, marker_map)  # a wrong model path fails before anything is written
-    digest, file_hashes = content_sha256(seq)
-    t = timer.add("read", t)
-    done = _claim(store, seq, digest)
-    t = timer.add("store", t)
-    if done is not None:
-        known = IngestSummary.__dataclass_fields__
-        prior = IngestSummary(**{k: v for k, v in done.summary.items() if k in known})
-        prior.status = "unchanged"
-        prior.annotations_existing += prior.annotations_added
-        prior.annotations_added = 0
-        prior.timing_s = {**timer.totals, "total": sum(timer.totals.values())}
-        return prior
+    with timer.step("read"):
+        src = _open(folder, model, marker_map)
+    seq = src.seq
+    with timer.step("store"):
+        done = _claim(store, seq, src.digest)
+        if done is not None:
+            return _unchanged(done, timer)
+        existing = _existing_ids(store, f"synthetic:{seq.sequence_id}:")
 
-    info = seq.info
     summary = IngestSummary(
-        sequence_id=seq.sequence_id, folder=str(seq.folder), content_sha256=digest,
+        sequence_id=seq.sequence_id, folder=str(seq.folder), content_sha256=src.digest,
         frames=seq.frame_count, actors=len(seq.actor_ids),
     )
-    counts = {g: np.zeros(3, dtype=np.int64) for g in GROUPS}
-    group_of = np.array([GROUPS.index(k.group) for k in KEYPOINTS])
-    existing = _existing_ids(store, f"synthetic:{seq.sequence_id}:")
-    cameras = [seq.camera(f) for f in range(seq.frame_count)]
+    counts: dict[str, NDArray[np.int64]] = {g: np.zeros(3, dtype=np.int64) for g in GROUPS}
     software = software_versions("opensim", "numpy")
     rms_all: list[NDArray[np.float64]] = []
-    image_ids: dict[int, int] = {}
-    t = timer.add("store", t)
-
     for actor in seq.actor_ids:
         todo = [f for f in range(seq.frame_count) if external_id(seq.sequence_id, f, actor) not in existing]
         summary.annotations_existing += seq.frame_count - len(todo)
         if not todo:
             continue
-        subject = info.subject_of(actor)
-        bones_os = [
-            {name: unreal_to_opensim(xyz) for name, xyz in seq.bones[(f, actor)].bones.items()}
-            for f in range(seq.frame_count)
-        ]
-        fit = fit_sequence(
-            bones_os,
-            subject.height_cm / 100.0,
-            subject.mass_kg,
-            model=model,
-            marker_map=marker_map,
-            rms_threshold_m=residual_threshold_m,
-        )
-        ik_settings = {
-            "accuracy": DEFAULT_ACCURACY,
-            "rms_threshold_m": fit.rms_threshold_m,
-            "scale_factors": fit.scale_factors,
-            "bones_used": fit.bones_used,
-            "warnings": fit.warnings,
-        }
-        t = timer.add("ik", t)
-        landmarks_ue = opensim_to_unreal(fit.landmarks)  # (F, 37, 3)
-        rms_all.append(np.asarray(fit.rms_m, dtype=np.float64))
-        for f in todo:
-            cam = cameras[f]
-            depth_buf = seq.load_depth(f)
-            mask = seq.load_mask(f)
-            t = timer.add("read", t)
-            uv, depth = cam.project(landmarks_ue[f])
-            vis = keypoint_visibility(
-                uv, depth, cam.width, cam.height, depth_buffer=depth_buf, mask=mask, actor_id=actor, rule=rule
-            )
-            box = bbox_from_mask(mask, actor) if mask is not None else None
-            if box is None:
-                box = bbox_from_keypoints(uv, vis, cam.width, cam.height, rule.bbox_margin)
-            for g in range(len(GROUPS)):
-                counts[GROUPS[g]] += np.bincount(vis[group_of == g], minlength=3)
-            t = timer.add("projection", t)
-            if box is None:
-                summary.empty += 1
-                continue
-            rms, worst = float(fit.rms_m[f]), float(fit.max_m[f])
-            flagged = bool(fit.flagged[f])
-            rgb_rel = f"{RGB_DIR}/{frame_name(f, '.png')}"
-            if f not in image_ids:
-                image_ids[f] = store.add_image(
-                    seq.rgb_path(f),
-                    source="synthetic",
-                    subset=SUBSET,
-                    group_key=seq.sequence_id,
-                    width=info.image_width,
-                    height=info.image_height,
-                    frame_index=f,
-                    sha256=file_hashes[rgb_rel],
-                    meta={
-                        "sequence_id": seq.sequence_id,
-                        "frame": f,
-                        "fps": info.fps,
-                        "camera": seq.camera_frames[f].model_dump(),
-                    },
-                )
-            inst = store.instance_id(
-                image_ids[f], f"actor-{actor}", meta={"actor": actor, "subject": subject.id}
-            )
-            provenance = SyntheticProvenance(
-                source_sequence=seq.sequence_id,
-                source_path=str(seq.folder),
-                sequence_sha256=digest,
-                schema_version=info.schema_version,
-                frame=f,
-                actor=actor,
-                subject_id=subject.id,
-                rgb_file=rgb_rel,
-                renderer=info.renderer,
-                model_file=model_id[0],
-                model_sha256=model_id[1],
-                marker_map=model_id[2],
-                ik_settings=ik_settings,
-                residuals=IKResiduals(rms_m=rms, max_m=worst, worst_marker=fit.worst_bone[f]),
-                visibility_rule=rule.as_dict(),
-                software=software,
-            )
-            added = store.add_revision(
-                inst,
-                coco_keypoints(uv, vis),
-                box[0],
-                area=box[1],
-                source="synthetic",
-                accepted=not flagged,
-                status="flagged" if flagged else "ok",
-                quality={"ik_rms_m": rms, "ik_max_m": worst, "flagged": flagged},
-                provenance=provenance.model_dump(mode="json"),
-                external_id=external_id(seq.sequence_id, f, actor),
-            )
-            if added is None:
-                summary.annotations_existing += 1
-            else:
-                summary.annotations_added += 1
-                summary.flagged += int(flagged)
-            t = timer.add("store", t)
+        with timer.step("ik"):
+            fit = _fit_actor(seq, actor, residual_threshold_m=residual_threshold_m, model=model,
+                             marker_map=marker_map)
+        rms_all.append(fit.rms_m)
+        ctx = _WriteContext(src, fit, rule.as_dict(), software)
+        for start in range(0, len(todo), max(1, batch_frames)):
+            labels = []
+            for f in todo[start : start + batch_frames]:
+                label = _label_frame(seq, fit, f, rule, counts, timer)
+                if label is None:
+                    summary.empty += 1
+                else:
+                    labels.append(label)
+            with timer.step("store"):
+                added = _write_labels(store, ctx, labels)
+            for label, was_added in zip(labels, added, strict=True):
+                if was_added:
+                    summary.annotations_added += 1
+                    summary.flagged += int(label.flagged)
+                else:
+                    summary.annotations_existing += 1
 
     summary.visibility = {
         g: {"outside": int(c[V_OUTSIDE]), "occluded": int(c[V_OCCLUDED]), "visible": int(c[V_VISIBLE])}
         for g, c in counts.items()
     }
     summary.ik_rms_m = _rms_stats(np.concatenate(rms_all) if rms_all else np.empty(0))
-    summary.timing_s = {**timer.totals, "total": sum(timer.totals.values())}
-    _finish(store, seq.sequence_id, summary)
+    summary.timing_s = timer.report()
+    with timer.step("store"):
+        _finish(store, seq.sequence_id, summary)
     return summary
 
 

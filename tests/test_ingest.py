@@ -165,24 +165,23 @@ def test_changed_content_under_same_id_is_refused(store: Store, render: Path, tm
 
 
 def test_crash_mid_sequence_resumes(store: Store, render: Path) -> None:
-    inserted = {"n": 0}
+    """Frames are written in chunks, one transaction each: a crash in the second chunk keeps the first."""
+    doomed = external_id("synthetic-mixed-seed11", 4, 1)
 
-    def crash_after_four(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("INSERT INTO revisions"):
-            inserted["n"] += 1
-            if inserted["n"] > 4:
-                raise RuntimeError("simulated crash")
+    def crash_on_frame_four(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO revisions") and doomed in str(parameters):
+            raise RuntimeError("simulated crash")
 
-    event.listen(store.engine, "before_cursor_execute", crash_after_four)
+    event.listen(store.engine, "before_cursor_execute", crash_on_frame_four)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ingest_sequence(store, render)
-    event.remove(store.engine, "before_cursor_execute", crash_after_four)
+        ingest_sequence(store, render, batch_frames=4)
+    event.remove(store.engine, "before_cursor_execute", crash_on_frame_four)
     assert _revision_count(store) == 4
     with store.session() as s:
         rec = s.scalar(select(IngestRecord))
         assert rec is not None and rec.summary["status"] == "started"
 
-    resumed = ingest_sequence(store, render)
+    resumed = ingest_sequence(store, render, batch_frames=4)
     assert resumed.annotations_existing == 4 and resumed.annotations_added == 2
     assert _revision_count(store) == 6
     with store.session() as s:
@@ -290,3 +289,24 @@ def test_flow_retries_only_transient_errors() -> None:
     assert retries(OperationalError("INSERT", {}, Exception("database is locked")))
     assert not retries(InputError("cameras.jsonl", "NaN", line=3, field="fx"))
     assert not retries(ValueError("a bug"))
+
+
+def test_store_writes_are_batched(store: Store, renders: list[Path], tmp_path: Path) -> None:
+    """A whole sequence costs a handful of transactions, not three per frame (the old path)."""
+    folder = _copy(renders[1], tmp_path / "seq")  # 6 frames, 2 actors: 12 labels
+    commits = {"n": 0}
+
+    def count(_conn: Any) -> None:
+        commits["n"] += 1
+
+    event.listen(store.engine, "commit", count)
+    try:
+        summary = ingest_sequence(store, folder)
+    finally:
+        event.remove(store.engine, "commit", count)
+    assert summary.annotations_added == 12
+    # claim + known ids + one write per actor + finish
+    assert commits["n"] <= 2 + summary.actors + 1
+    with store.session() as s:
+        assert s.scalar(select(func.count(IngestRecord.id))) == 1
+    assert len(store.current_labels()) == 12
