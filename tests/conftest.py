@@ -10,7 +10,7 @@ import pytest
 import flows  # noqa: F401  (sets Prefect's start-up settings before anything imports prefect)
 from pipeline.store import Store
 
-pytest_plugins = ["tests.labelstudio_fixtures"]
+pytest_plugins = ["tests.labelstudio_fixtures", "tests.postgres_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

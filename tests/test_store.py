@@ -1,15 +1,30 @@
-"""The store: idempotent writes, append-only revisions, human labels win over model output."""
+"""The store: idempotent writes, append-only revisions, human labels win over model output.
+
+Every test runs on SQLite and on a real PostgreSQL server (tests/postgres_fixtures.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from pipeline.store import Store
+from pipeline.store.models import AnnotationTask, Image
+from pipeline.store.store import IN_CHUNK, NewImage, NewLabel, NewRevision, chunked
+from schemas.enums import RevisionSource, RevisionStatus, TaskState
 from schemas.errors import InputError
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, home: Path) -> Iterator[Store]:
+    """The store on each database the project supports."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    with Store.open(url, home=home) as st:
+        yield st
 
 
 def _image(path: Path, colour: int = 10) -> Path:
@@ -82,3 +97,75 @@ def test_unlabelled_pool_and_snapshot(store: Store, tmp_path: Path) -> None:
     store.add_revision(a, _kps(1), [0, 0, 1, 1], source="human")
     assert [inst.id for _, inst in store.unlabelled_instances()] == [b]
     assert store.snapshot_id() != before
+
+
+def test_batched_labels_are_one_write_and_idempotent(store: Store, tmp_path: Path) -> None:
+    images = [NewImage(_image(tmp_path / f"f{n}.png", colour=n), source="synthetic", subset="s",
+                       group_key="seq", width=40, height=30, frame_index=n) for n in range(3)]
+    labels = [NewLabel(img, f"actor-{a}", {"actor": a},
+                       NewRevision(_kps(a), [0, 0, 5, 5], source=RevisionSource.SYNTHETIC,
+                                   external_id=f"seq:{n}:{a}"))
+              for n, img in enumerate(images) for a in range(2)]
+    first = store.add_labels(labels)
+    assert len({w.image_id for w in first}) == 3 and len({w.instance_id for w in first}) == 6
+    assert all(w.revision_id is not None for w in first)
+    again = store.add_labels(labels)
+    assert [(w.image_id, w.instance_id) for w in again] == [(w.image_id, w.instance_id) for w in first]
+    assert all(w.revision_id is None for w in again)  # same external ids: stored once
+    assert store.count_revisions(sources=[RevisionSource.SYNTHETIC]) == 6
+    assert store.stored_external_ids(prefix="seq:1:") == {"seq:1:0", "seq:1:1"}
+    # one-by-one calls find what the batch wrote
+    assert store.add_image(images[0].path, source="synthetic", subset="s", group_key="seq",
+                           width=40, height=30) == first[0].image_id
+    assert store.instance_id(first[0].image_id, "actor-0") == first[0].instance_id
+
+
+def test_queries_filter_and_chunk_past_the_parameter_limit(store: Store, tmp_path: Path) -> None:
+    img = store.add_image(_image(tmp_path / "a.png"), source="real", subset="coco", group_key="v",
+                          width=40, height=30)
+    count = IN_CHUNK + 7
+    written = store.add_labels([
+        NewLabel(NewImage(tmp_path / "a.png", "real", "coco", "v", 40, 30), f"p{n}", None,
+                 NewRevision(_kps(n), [0, 0, 1, 1], source=RevisionSource.PSEUDO, accepted=False,
+                             model_version="m1", round=n % 2))
+        for n in range(count)
+    ])
+    instances = [w.instance_id for w in written]
+    assert {w.image_id for w in written} == {img}
+    assert len(store.revisions_for(instances)) == count
+    assert len(store.revisions_for(instances, round=1)) == count // 2
+    assert store.revisions_for(instances, model_version="other") == []
+    assert len(store.latest_labels(accepted_only=False, instance_ids=instances)) == count
+    assert len(store.images_of(instances)) == count
+    rows = store.scalars_in(select(Image.id), Image.id, [img] * 3)
+    assert rows == [img]
+    assert [len(c) for c in chunked(range(count))] == [IN_CHUNK, 7]
+
+
+def test_tasks_sync_values_and_group_keys(store: Store, tmp_path: Path) -> None:
+    img = store.add_image(_image(tmp_path / "a.png"), source="real", subset="coco", group_key="v9",
+                          width=40, height=30)
+    a, b = store.instance_id(img, "a"), store.instance_id(img, "b")
+    with store.session() as s:
+        s.add_all([AnnotationTask(instance_id=a, round=1, state=TaskState.OPEN),
+                   AnnotationTask(instance_id=b, round=1, state=TaskState.DONE),
+                   AnnotationTask(instance_id=b, round=2, state=TaskState.OPEN)])
+    assert [t.instance_id for t in store.tasks(round=1, states=[TaskState.OPEN])] == [a]
+    assert len(store.tasks(instance_ids=[b])) == 2
+    assert store.tasked_instance_ids() == {a, b}
+    assert store.group_keys() == ["v9"]
+    assert store.sync_value("cursor") is None
+    store.set_sync_value("cursor", {"at": 1})
+    store.set_sync_value("cursor", {"at": 2})
+    assert store.sync_value("cursor") == {"at": 2}
+
+
+def test_status_words_are_the_stored_strings(store: Store, tmp_path: Path) -> None:
+    img = store.add_image(_image(tmp_path / "a.png"), source="real", subset="coco", group_key="v",
+                          width=40, height=30)
+    inst = store.instance_id(img, "p0")
+    store.add_revision(inst, _kps(1), [0, 0, 1, 1], source=RevisionSource.HUMAN)
+    store.add_revision(inst, _kps(2), [0, 0, 1, 1], source=RevisionSource.PSEUDO_ACCEPTED)
+    last = store.revisions(inst)[-1]
+    assert last.status == RevisionStatus.SUPERSEDED_BY_HUMAN == "superseded-by-human"
+    assert last.accepted is False

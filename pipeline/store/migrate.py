@@ -6,7 +6,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+
+#: PostgreSQL advisory-lock key held while migrating, so workers opening a new store at once
+#: migrate it one after the other (the second finds it at head) instead of racing on CREATE TABLE.
+MIGRATION_LOCK = 0x5350494E
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -23,5 +27,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database behind `engine` to `revision` (a no-op when already there)."""
     cfg = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Downgrade the database behind `engine` to `revision` (tests check every step reverses)."""
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)

@@ -8,23 +8,43 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import ColumnElement, Engine, Select, create_engine, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
-from pipeline.store.models import Image, Instance, Revision
+from pipeline.store.models import AnnotationTask, Base, Image, Instance, Revision, SyncState
+from schemas.enums import HUMAN_SOURCES, PREDICTION_SOURCES, RevisionSource, RevisionStatus
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS
 
-#: Revision sources, in the words the store and the docs use.
-SOURCES = ("synthetic", "import", "pseudo", "pseudo-accepted", "human", "review")
-HUMAN_SOURCES = ("human", "review")
+#: Revision sources, in the words the store and the docs use (schemas.enums.RevisionSource).
+SOURCES: tuple[RevisionSource, ...] = tuple(RevisionSource)
+
+#: Values per SQL `IN (...)`: stays under SQLite's bound-parameter limit, whatever it was built with.
+IN_CHUNK = 500
+
+T = TypeVar("T")
+#: A column to filter on: `Image.id` or a Core column expression.
+Column = QueryableAttribute[Any] | ColumnElement[Any]
+
+
+def chunked(values: Iterable[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
+    """`values` in lists of at most `size` (for `IN (...)` queries)."""
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def spinetrack_home() -> Path:
@@ -77,6 +97,62 @@ class Label:
     image_meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NewImage:
+    """An image to register (see `Store.add_image`); `sha256` defaults to the file's hash."""
+
+    path: str | Path
+    source: str
+    subset: str
+    group_key: str
+    width: int
+    height: int
+    frame_index: int | None = None
+    meta: dict[str, Any] | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class NewRevision:
+    """A revision to append (see `Store.add_revision` for the meaning of each field)."""
+
+    keypoints: Sequence[float]
+    bbox: Sequence[float]
+    source: str
+    accepted: bool = True
+    status: str = RevisionStatus.OK
+    area: float | None = None
+    model_version: str | None = None
+    annotator: str | None = None
+    round: int | None = None
+    scores: Sequence[float] | None = None
+    uncertainty: float | None = None
+    quality: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+    external_id: str | None = None
+    supersedes: int | None = None  # a `revoked` revision names the revision it takes back
+
+
+@dataclass(frozen=True)
+class NewLabel:
+    """One person in one image, with an optional revision: the unit of `Store.add_labels`."""
+
+    image: NewImage
+    instance_key: str
+    instance_meta: dict[str, Any] | None = None
+    revision: NewRevision | None = None
+
+
+@dataclass(frozen=True)
+class WrittenLabel:
+    """Ids `Store.add_labels` wrote or found; `revision_id` is None when the revision's
+    `external_id` was stored before (or no revision was given)."""
+
+    image_id: int
+    instance_id: int
+    revision_id: int | None
+
+
 def validate_keypoints(keypoints: Sequence[float], where: str = "keypoints") -> list[float]:
     values = [float(v) for v in keypoints]
     if len(values) != NUM_KEYPOINTS * 3:
@@ -95,7 +171,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 class Store:
-    """Handle on the store database; cheap to create, migrates the schema to head on open."""
+    """Handle on the store database; cheap to create, migrates the schema to head on open.
+
+    Use it as a context manager (`with Store.open(url) as store:`) or call `close()`, so its
+    connection pool is released (a PostgreSQL server counts connections; SQLite keeps files open).
+    """
 
     def __init__(self, url: str | None = None, *, home: Path | None = None, migrate: bool = True) -> None:
         self.home = (home or spinetrack_home()).resolve()
@@ -109,11 +189,91 @@ class Store:
 
             upgrade(self.engine)
 
+    @classmethod
+    def open(cls, url: str | None = None, *, home: Path | None = None, migrate: bool = True) -> Store:
+        """The store at `url` (default: $SPINETRACK_DB_URL, else SQLite under `home`)."""
+        return cls(url, home=home, migrate=migrate)
+
+    def close(self) -> None:
+        """Release every pooled connection; the handle can still be used (it reconnects)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: commits on success, rolls back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    # -- query helpers ----------------------------------------------------------------------
+    def rows_in(
+        self,
+        query: Select[Any],
+        column: Column,
+        values: Iterable[Any],
+        *,
+        session: Session | None = None,
+    ) -> list[Any]:
+        """Rows of `query` where `column IN values`, asked in chunks of IN_CHUNK values."""
+        wanted = list(dict.fromkeys(values))
+        with self._use(session) as s:
+            out: list[Any] = []
+            for batch in chunked(wanted):
+                out.extend(s.execute(query.where(column.in_(batch))).all())
+            return out
+
+    def scalars_in(
+        self,
+        query: Select[Any],
+        column: Column,
+        values: Iterable[Any],
+        *,
+        session: Session | None = None,
+    ) -> list[Any]:
+        """Like `rows_in` for a one-column (or one-entity) query: the values themselves."""
+        wanted = list(dict.fromkeys(values))
+        with self._use(session) as s:
+            out: list[Any] = []
+            for batch in chunked(wanted):
+                out.extend(s.scalars(query.where(column.in_(batch))).all())
+            return out
+
+    @contextmanager
+    def _use(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+        else:
+            with self.session() as s:
+                yield s
+
+    def insert_ignore(
+        self, s: Session, model: type[Base], rows: Sequence[Mapping[str, Any]], conflict: Sequence[str]
+    ) -> None:
+        """INSERT rows, skipping those whose `conflict` columns (a unique key) are already stored.
+
+        Race-safe: a row another transaction wrote (even one still running) is skipped, never an
+        error, on SQLite and PostgreSQL (`ON CONFLICT DO NOTHING`); elsewhere each row goes in
+        under a savepoint and an IntegrityError skips it.
+        """
+        if not rows:
+            return
+        stmt = _on_conflict_do_nothing(s, model, conflict)
+        if stmt is not None:
+            s.execute(stmt, [dict(r) for r in rows])
+            return
+        for row in rows:  # pragma: no cover - neither SQLite nor PostgreSQL
+            try:
+                with s.begin_nested():
+                    s.execute(insert(model), [dict(row)])
+            except IntegrityError:
+                pass
 
     # -- images and instances -------------------------------------------------------------
     def add_image(
@@ -129,39 +289,68 @@ class Store:
         meta: dict[str, Any] | None = None,
         sha256: str | None = None,
     ) -> int:
-        """Register an image; the same content registered again returns the existing id."""
-        digest = sha256 or file_sha256(path)
+        """Register an image; the same content registered again returns the existing id.
+
+        Safe under concurrent writers: two processes adding the same bytes get the same id.
+        """
+        image = NewImage(path, source, subset, group_key, width, height, frame_index, meta, sha256)
         with self.session() as s:
-            found = s.scalar(select(Image.id).where(Image.sha256 == digest))
-            if found is not None:
-                return found
-            image = Image(
-                sha256=digest,
-                path=str(Path(path).resolve()),
-                width=int(width),
-                height=int(height),
-                source=source,
-                subset=subset,
-                group_key=group_key,
-                frame_index=frame_index,
-                meta=meta or {},
-            )
-            s.add(image)
-            s.flush()
-            return image.id
+            return self._image_ids(s, [image])[0]
+
+    def _image_ids(self, s: Session, images: Sequence[NewImage]) -> list[int]:
+        rows = [
+            {
+                "sha256": img.sha256 or file_sha256(img.path),
+                "path": str(Path(img.path).resolve()),
+                "width": int(img.width),
+                "height": int(img.height),
+                "source": img.source,
+                "subset": img.subset,
+                "group_key": img.group_key,
+                "frame_index": img.frame_index,
+                "meta": img.meta or {},
+            }
+            for img in images
+        ]
+        digests = [r["sha256"] for r in rows]
+        known = dict(self.rows_in(select(Image.sha256, Image.id), Image.sha256, digests, session=s))
+        new = list({r["sha256"]: r for r in rows if r["sha256"] not in known}.values())
+        if new:
+            self.insert_ignore(s, Image, new, ["sha256"])
+            known.update(self.rows_in(select(Image.sha256, Image.id), Image.sha256,
+                                      [r["sha256"] for r in new], session=s))
+        return [int(known[d]) for d in digests]
 
     def instance_id(self, image_id: int, key: str, meta: dict[str, Any] | None = None) -> int:
-        """Get or create the instance `key` of an image."""
+        """Get or create the instance `key` of an image (race-safe, like `add_image`)."""
         with self.session() as s:
-            found = s.scalar(
-                select(Instance.id).where(Instance.image_id == image_id, Instance.key == key)
-            )
-            if found is not None:
-                return found
-            inst = Instance(image_id=image_id, key=key, meta=meta or {})
-            s.add(inst)
-            s.flush()
-            return inst.id
+            return self._instance_ids(s, [(image_id, key, meta)])[0]
+
+    def _instance_ids(
+        self, s: Session, wanted: Sequence[tuple[int, str, dict[str, Any] | None]]
+    ) -> list[int]:
+        def lookup(pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
+            by_image: dict[int, set[str]] = {}
+            for image_id, key in pairs:
+                by_image.setdefault(image_id, set()).add(key)
+            found: dict[tuple[int, str], int] = {}
+            for batch in chunked(sorted(by_image)):
+                q = select(Instance.image_id, Instance.key, Instance.id).where(Instance.image_id.in_(batch))
+                for image_id, key, iid in s.execute(q):
+                    if key in by_image[image_id]:
+                        found[(image_id, key)] = iid
+            return found
+
+        pairs = [(int(i), k) for i, k, _ in wanted]
+        known = lookup(pairs)
+        new: dict[tuple[int, str], dict[str, Any]] = {}
+        for (image_id, key), (_, _, meta) in zip(pairs, wanted, strict=True):
+            if (image_id, key) not in known and (image_id, key) not in new:
+                new[(image_id, key)] = {"image_id": image_id, "key": key, "meta": meta or {}}
+        if new:
+            self.insert_ignore(s, Instance, list(new.values()), ["image_id", "key"])
+            known.update(lookup(new))
+        return [known[p] for p in pairs]
 
     # -- revisions --------------------------------------------------------------------------
     def add_revision(
@@ -182,57 +371,69 @@ class Store:
         quality: dict[str, Any] | None = None,
         provenance: dict[str, Any] | None = None,
         external_id: str | None = None,
+        supersedes: int | None = None,
         session: Session | None = None,
     ) -> int | None:
         """Append a revision. Returns its id, or None when `external_id` was stored before.
 
         Model output never overrides people: an accepted `pseudo-accepted` revision is refused
         (stored as not accepted) for an instance that already has an accepted human label.
+        Two writers storing the same `external_id` at once store it once, without an error.
         """
-        if source not in SOURCES:
-            raise ValueError(f"unknown revision source {source!r}; expected one of {SOURCES}")
-        values = validate_keypoints(keypoints)
-        box = [float(v) for v in bbox]
-        if len(box) != 4:
-            raise InputError("bbox", "expected 4 numbers", field="bbox")
-        rev = Revision(
-            instance_id=instance_id,
-            keypoints=values,
-            bbox=box,
-            area=float(area if area is not None else box[2] * box[3]),
-            source=source,
-            accepted=accepted,
-            status=status,
-            model_version=model_version,
-            annotator=annotator,
-            round=round,
-            scores=list(map(float, scores)) if scores is not None else None,
-            uncertainty=uncertainty,
-            quality=quality or {},
-            provenance=provenance or {},
-            external_id=external_id,
-        )
-        if session is not None:
-            return self._insert_revision(session, rev)
-        try:
-            with self.session() as s:
-                return self._insert_revision(s, rev)
-        except IntegrityError:
-            if external_id is None:
-                raise
-            return None
+        new = NewRevision(keypoints, bbox, source, accepted, status, area, model_version, annotator,
+                          round, scores, uncertainty, quality, provenance, external_id, supersedes)
+        row = _revision_row(instance_id, new)
+        with self._use(session) as s:
+            return self._insert_revision(s, row)
 
-    def _insert_revision(self, s: Session, rev: Revision) -> int | None:
-        if rev.external_id is not None:
-            if s.scalar(select(Revision.id).where(Revision.external_id == rev.external_id)) is not None:
+    def add_revisions(
+        self, items: Sequence[tuple[int, NewRevision]], *, session: Session | None = None
+    ) -> list[int | None]:
+        """Append many revisions `(instance_id, revision)` in one transaction; ids as `add_revision`."""
+        rows = [_revision_row(iid, rev) for iid, rev in items]
+        with self._use(session) as s:
+            return [self._insert_revision(s, row) for row in rows]
+
+    def add_labels(self, labels: Sequence[NewLabel]) -> list[WrittenLabel]:
+        """Images, instances and revisions of many labels in one transaction (fast bulk ingest).
+
+        Same rules as `add_image`, `instance_id` and `add_revision` one by one: existing images and
+        instances are reused, a revision whose `external_id` is stored already is skipped, and it
+        is all safe under concurrent writers. Returns the ids, in the order of `labels`.
+        """
+        rows = [_revision_row(0, lab.revision) if lab.revision is not None else None for lab in labels]
+        with self.session() as s:
+            image_ids = self._image_ids(s, [lab.image for lab in labels])
+            instance_ids = self._instance_ids(
+                s, [(img, lab.instance_key, lab.instance_meta) for img, lab in zip(image_ids, labels,
+                                                                                    strict=True)]
+            )
+            out = []
+            for img, inst, row in zip(image_ids, instance_ids, rows, strict=True):
+                rid = None
+                if row is not None:
+                    row["instance_id"] = inst
+                    rid = self._insert_revision(s, row)
+                out.append(WrittenLabel(img, inst, rid))
+            return out
+
+    def _insert_revision(self, s: Session, row: dict[str, Any]) -> int | None:
+        if row["source"] in PREDICTION_SOURCES and row["accepted"] and self._has_human(s, row["instance_id"]):
+            row["accepted"] = False
+            row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
+        if row["external_id"] is None:
+            return int(s.execute(insert(Revision).returning(Revision.id), [row]).scalar_one())
+        if s.scalar(select(Revision.id).where(Revision.external_id == row["external_id"])) is not None:
+            return None
+        stmt = _on_conflict_do_nothing(s, Revision, ["external_id"])
+        if stmt is None:  # pragma: no cover - neither SQLite nor PostgreSQL
+            try:
+                with s.begin_nested():
+                    return int(s.execute(insert(Revision).returning(Revision.id), [row]).scalar_one())
+            except IntegrityError:
                 return None
-        if rev.source in ("pseudo", "pseudo-accepted") and rev.accepted:
-            if self._has_human(s, rev.instance_id):
-                rev.accepted = False
-                rev.status = "superseded-by-human"
-        s.add(rev)
-        s.flush()
-        return rev.id
+        found = s.execute(stmt.returning(Revision.id), row).scalar_one_or_none()
+        return None if found is None else int(found)
 
     @staticmethod
     def _has_human(s: Session, instance_id: int) -> bool:
@@ -252,6 +453,102 @@ class Store:
             return list(
                 s.scalars(select(Revision).where(Revision.instance_id == instance_id).order_by(Revision.id))
             )
+
+    def revisions_for(
+        self,
+        instance_ids: Iterable[int] | None = None,
+        *,
+        sources: Sequence[str] | None = None,
+        model_version: str | None = None,
+        round: int | None = None,
+        accepted: bool | None = None,
+    ) -> list[Revision]:
+        """Revisions (all of them, or those of `instance_ids`) matching every filter given, by id."""
+        q = select(Revision)
+        if sources is not None:
+            q = q.where(Revision.source.in_(list(sources)))
+        if model_version is not None:
+            q = q.where(Revision.model_version == model_version)
+        if round is not None:
+            q = q.where(Revision.round == round)
+        if accepted is not None:
+            q = q.where(Revision.accepted.is_(accepted))
+        if instance_ids is None:
+            with self.session() as s:
+                return list(s.scalars(q.order_by(Revision.id)))
+        found = self.scalars_in(q, Revision.instance_id, instance_ids)
+        return sorted(found, key=lambda r: r.id)
+
+    def count_revisions(
+        self, *, sources: Sequence[str] | None = None, round: int | None = None, accepted: bool | None = None
+    ) -> int:
+        """How many revisions match every filter given."""
+        q = select(func.count(Revision.id))
+        if sources is not None:
+            q = q.where(Revision.source.in_(list(sources)))
+        if round is not None:
+            q = q.where(Revision.round == round)
+        if accepted is not None:
+            q = q.where(Revision.accepted.is_(accepted))
+        with self.session() as s:
+            return int(s.scalar(q) or 0)
+
+    def stored_external_ids(
+        self, external_ids: Iterable[str] | None = None, *, prefix: str | None = None
+    ) -> set[str]:
+        """Which of `external_ids` (or which ids starting with `prefix`) are stored already."""
+        q = select(Revision.external_id).where(Revision.external_id.is_not(None))
+        if prefix is not None:
+            q = q.where(Revision.external_id.startswith(prefix, autoescape=True))
+        if external_ids is None:
+            with self.session() as s:
+                return {str(v) for v in s.scalars(q)}
+        return {str(v) for v in self.scalars_in(q, Revision.external_id, external_ids)}
+
+    # -- images, instances, tasks, cursors ----------------------------------------------------
+    def group_keys(self) -> list[str]:
+        """Every image group (sequence / video), sorted."""
+        with self.session() as s:
+            return sorted(s.scalars(select(Image.group_key).distinct()))
+
+    def images_of(self, instance_ids: Iterable[int]) -> dict[int, Image]:
+        """The image of each instance."""
+        q = select(Instance.id, Image).join(Image, Image.id == Instance.image_id)
+        return {int(iid): img for iid, img in self.rows_in(q, Instance.id, instance_ids)}
+
+    def tasks(
+        self,
+        *,
+        round: int | None = None,
+        states: Sequence[str] | None = None,
+        instance_ids: Iterable[int] | None = None,
+    ) -> list[AnnotationTask]:
+        """Annotation tasks matching every filter given, by id."""
+        q = select(AnnotationTask)
+        if round is not None:
+            q = q.where(AnnotationTask.round == round)
+        if states is not None:
+            q = q.where(AnnotationTask.state.in_(list(states)))
+        if instance_ids is None:
+            with self.session() as s:
+                return list(s.scalars(q.order_by(AnnotationTask.id)))
+        return sorted(self.scalars_in(q, AnnotationTask.instance_id, instance_ids), key=lambda t: t.id)
+
+    def tasked_instance_ids(self) -> set[int]:
+        """Instances that ever had an annotation task."""
+        with self.session() as s:
+            return {int(i) for i in s.scalars(select(AnnotationTask.instance_id))}
+
+    def sync_value(self, key: str) -> dict[str, Any] | None:
+        """A stored cursor (SyncState), or None."""
+        with self.session() as s:
+            row = s.get(SyncState, key)
+            return None if row is None else dict(row.value)
+
+    def set_sync_value(self, key: str, value: dict[str, Any], *, session: Session | None = None) -> None:
+        """Store a cursor (SyncState), replacing the old value."""
+        with self._use(session) as s:
+            s.merge(SyncState(key=key, value=value))
 
     # -- reading labels ---------------------------------------------------------------------
     def current_labels(
@@ -284,8 +581,9 @@ class Store:
     ) -> list[Label]:
         """Each instance's latest revision among `among_sources` (accepted ones only, by default)."""
         latest = select(Revision.instance_id, func.max(Revision.id).label("rid"))
-        if accepted_only:
-            latest = latest.where(Revision.accepted.is_(True))
+        if accepted_only:  # a revision taken back by a later `revoked` one is no longer current
+            revoked = select(Revision.supersedes).where(Revision.supersedes.is_not(None))
+            latest = latest.where(Revision.accepted.is_(True), Revision.id.not_in(revoked))
         if among_sources:
             latest = latest.where(Revision.source.in_(list(among_sources)))
         sub = latest.group_by(Revision.instance_id).subquery()
@@ -300,26 +598,29 @@ class Store:
             q = q.where(Image.source == image_source)
         if subset:
             q = q.where(Image.subset == subset)
-        if image_ids is not None:
+        if image_ids is not None and instance_ids is not None:
             q = q.where(Image.id.in_(list(image_ids)))
         if instance_ids is not None:
-            q = q.where(Instance.id.in_(list(instance_ids)))
-        with self.session() as s:
-            return [_label(img, inst, rev) for img, inst, rev in s.execute(q)]
+            rows = self.rows_in(q, Instance.id, instance_ids)
+        elif image_ids is not None:
+            rows = self.rows_in(q, Image.id, image_ids)
+        else:
+            with self.session() as s:
+                rows = list(s.execute(q))
+        labels = [_label(img, inst, rev) for img, inst, rev in rows]
+        if image_ids is not None or instance_ids is not None:  # chunks come back chunk by chunk
+            labels.sort(key=lambda lab: (lab.image_id, lab.instance_id))
+        return labels
 
     def labels_for_revisions(self, revision_ids: Sequence[int]) -> list[Label]:
         """The labels of exact revisions, old ones included (the store is append-only)."""
-        wanted = sorted(set(revision_ids))
-        labels: list[Label] = []
-        with self.session() as s:
-            for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-                q = (
-                    select(Image, Instance, Revision)
-                    .join(Instance, Instance.image_id == Image.id)
-                    .join(Revision, Revision.instance_id == Instance.id)
-                    .where(Revision.id.in_(wanted[start : start + 500]))
-                )
-                labels.extend(_label(img, inst, rev) for img, inst, rev in s.execute(q))
+        q = (
+            select(Image, Instance, Revision)
+            .join(Instance, Instance.image_id == Image.id)
+            .join(Revision, Revision.instance_id == Instance.id)
+        )
+        rows = self.rows_in(q, Revision.id, sorted(set(revision_ids)))
+        labels = [_label(img, inst, rev) for img, inst, rev in rows]
         return sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id))
 
     def unlabelled_instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
@@ -370,3 +671,45 @@ def _label(img: Image, inst: Instance, rev: Revision) -> Label:
         provenance=dict(rev.provenance or {}),
         image_meta=dict(img.meta or {}),
     )
+
+
+def _revision_row(instance_id: int, rev: NewRevision) -> dict[str, Any]:
+    """A checked `revisions` row for `rev`."""
+    if rev.source not in SOURCES:
+        raise ValueError(f"unknown revision source {rev.source!r}; expected one of {SOURCES}")
+    values = validate_keypoints(rev.keypoints)
+    box = [float(v) for v in rev.bbox]
+    if len(box) != 4:
+        raise InputError("bbox", "expected 4 numbers", field="bbox")
+    return {
+        "instance_id": instance_id,
+        "keypoints": values,
+        "bbox": box,
+        "area": float(rev.area if rev.area is not None else box[2] * box[3]),
+        "source": str(rev.source),
+        "accepted": bool(rev.accepted),
+        "status": str(rev.status),
+        "model_version": rev.model_version,
+        "annotator": rev.annotator,
+        "round": rev.round,
+        "scores": list(map(float, rev.scores)) if rev.scores is not None else None,
+        "uncertainty": rev.uncertainty,
+        "quality": rev.quality or {},
+        "provenance": rev.provenance or {},
+        "external_id": rev.external_id,
+        "supersedes": rev.supersedes,
+    }
+
+
+def _on_conflict_do_nothing(s: Session, model: type[Base], conflict: Sequence[str]) -> Any:
+    """`INSERT ... ON CONFLICT (conflict) DO NOTHING` for the session's database, or None."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model).on_conflict_do_nothing(index_elements=list(conflict))
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(model).on_conflict_do_nothing(index_elements=list(conflict))
+    return None  # pragma: no cover
