@@ -1,8 +1,10 @@
 """Which uncertain pseudo-labels go to annotators: pluggable selection strategies.
 
 Every strategy sees the same candidates (one per unlabelled instance, with the model's uncertainty,
-per-keypoint uncertainty and an embedding) and returns at most `budget` instance ids, most useful
-first. `random` is the baseline every other strategy is measured against (bench/active_learning.py).
+per-keypoint uncertainty and an embedding; where the round computed them also the pose prior's
+implausibility, pipeline/plausibility.py, and the expected correction effort,
+pipeline/correction_effort.py) and returns at most `budget` instance ids, most useful first.
+`random` is the baseline every other strategy is measured against (bench/active_learning.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class Candidate:
     uncertainty: float
     keypoint_uncertainty: np.ndarray  # (37,), higher = less sure
     embedding: np.ndarray  # (D,), for diversity: model features or a pose embedding
+    keypoints: np.ndarray | None = None  # (37, 3) predicted, pixels (for the pose prior)
+    bbox: tuple[float, ...] | None = None  # the person box [x, y, w, h]
+    implausibility: float | None = None  # pose-prior negative log-likelihood (higher = less plausible)
+    expected_effort: float | None = None  # expected keypoints a human will correct
 
 
 Strategy = Callable[[Sequence[Candidate], int, np.random.Generator], list[int]]
@@ -66,24 +72,61 @@ def select_uncertain_diverse(
     embedding space) to everything picked so far times its uncertainty, so one batch does not hold
     50 near-identical frames of the same sequence, nor far-away frames the model is sure about.
     """
+    return _kcenter(cands, np.array([c.uncertainty for c in cands]), budget, rng, pool_factor)
+
+
+def select_implausible(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
+                       pool_factor: int = 3) -> list[int]:
+    """The least plausible poses under the synthetic pose prior (VL4Pose-like), k-center diverse.
+
+    The prior's NLL is turned into a rank in [0, 1] within the pool and averaged with the
+    uncertainty's rank: an implausible pose the model is also unsure of comes first, and a pose
+    the prior cannot tell apart (all plausible) falls back to uncertainty. Candidates without a
+    prior score (no synthetic labels yet) rank by uncertainty alone.
+    """
+    unc = _rank(np.array([c.uncertainty for c in cands]))
+    nll = np.array([np.nan if c.implausibility is None else c.implausibility for c in cands], dtype=float)
+    if np.isnan(nll).all():
+        return _kcenter(cands, unc, budget, rng, pool_factor)
+    finite = nll[np.isfinite(nll)]
+    top = float(finite.max()) + 1.0 if finite.size else 1.0
+    # no body frame (inf) ranks above everything; an unscored candidate ranks lowest
+    filled = np.where(np.isnan(nll), -np.inf, np.where(np.isposinf(nll), top, nll))
+    return _kcenter(cands, 0.5 * (_rank(filled) + unc), budget, rng, pool_factor)
+
+
+def select_effort(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
+                  pool_factor: int = 3) -> list[int]:
+    """Pick what would save most clicks: the highest expected correction effort, k-center diverse.
+
+    An instance where the annotator will move many keypoints is one the model gets badly wrong
+    (the correction teaches it most) and one auto-accept must never take; diversity keeps a batch
+    from being one hard sequence. Without effort estimates it is `diversity`.
+    """
+    effort = [c.expected_effort for c in cands]
+    if any(e is None for e in effort):
+        return select_uncertain_diverse(cands, budget, rng, pool_factor)
+    return _kcenter(cands, np.array(effort, dtype=float), budget, rng, pool_factor)
+
+
+def select_kcenter(cands: Sequence[Candidate], budget: int, rng: np.random.Generator) -> list[int]:
+    """Pure k-center greedy coverage of the embedding space (no uncertainty): the diversity-only
+    baseline, starting from a random instance."""
     if budget <= 0 or not cands:
         return []
-    scores = np.array([c.uncertainty for c in cands])
-    pool_ids = _top_indices(scores, min(len(cands), pool_factor * budget), rng)
-    emb = np.stack([_unit(cands[i].embedding) for i in pool_ids])
-    weight = np.maximum(scores[pool_ids], 1e-6)
-    chosen = [0]  # pool is sorted most uncertain first
-    nearest = np.linalg.norm(emb - emb[0], axis=1)
-    while len(chosen) < min(budget, len(pool_ids)):
-        nxt = int(np.argmax(nearest * weight))
+    emb = np.stack([_unit(c.embedding) for c in cands])
+    first = int(rng.integers(len(cands)))
+    chosen = [first]
+    nearest = np.linalg.norm(emb - emb[first], axis=1)
+    while len(chosen) < min(budget, len(cands)):
+        nxt = int(np.argmax(nearest + rng.random(len(cands)) * 1e-12))
         if nearest[nxt] <= 0:
-            # all remaining are duplicates of chosen ones: fall back to uncertainty order
-            rest = [i for i in range(len(pool_ids)) if i not in chosen]
+            rest = [i for i in rng.permutation(len(cands)).tolist() if i not in chosen]
             chosen += rest[: budget - len(chosen)]
             break
         chosen.append(nxt)
         nearest = np.minimum(nearest, np.linalg.norm(emb - emb[nxt], axis=1))
-    return [cands[pool_ids[i]].instance_id for i in chosen]
+    return [cands[i].instance_id for i in chosen]
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -91,6 +134,9 @@ STRATEGIES: dict[str, Strategy] = {
     "uncertainty": select_uncertain,
     "diversity": select_uncertain_diverse,
     "spine": select_spine,
+    "kcenter": select_kcenter,
+    "plausibility": select_implausible,
+    "effort": select_effort,
 }
 #: The default, chosen by bench/active_learning.py (see README, "Active learning").
 DEFAULT_STRATEGY = "diversity"
@@ -109,6 +155,43 @@ def select(cands: Sequence[Candidate], budget: int, strategy: str = DEFAULT_STRA
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64).ravel()
     return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def _kcenter(cands: Sequence[Candidate], scores: np.ndarray, budget: int, rng: np.random.Generator,
+             pool_factor: int) -> list[int]:
+    """k-center greedy over the `pool_factor * budget` highest-scoring candidates, each pick's
+    distance to the batch weighted by its score; the top-scoring candidate starts the batch."""
+    if budget <= 0 or not cands:
+        return []
+    pool_ids = _top_indices(scores, min(len(cands), pool_factor * budget), rng)
+    emb = np.stack([_unit(cands[i].embedding) for i in pool_ids])
+    weight = np.maximum(scores[pool_ids], 1e-6)
+    chosen = [0]  # pool is sorted highest score first
+    nearest = np.linalg.norm(emb - emb[0], axis=1)
+    while len(chosen) < min(budget, len(pool_ids)):
+        nxt = int(np.argmax(nearest * weight))
+        if nearest[nxt] <= 0:
+            # all remaining are duplicates of chosen ones: fall back to score order
+            rest = [i for i in range(len(pool_ids)) if i not in chosen]
+            chosen += rest[: budget - len(chosen)]
+            break
+        chosen.append(nxt)
+        nearest = np.minimum(nearest, np.linalg.norm(emb - emb[nxt], axis=1))
+    return [cands[pool_ids[i]].instance_id for i in chosen]
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Average rank scaled to [0, 1] (ties share a rank); 0 for a single value."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size <= 1:
+        return np.zeros_like(v)
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(v.size)
+    ranks[order] = np.arange(v.size, dtype=np.float64)
+    for value in np.unique(v):
+        tie = v == value
+        ranks[tie] = ranks[tie].mean()
+    return ranks / (v.size - 1)
 
 
 def _top_indices(scores: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:

@@ -1,0 +1,71 @@
+"""Savings statistics on curves whose answers are worked out by hand (pipeline/al_stats.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.al_stats import annotations_to_reach, final_difference, savings
+
+XS = [0, 10, 20]
+
+
+def test_annotations_to_reach_interpolates_between_rounds() -> None:
+    assert annotations_to_reach(XS, [0.2, 0.4, 0.6], 0.5) == pytest.approx(15.0)  # halfway 10 -> 20
+    assert annotations_to_reach(XS, [0.2, 0.4, 0.6], 0.4) == pytest.approx(10.0)
+    assert annotations_to_reach(XS, [0.7, 0.4, 0.6], 0.5) == 0.0  # the start is already there
+    assert math.isnan(annotations_to_reach(XS, [0.2, 0.4, 0.45], 0.5))  # never: censored
+    # a dip and a recovery: the FIRST crossing counts
+    assert annotations_to_reach([0, 10, 20, 30], [0.2, 0.6, 0.3, 0.9], 0.5) == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="matching"):
+        annotations_to_reach([0, 1], [0.1], 0.5)
+
+
+def test_savings_and_its_bootstrap_interval_by_hand() -> None:
+    random = [(XS, [0.2, 0.4, 0.6]), (XS, [0.2, 0.5, 0.6])]  # target: final 0.6 in both; budget 20
+    strategy = [(XS, [0.2, 0.6, 0.7]),  # reaches 0.6 at 10
+                (XS, [0.2, 0.5, 0.7])]  # at 10 + (0.1 / 0.2) * 10 = 15
+    sv = savings(random, strategy, resamples=4000)
+    assert sv.target == pytest.approx(0.6) and sv.budget == 20 and sv.random_needed == pytest.approx(20.0)
+    assert sv.per_seed_needed == pytest.approx([10.0, 15.0])
+    assert sv.needed == pytest.approx(12.5) and sv.saved_fraction == pytest.approx(0.375)
+    # paired resamples of 2 seeds: (10, 10) -> 0.5, mixed -> 0.375, (15, 15) -> 0.25, each extreme 1/4
+    assert sv.paired and sv.ci_low == pytest.approx(0.25) and sv.ci_high == pytest.approx(0.5)
+    assert sv.supported and sv.censored == 0
+
+
+def test_a_seed_that_never_reaches_the_target_counts_at_the_full_budget() -> None:
+    random = [(XS, [0.2, 0.4, 0.6]), (XS, [0.2, 0.4, 0.6])]
+    strategy = [(XS, [0.2, 0.6, 0.7]), (XS, [0.2, 0.3, 0.4])]  # 10, and never (counted at 20)
+    sv = savings(random, strategy, resamples=2000)
+    assert sv.censored == 1 and math.isnan(sv.per_seed_needed[1])
+    assert sv.needed == pytest.approx(15.0) and sv.saved_fraction == pytest.approx(0.25)
+    assert sv.ci_low == pytest.approx(0.0) and not sv.supported  # half the resamples save nothing
+    assert sv.as_dict()["per_seed_needed"] == [10.0, None]
+
+
+def test_no_saving_when_the_strategy_equals_random() -> None:
+    curves = [(XS, [0.2, 0.4, 0.6]), (XS, [0.1, 0.3, 0.5]), (XS, [0.3, 0.5, 0.7])]
+    sv = savings(curves, curves, resamples=2000)
+    # target 0.6: seed 0 reaches it at 20, seed 1 never (counted at 20), seed 2 at 15 -> 55/3 each side;
+    # measured against the budget (20) instead, this would claim 1 - (55/3)/20 = 8 % "saved"
+    assert sv.needed == pytest.approx(55 / 3) and sv.random_needed == pytest.approx(55 / 3)
+    assert sv.saved_fraction == pytest.approx(0.0)
+    assert sv.ci_low == pytest.approx(0.0) and sv.ci_high == pytest.approx(0.0) and not sv.supported
+
+
+def test_unpaired_when_seed_counts_differ() -> None:
+    random = [(XS, [0.2, 0.4, 0.6])]
+    strategy = [(XS, [0.2, 0.6, 0.7]), (XS, [0.2, 0.6, 0.7])]
+    sv = savings(random, strategy, resamples=500)
+    assert not sv.paired and sv.saved_fraction == pytest.approx(0.5) and sv.ci_low == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="equal seeds"):
+        savings(random, strategy, paired=True)
+
+
+def test_final_difference_paired_by_hand() -> None:
+    d = final_difference([0.5, 0.6], [0.7, 0.6], resamples=4000)
+    # per-seed differences 0.2 and 0.0: resampled means 0.2, 0.1 or 0.0
+    assert d.mean == pytest.approx(0.1) and d.paired
+    assert d.ci_low == pytest.approx(0.0) and d.ci_high == pytest.approx(0.2)
