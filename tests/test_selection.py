@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -73,7 +75,7 @@ def test_calibration_accepts_nothing_without_evidence() -> None:
     assert bad.threshold == float("-inf") and not bad.accepts(0.0)
 
 
-def _scored(iid: int, unc: float, emb: list[float], nll: float | None = None,
+def _scored(iid: int, unc: float, emb: Sequence[float], nll: float | None = None,
             effort: float | None = None) -> Candidate:
     return Candidate(iid, unc, np.zeros(NUM_KEYPOINTS), np.asarray(emb, dtype=float),
                      implausibility=nll, expected_effort=effort)
@@ -88,7 +90,7 @@ def test_plausibility_prefers_implausible_poses_the_model_is_unsure_of() -> None
     cands.append(_scored(4, 0.0, [1, 1], nll=float("inf")))
     assert select(cands, 1, "plausibility", seed=1)[0] in (2, 4)
     # without prior scores it is uncertainty + diversity
-    plain = [_scored(i, u, e) for i, (u, e) in enumerate([(0.2, [1, 0]), (0.9, [0, 1]), (0.5, [-1, 0])])]
+    plain = [_scored(0, 0.2, [1, 0]), _scored(1, 0.9, [0, 1]), _scored(2, 0.5, [-1, 0])]
     assert select(plain, 1, "plausibility") == [1]
 
 
@@ -101,7 +103,8 @@ def test_effort_picks_the_most_clicks_and_stays_diverse() -> None:
 
 
 def test_kcenter_covers_the_embedding_space() -> None:
-    cands = [_cand(i, 0.5, e) for i, e in enumerate([[1, 0], [1, 0.01], [0, 1], [-1, 0], [0, -1]])]
+    points: list[list[float]] = [[1, 0], [1, 0.01], [0, 1], [-1, 0], [0, -1]]
+    cands = [_cand(i, 0.5, e) for i, e in enumerate(points)]
     picked = select(cands, 4, "kcenter", seed=0)
     directions = {tuple(np.round(cands[i].embedding)) for i in picked}
     assert len(picked) == 4 and len(directions) == 4  # never both near-duplicates among 4 of 5
