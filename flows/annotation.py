@@ -5,34 +5,33 @@ The work lives in annotation/labelstudio/; these only find the store and the ser
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import typer
-from prefect import flow, get_run_logger
-from rich.console import Console
 
-from annotation.labelstudio.client import connection_from_env, state_path
-from annotation.labelstudio.pull import pull
-from annotation.labelstudio.push import push, push_from_review
-from annotation.labelstudio.server import LabelStudioServer, health, start_server, stop_server
+from flows import lazy
 from flows.app import app
-from pipeline.store import Store
+from flows.console import emit, key_value_table, stdout
 
-console = Console()
 labelstudio_app = typer.Typer(
     help="Run a local Label Studio server for this SPINETRACK_HOME.", no_args_is_help=True
 )
 app.add_typer(labelstudio_app, name="labelstudio")
 
 
-@flow(name="push-for-annotation")
+@lazy.flow(name="push-for-annotation")
 def push_for_annotation(
     instance_ids: list[int] | None = None, round: int = 1, from_review: bool = False
 ) -> dict[str, Any]:
     """Send instances (or the reviewer's needs-fix tags) to Label Studio as pre-annotated tasks."""
+    from prefect import get_run_logger
+
+    from annotation.labelstudio.client import connection_from_env
+    from annotation.labelstudio.push import push, push_from_review
+    from pipeline.store import Store
+
     store = Store()
     conn = connection_from_env(store.home)
     if from_review:
@@ -46,9 +45,15 @@ def push_for_annotation(
     return asdict(report)
 
 
-@flow(name="pull-annotations")
+@lazy.flow(name="pull-annotations")
 def pull_annotations() -> dict[str, Any]:
     """Store annotations made in Label Studio since the last pull as human revisions."""
+    from prefect import get_run_logger
+
+    from annotation.labelstudio.client import connection_from_env
+    from annotation.labelstudio.pull import pull
+    from pipeline.store import Store
+
     store = Store()
     report = pull(store, conn=connection_from_env(store.home))
     get_run_logger().info(
@@ -67,16 +72,28 @@ def push_command(
     """Push instances to Label Studio with the model's prediction as pre-annotation (idempotent)."""
     if not instance_ids and not from_review:
         raise typer.BadParameter("give instance ids or --from-review")
-    console.print_json(json.dumps(push_for_annotation(list(instance_ids or []), round, from_review)))
+    out = push_for_annotation(list(instance_ids or []), round, from_review)
+    emit(out, lambda con: con.print(key_value_table(f"pushed to Label Studio project {out['project_id']}", [
+        ("new tasks", len(out["created"])), ("already there (untouched)", len(out["existing"])),
+        ("reopened from review", len(out["reopened"])), ("tasks in this push", len(out["task_ids"])),
+    ])))
 
 
 @app.command("pull")
 def pull_command() -> None:
     """Pull new and changed annotations from Label Studio (incremental, idempotent)."""
-    console.print_json(json.dumps(pull_annotations()))
+    out = pull_annotations()
+    emit(out, lambda con: con.print(key_value_table(f"pulled from Label Studio project {out['project_id']}", [
+        ("tasks seen", out["tasks_seen"]), ("corrections stored", out["stored"]),
+        ("skipped / cancelled", out["skipped"]), ("seen in an earlier pull", out["already"]),
+        ("disagreements sent to review", len(out["disagreements"])),
+        ("tasks not made by push (ignored)", out["foreign_tasks"]),
+    ])))
 
 
 def _home() -> Path:
+    from pipeline.store import Store
+
     return Store().home
 
 
@@ -86,6 +103,10 @@ def ls_start(
     port: int = typer.Option(None, help="port on 127.0.0.1 (default: a free one)"),
 ) -> None:
     """Start Label Studio (SQLite under SPINETRACK_HOME/labelstudio) and record URL and token."""
+    from annotation.labelstudio.client import state_path
+    from annotation.labelstudio.server import LabelStudioServer, health, start_server
+
+    console = stdout()
     home = _home()
     path = state_path(home)
     if path.is_file():
@@ -104,6 +125,10 @@ def ls_start(
 @labelstudio_app.command("stop")
 def ls_stop() -> None:
     """Stop the Label Studio this home started."""
+    from annotation.labelstudio.client import state_path
+    from annotation.labelstudio.server import LabelStudioServer, stop_server
+
+    console = stdout()
     path = state_path(_home())
     if not path.is_file():
         console.print("no Label Studio recorded for this home")
@@ -118,6 +143,10 @@ def ls_stop() -> None:
 @labelstudio_app.command("status")
 def ls_status() -> None:
     """Whether the recorded Label Studio answers."""
+    from annotation.labelstudio.client import state_path
+    from annotation.labelstudio.server import LabelStudioServer, health
+
+    console = stdout()
     path = state_path(_home())
     if not path.is_file():
         console.print("no Label Studio recorded for this home")

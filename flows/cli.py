@@ -1,4 +1,8 @@
-"""Entry point of the `spinetrack` command: imports each flows module so its commands register."""
+"""Entry point of the `spinetrack` command: imports each flows module so its commands register.
+
+The modules are light (prefect, torch, FiftyOne and the Label Studio SDK load inside the commands,
+see flows/lazy.py), so listing the commands costs well under a second.
+"""
 
 from __future__ import annotations
 

@@ -11,31 +11,24 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from prefect import flow, get_run_logger
-from rich.console import Console
-from rich.panel import Panel
 
-from annotation.labelstudio.client import state_path
-from annotation.labelstudio.server import LabelStudioServer, health, start_server
+from flows import lazy
 from flows.active_learning import active_learning_round
 from flows.app import app
+from flows.console import emit
 from flows.synthetic import ingest_synthetic
-from pipeline.active_learning import RoundSettings
-from pipeline.real_import import import_coco
-from pipeline.release import ReleaseError, create_release, get_release, list_releases
-from pipeline.rounds import current_model, history
-from pipeline.splits import assign_splits
-from pipeline.store import Store
-from synthetic.sample_set import SequenceSpec, render_set
 
-#: Synthetic training/validation sequences (ingested through OpenSim IK).
-SYNTHETIC = [SequenceSpec("mixed", 11, 60), SequenceSpec("bend", 12, 50), SequenceSpec("twist", 13, 50),
-             SequenceSpec("walk", 14, 50), SequenceSpec("squat", 15, 40)]
+if TYPE_CHECKING:
+    from annotation.labelstudio.server import LabelStudioServer
+    from pipeline.store import Store
+
+#: Synthetic training/validation sequences (ingested through OpenSim IK): motion, seed, frames.
+SYNTHETIC = [("mixed", 11, 60), ("bend", 12, 50), ("twist", 13, 50), ("walk", 14, 50), ("squat", 15, 40)]
 #: Rendered frames held out as the "real" pool: other seeds and motions, ground truth hidden.
-HELD_OUT = [SequenceSpec("reach", 21, 60), SequenceSpec("mixed", 22, 60), SequenceSpec("bend", 23, 50),
-            SequenceSpec("walk", 24, 40)]
+HELD_OUT = [("reach", 21, 60), ("mixed", 22, 60), ("bend", 23, 50), ("walk", 24, 40)]
 #: Real samples in ../shared/data/real_people whose keypoints map into SpineTrack's by index
 #: (COCO-17 order): name, COCO file, image folder, relative to that folder.
 REAL_PEOPLE = [("coco", "coco/test_coco.json", "coco"), ("ochuman", "ochuman/test_ochuman.json", "ochuman"),
@@ -52,6 +45,9 @@ def shared_real_people() -> Path | None:
 
 def ensure_labelstudio(store: Store, document_root: Path) -> LabelStudioServer:
     """The Label Studio this home recorded, if it still answers; else a new one, left running."""
+    from annotation.labelstudio.client import state_path
+    from annotation.labelstudio.server import LabelStudioServer, health, start_server
+
     path = state_path(store.home)
     if path.is_file():
         server = LabelStudioServer.load(path)
@@ -63,11 +59,20 @@ def ensure_labelstudio(store: Store, document_root: Path) -> LabelStudioServer:
     return server
 
 
-@flow(name="demo")
+@lazy.flow(name="demo")
 def demo_flow(
     rounds: int = 2, budget: int = 20, train_iters: int = 300, round_iters: int = 150
 ) -> dict[str, str]:
+    from prefect import get_run_logger
+
+    from pipeline.active_learning import RoundSettings
     from pipeline.model.train import train
+    from pipeline.real_import import import_coco
+    from pipeline.release import ReleaseError, create_release, get_release, list_releases
+    from pipeline.rounds import current_model, history
+    from pipeline.splits import assign_splits
+    from pipeline.store import Store
+    from synthetic.sample_set import SequenceSpec, render_set
 
     logger = get_run_logger()
     store = Store()
@@ -75,8 +80,8 @@ def demo_flow(
     started = time.monotonic()
 
     logger.info("rendering the synthetic sample set and the held-out pool")
-    synthetic = render_set(home / "renders" / "synthetic", SYNTHETIC)
-    held_out = render_set(home / "renders" / "held-out", HELD_OUT)
+    synthetic = render_set(home / "renders" / "synthetic", [SequenceSpec(*s) for s in SYNTHETIC])
+    held_out = render_set(home / "renders" / "held-out", [SequenceSpec(*s) for s in HELD_OUT])
 
     logger.info("ingesting %d synthetic sequences through OpenSim IK", len(synthetic))
     ingest_synthetic([str(p) for p in synthetic])
@@ -129,10 +134,16 @@ def demo_command(
 ) -> None:
     """Run the whole pipeline end to end on a sample (what `make demo` runs)."""
     out = demo_flow(rounds=rounds, budget=budget)
-    Console().print(Panel.fit(
+    emit(out, lambda con: con.print(_done_panel(out)))
+
+
+def _done_panel(out: dict[str, str]) -> object:
+    from rich.panel import Panel
+
+    return Panel.fit(
         f"release:      {out['release']}\n"
         f"Label Studio: {out['labelstudio']} (still running; `spinetrack labelstudio stop` stops it)\n"
         f"FiftyOne:     .venv/bin/spinetrack review --release 0.1.0\n"
         f"store:        {out['home']}",
         title="SpineTrack demo done",
-    ))
+    )

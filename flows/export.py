@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from flows.app import app
-from pipeline.export import export_coco
-from pipeline.store import Store
+from flows.console import emit
 
 
 @app.command("export-coco")
@@ -20,7 +18,11 @@ def export_coco_command(
     relative_to: Path | None = typer.Option(None, help="write image paths relative to this folder"),
 ) -> None:
     """Write the store's current (latest accepted) labels as COCO keypoints JSON."""
+    from pipeline.export import export_coco
+    from pipeline.store import Store
+
     store = Store()
     path = export_coco(store, out, image_source=source, subset=subset, image_root=relative_to)
     labels = store.current_labels(image_source=source, subset=subset)
-    Console().print(f"wrote {len(labels)} annotations to [bold]{path}[/bold]")
+    emit({"path": str(path), "annotations": len(labels)},
+         lambda con: con.print(f"wrote {len(labels)} annotations to [bold]{path}[/bold]"))

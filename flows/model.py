@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from prefect import flow
-from rich.console import Console
 
+from flows import lazy
 from flows.app import app
-from pipeline.store import Store
+from flows.console import emit
 
 # -- pseudo-labelling (helper M2) ------------------------------------------------------------------
 
 
-@flow(name="import-real")
+@lazy.flow(name="import-real")
 def import_real(
     coco_file: str,
     image_dir: str | None = None,
@@ -30,6 +29,7 @@ def import_real(
 ) -> dict[str, Any]:
     """Import real images and person boxes (and optional hidden ground truth) from a COCO file."""
     from pipeline.real_import import import_coco
+    from pipeline.store import Store
 
     summary = import_coco(
         Store(),
@@ -43,7 +43,7 @@ def import_real(
     return asdict(summary)
 
 
-@flow(name="pseudo-label")
+@lazy.flow(name="pseudo-label")
 def pseudo_label(
     model_name: str,
     source: str | None = None,
@@ -54,6 +54,7 @@ def pseudo_label(
     """Pseudo-label every unlabelled instance (of `source`, if given) with a registered model."""
     from pipeline.model.registry import load_model
     from pipeline.pseudo_label import pseudo_label as run
+    from pipeline.store import Store
 
     store = Store()
     model, _meta = load_model(store, model_name)
@@ -66,22 +67,25 @@ def pseudo_label(
 
 @app.command("import-real")
 def import_real_command(
-    coco_file: Path = typer.Argument(..., help="COCO keypoint JSON (COCO-17, Halpe-26/136 or SpineTrack-37)"),
-    images: Path | None = typer.Option(None, help="folder of the images (default: the JSON's folder)"),
+    coco_file: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                     help="COCO keypoint JSON (COCO-17, Halpe-26/136 or SpineTrack-37)"),
+    images: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                       help="folder of the images (default: the JSON's folder)"),
     subset: str | None = typer.Option(None, help="subset name (default: the file's stem)"),
     keep_ground_truth: bool = typer.Option(
         False, help="store the file's keypoints as hidden ground truth (import revisions, not accepted)"
     ),
-    detections: Path | None = typer.Option(None, help="COCO results file with person boxes to use instead"),
+    detections: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                           help="COCO results file with person boxes to use instead"),
     min_score: float = typer.Option(0.0, help="drop detections below this score"),
 ) -> None:
     """Import real images with person boxes into the store (the pseudo-labelling pool)."""
     out = import_real(str(coco_file), str(images) if images else None, subset, keep_ground_truth,
                       str(detections) if detections else None, min_score)
-    Console().print(
+    emit(out, lambda con: con.print(
         f"imported {out['images']} images, {out['instances']} instances, "
         f"{out['ground_truth_revisions']} ground-truth revisions; skipped {len(out['skipped'])}"
-    )
+    ))
 
 
 @app.command("pseudo-label")
@@ -95,17 +99,17 @@ def pseudo_label_command(
     """Store the model's proposal (not accepted) with its uncertainty for every unlabelled instance."""
     out = pseudo_label(model, source, batch_size, flip_test, round)
     mean = out["mean_uncertainty"]
-    Console().print(
+    emit(out, lambda con: con.print(
         f"pseudo-labelled {out['written']} of {out['candidates']} instances "
         f"({out['already_done']} already done, {out['without_box']} without a box)"
         + (f"; mean uncertainty {mean:.3f}" if mean is not None else "")
-    )
+    ))
 
 
 # -- training (helper M1) ---------------------------------------------------------------------------
 
 
-@flow(name="train-model")
+@lazy.flow(name="train-model")
 def train_model(
     config: str = "tiny",
     iters: int | None = None,
@@ -119,6 +123,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train `config` on the store's current accepted labels and register the model."""
     from pipeline.model.train import train
+    from pipeline.store import Store
 
     version = train(
         Store(),
@@ -150,15 +155,18 @@ def train_command(
     teacher: str | None = typer.Option(None, help="registered model to distil the 26 body points from"),
     seed: int = typer.Option(0, help="random seed"),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0"),
-    val_ann: Path | None = typer.Option(None, help="COCO file to score the model on (OKS AP per part)"),
+    val_ann: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                        help="COCO file to score the model on (OKS AP per part)"),
     batch_size: int | None = typer.Option(None, help="batch size (default: the config's)"),
     init_checkpoint: Path | None = typer.Option(
-        None, help="pretrained mmpose checkpoint (e.g. RTMPose body) to start from; matching weights only"
+        None, exists=True, dir_okay=False,
+        help="pretrained mmpose checkpoint (e.g. RTMPose body) to start from; matching weights only",
     ),
 ) -> None:
     """Train a pose model on the current accepted labels and register it (models/NAME/)."""
     out = train_model(config, iters, parent, teacher, seed, device, str(val_ann) if val_ann else None,
                       batch_size, str(init_checkpoint) if init_checkpoint else None)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(out["metrics"].items()) if k.endswith("_AP"))
-    Console().print(f"registered model [bold]{out['name']}[/bold] (data snapshot {out['data_snapshot']})"
-                    + (f": {metrics}" if metrics else ""))
+    emit(out, lambda con: con.print(
+        f"registered model [bold]{out['name']}[/bold] (data snapshot {out['data_snapshot']})"
+        + (f": {metrics}" if metrics else "")))

@@ -1,7 +1,8 @@
 """Release flows: `spinetrack release VERSION` (Prefect flow `release-dataset`), reproduce, verify, list.
 
 Thin by design: the work is in pipeline/release.py; this module runs it as a flow, attaches the
-dataset card as a Markdown artifact, and prints a summary.
+dataset card as a Markdown artifact, and prints a summary. A refused release (version exists, bad
+version, nothing changed) is a ReleaseError: one line, exit code 2 (flows/console.py).
 """
 
 from __future__ import annotations
@@ -10,26 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
-from rich.console import Console
-from rich.table import Table
 
+from flows import lazy
 from flows.app import app
-from pipeline.dataset_card import render_card
-from pipeline.release import (
-    ReleaseError,
-    create_release,
-    get_release,
-    list_releases,
-    reproduce_release,
-    verify_release,
-)
-from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, parse_fractions
-from pipeline.store import Store
+from flows.console import emit
 
 
-@flow(name="release-dataset")
+@lazy.flow(name="release-dataset")
 def release_dataset(
     version: str,
     parent: str | None = None,
@@ -38,6 +26,13 @@ def release_dataset(
     copy_images: bool = True,
 ) -> dict[str, Any]:
     """Publish the store's current labels as an immutable release; returns the manifest."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from pipeline.dataset_card import render_card
+    from pipeline.release import create_release
+    from pipeline.splits import DEFAULT_FRACTIONS
+    from pipeline.store import Store
+
     store = Store()
     try:
         published = create_release(
@@ -63,23 +58,33 @@ def release_command(
     images: bool = typer.Option(True, help="hard-link/copy images into the release (--no-images: reference)"),
 ) -> None:
     """Publish the store's current labels as an immutable, versioned COCO release."""
-    console = Console()
-    try:
-        result = release_dataset(version, parent, notes, parse_fractions(fractions), images)
-    except (ReleaseError, ValueError) as exc:
-        console.print(f"[red]release refused:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
+    from pipeline.release import ReleaseError
+    from pipeline.splits import SPLITS, parse_fractions
+    from schemas.manifest import check_semver
+
+    try:  # before the flow (and Prefect's server) starts
+        check_semver(version)
+        shares = parse_fractions(fractions)
+    except ValueError as exc:
+        raise ReleaseError(f"release refused: {exc}") from exc
+    result = release_dataset(version, parent, notes, shares, images)
     manifest = result["manifest"]
-    table = Table(title=f"release {version} (parent {manifest['parent'] or 'none'})")
-    for col in ("split", "images", "instances", "groups"):
-        table.add_column(col)
-    for split in SPLITS:
-        c = manifest["counts"]["splits"][split]
-        table.add_row(split, str(c["images"]), str(c["instances"]), str(c["groups"]))
-    console.print(table)
-    log = manifest["changelog"]
-    console.print(f"added {len(log['added'])}, removed {len(log['removed'])}, "
-                  f"relabelled {len(log['relabelled'])}; written to [bold]{result['path']}[/bold]")
+
+    def render(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"release {version} (parent {manifest['parent'] or 'none'})")
+        for col in ("split", "images", "instances", "groups"):
+            table.add_column(col)
+        for split in SPLITS:
+            c = manifest["counts"]["splits"][split]
+            table.add_row(split, str(c["images"]), str(c["instances"]), str(c["groups"]))
+        console.print(table)
+        log = manifest["changelog"]
+        console.print(f"added {len(log['added'])}, removed {len(log['removed'])}, "
+                      f"relabelled {len(log['relabelled'])}; written to [bold]{result['path']}[/bold]")
+
+    emit(result, render)
 
 
 @app.command("release-reproduce")
@@ -88,15 +93,16 @@ def release_reproduce_command(
     out: Path = typer.Argument(..., help="empty or new folder to rebuild it into"),
 ) -> None:
     """Rebuild a release byte for byte from the revisions its manifest names."""
-    store = Store()
-    try:
-        path = reproduce_release(store, version, out)
-    except ReleaseError as exc:
-        Console().print(f"[red]cannot reproduce:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
+    from pipeline.release import reproduce_release, verify_release
+    from pipeline.store import Store
+
+    path = reproduce_release(Store(), version, out)
     problems = verify_release(path)
-    Console().print(f"rebuilt {version} in [bold]{path}[/bold]: " + ("identical" if not problems else
-                                                                       "; ".join(problems)))
+    emit({"version": version, "path": str(path), "identical": not problems, "problems": problems},
+         lambda con: con.print(f"rebuilt {version} in [bold]{path}[/bold]: "
+                               + ("identical" if not problems else "; ".join(problems))))
+    if problems:
+        raise typer.Exit(code=1)
 
 
 @app.command("release-verify")
@@ -104,30 +110,48 @@ def release_verify_command(
     version: str = typer.Argument(..., help="release to check against its manifest's checksums"),
 ) -> None:
     """Check every file of a release against the sha256 in its manifest."""
-    store = Store()
-    try:
-        published = get_release(store, version)
-    except ReleaseError as exc:
-        Console().print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=1) from exc
+    from pipeline.release import get_release, verify_release
+    from pipeline.store import Store
+
+    published = get_release(Store(), version)
     problems = verify_release(published.path)
-    for problem in problems:
-        Console().print(f"[red]{problem}[/red]")
+
+    def render(console: Any) -> None:
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]")
+        if not problems:
+            console.print(f"release {version}: {len(published.manifest.files)} files intact")
+
+    emit({"version": version, "files": len(published.manifest.files), "problems": problems}, render)
     if problems:
         raise typer.Exit(code=1)
-    Console().print(f"release {version}: {len(published.manifest.files)} files intact")
 
 
 @app.command("releases")
 def releases_command() -> None:
     """List the releases in the store."""
+    from pipeline.release import get_release, list_releases
+    from pipeline.store import Store
+
     store = Store()
-    table = Table(title="releases")
-    for col in ("version", "parent", "created (UTC)", "instances", "snapshot", "path"):
-        table.add_column(col)
+    rows = []
     for version in list_releases(store):
         rel = get_release(store, version)
         m = rel.manifest
-        table.add_row(version, m.parent or "-", f"{m.created_at:%Y-%m-%d %H:%M:%S}",
-                      str(sum(s.instances for s in m.counts.splits.values())), m.snapshot_id, str(rel.path))
-    Console().print(table)
+        rows.append({"version": version, "parent": m.parent,
+                     "created_at": f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+                     "instances": sum(s.instances for s in m.counts.splits.values()),
+                     "snapshot": m.snapshot_id, "path": str(rel.path)})
+
+    def render(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title="releases")
+        for col in ("version", "parent", "created (UTC)", "instances", "snapshot", "path"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(str(r["version"]), str(r["parent"] or "-"), str(r["created_at"]),
+                          str(r["instances"]), str(r["snapshot"]), str(r["path"]))
+        console.print(table)
+
+    emit(rows, render)

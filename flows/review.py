@@ -1,34 +1,32 @@
 """Review flows: `spinetrack review` (FiftyOne App on loopback) and `spinetrack review-sync`.
 
-Thin by design: the work is in annotation/fiftyone_review.py. `review-sync` is a Prefect flow
-(`review-sync`) because it writes to the store; `review` is interactive and stays a plain command.
+Thin by design: the work is in annotation/fiftyone/. `review-sync` is a Prefect flow (`review-sync`)
+because it writes to the store; `review` is interactive and stays a plain command. The App keeps
+running when the reviewer reloads or closes the browser tab; Ctrl-C stops it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
-from prefect import flow
-from rich.console import Console
-from rich.table import Table
 
-from annotation.fiftyone_review import (
-    NEEDS_FIX,
-    dataset_name,
-    fiftyone_module,
-    launch,
-    load_into_fiftyone,
-    review_counts,
-    sync_review_tags,
-)
+from flows import lazy
 from flows.app import app
-from pipeline.release import ReleaseError
-from pipeline.store import Store
+from flows.console import emit, stdout
+from schemas.enums import ReviewTag
+
+NEEDS_FIX = str(ReviewTag.NEEDS_FIX)
 
 
-@flow(name="review-sync")
+@lazy.flow(name="review-sync")
 def review_sync(release: str | None = None, reviewer: str | None = None,
                 tags: list[str] | None = None) -> list[int]:
     """Pull reviewer tags from the FiftyOne dataset into ReviewTag rows; returns tagged instance ids."""
+    from annotation.fiftyone_review import dataset_name, fiftyone_module, sync_review_tags
+    from pipeline.release import ReleaseError
+    from pipeline.store import Store
+
     store = Store()
     try:
         fo = fiftyone_module(store.home)
@@ -53,22 +51,26 @@ def review_command(
 
     Tag samples or labels `needs-fix` in the App, then run `spinetrack review-sync`.
     """
-    console = Console()
-    store = Store()
-    try:
-        dataset = load_into_fiftyone(store, release=release, with_predictions=predictions)
-    except ReleaseError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=1) from exc
-    table = Table(title=f"FiftyOne dataset {dataset.name}")
-    table.add_column("view")
-    table.add_column("samples")
-    for view_name, count in review_counts(dataset).items():
-        table.add_row(view_name, str(count))
-    console.print(table)
+    from annotation.fiftyone_review import launch, load_into_fiftyone, review_counts
+    from pipeline.store import Store
+
+    dataset = load_into_fiftyone(Store(), release=release, with_predictions=predictions)
+    counts = review_counts(dataset)
+
+    def render(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"FiftyOne dataset {dataset.name}")
+        table.add_column("view")
+        table.add_column("samples", justify="right")
+        for view_name, count in counts.items():
+            table.add_row(view_name, str(count))
+        console.print(table)
+
+    emit({"dataset": dataset.name, "views": counts}, render)
     if launch_app:
-        console.print(f"App on http://{address}:{port}  (Ctrl-C to stop; tag labels '{NEEDS_FIX}', "
-                      "then `spinetrack review-sync`)")
+        stdout().print(f"App on http://{address}:{port}  (reloading or closing the tab keeps it running; "
+                       f"Ctrl-C stops it). Tag labels '{NEEDS_FIX}', then `spinetrack review-sync`.")
         launch(dataset, port=port, address=address, wait=True)
 
 
@@ -79,10 +81,7 @@ def review_sync_command(
     tag: list[str] = typer.Option([NEEDS_FIX], help="tags to pull (repeatable)"),
 ) -> None:
     """Write reviewer tags from FiftyOne into the store (ReviewTag rows; `push --from-review` sends them)."""
-    try:
-        instances = review_sync(release, reviewer, list(tag))
-    except ReleaseError as exc:
-        Console().print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=1) from exc
+    instances = review_sync(release, reviewer, list(tag))
     where = f" on instances {instances}" if instances else ""
-    Console().print(f"{len(instances)} new review tag(s){where}")
+    emit({"new_tags": len(instances), "instances": instances},
+         lambda con: con.print(f"{len(instances)} new review tag(s){where}"))

@@ -7,25 +7,34 @@ sequence so a bad one fails alone, a Markdown artifact, and the CLI.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy.exc import OperationalError
 
+from flows import lazy
 from flows.app import app
-from pipeline.store import Store
+from flows.console import emit
 from schemas.errors import InputError
-from synthetic.ingest import DEFAULT_RESIDUAL_THRESHOLD_M, ingest_sequence, summary_markdown
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import TaskRun
+    from prefect.states import State
+
+    from flows.runners import StoreRef
+
+#: The ingest default (synthetic.ingest.DEFAULT_RESIDUAL_THRESHOLD_M, checked in tests/test_cli.py),
+#: repeated here so that listing the commands does not import OpenSim.
+DEFAULT_RESIDUAL_THRESHOLD_M = 0.02
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import OperationalError
+
+    return (OSError, OperationalError, TimeoutError)
+
 
 #: Errors worth a retry: the file system or the database being briefly unavailable (e.g. SQLite locked).
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, TimeoutError)
+#: (OSError, sqlalchemy's OperationalError, TimeoutError): see `_transient_errors`.
 
 
 class IngestFailed(RuntimeError):
@@ -40,15 +49,15 @@ class IngestFailed(RuntimeError):
 
 def _retry_transient(_task: Any, _run: TaskRun, state: State[Any]) -> bool:
     exc = state.result(raise_on_failure=False)
-    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, InputError)
+    return isinstance(exc, _transient_errors()) and not isinstance(exc, InputError)
 
 
-@task(
+@lazy.task(
     name="ingest-sequence",
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
+    cache_policy="NO_CACHE",
     task_run_name="ingest {folder}",
 )
 def ingest_sequence_task(
@@ -56,8 +65,12 @@ def ingest_sequence_task(
     residual_threshold_m: float = DEFAULT_RESIDUAL_THRESHOLD_M,
     model: str | None = None,
     marker_map: str | None = None,
+    store_ref: StoreRef | None = None,
 ) -> dict[str, Any]:
-    store = Store()
+    from pipeline.store import Store
+    from synthetic.ingest import ingest_sequence
+
+    store = store_ref.open() if store_ref is not None else Store()  # on a Dask worker: the flow's store
     try:
         summary = ingest_sequence(
             store, folder, residual_threshold_m=residual_threshold_m, model=model, marker_map=marker_map
@@ -67,19 +80,37 @@ def ingest_sequence_task(
         store.engine.dispose()
 
 
-@flow(name="ingest-synthetic")
+@lazy.flow(name="ingest-synthetic")
 def ingest_synthetic(
     render_dirs: list[str],
     residual_threshold_m: float = DEFAULT_RESIDUAL_THRESHOLD_M,
     model: str | None = None,
     marker_map: str | None = None,
+    workers: int = 1,
+    dask_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Ingest each rendered sequence folder; fails at the end, listing the sequences that failed."""
+    """Ingest each rendered sequence folder; fails at the end, listing the sequences that failed.
+
+    One sequence per task: in this process one after the other, or in parallel on a Dask cluster
+    (`workers` > 1 starts a local one, `dask_address` uses a running one; flows/runners.py).
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.runners import StoreRef, run_tasks, uses_dask
+    from pipeline import progress
+    from synthetic.ingest import summary_markdown
+
+    ref = StoreRef.current()
+    params = [{"folder": folder, "residual_threshold_m": residual_threshold_m, "model": model,
+               "marker_map": marker_map, "store_ref": ref} for folder in render_dirs]
+    if uses_dask(workers, dask_address):
+        results = run_tasks(ingest_sequence_task, params, workers=workers, dask_address=dask_address)
+    else:  # one at a time, with progress: IK is CPU-bound
+        results = [run_tasks(ingest_sequence_task, [p])[0]
+                   for p in progress.track(params, "ingest sequences")]
     summaries: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
-    for folder in render_dirs:  # one at a time: IK is CPU-bound and SQLite has one writer
-        state = ingest_sequence_task(folder, residual_threshold_m, model, marker_map, return_state=True)
-        result = state.result(raise_on_failure=False)
+    for folder, result in zip(render_dirs, results, strict=True):
         if isinstance(result, BaseException):
             failures.append((folder, str(result)))
         else:
@@ -109,42 +140,60 @@ def render_sample_command(
     path = render_sequence(
         out, frames=frames, seed=seed, motion=motion, width=width, height=height, actors=actors
     )
-    Console().print(f"rendered {frames} frames to [bold]{path}[/bold]")
+    emit({"path": str(path), "frames": frames},
+         lambda con: con.print(f"rendered {frames} frames to [bold]{path}[/bold]"))
 
 
 @app.command("ingest")
 def ingest_command(
-    render_dirs: list[Path] = typer.Argument(..., help="rendered sequence folders (docs/render-contract.md)"),
+    render_dirs: list[Path] = typer.Argument(
+        ..., exists=True, file_okay=False, help="rendered sequence folders (docs/render-contract.md)"),
     residual_threshold_m: float = typer.Option(
         DEFAULT_RESIDUAL_THRESHOLD_M, help="IK RMS (m) above which a frame is stored flagged"
     ),
-    model: Path | None = typer.Option(None, help="OpenSim .osim to fit instead of the built-in model"),
-    marker_map: Path | None = typer.Option(None, help="marker map for --model (docs/opensim-marker-map.md)"),
+    model: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                      help="OpenSim .osim to fit instead of the built-in model"),
+    marker_map: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                           help="marker map for --model (docs/opensim-marker-map.md)"),
+    workers: int = typer.Option(1, min=1, help="sequences in parallel on a local Dask cluster of N workers"),
+    dask_address: str | None = typer.Option(
+        None, help="run on an existing Dask cluster, e.g. tcp://scheduler:8786 (docs/deployment.md)"),
 ) -> None:
     """Ingest rendered sequences into the store (OpenSim IK, projection, visibility)."""
-    console = Console()
+    for folder in render_dirs:  # before any flow or server starts: a typo fails at once
+        if not (folder / "sequence.json").is_file():
+            raise InputError(folder / "sequence.json", "not a rendered sequence folder (no sequence.json; "
+                             "see docs/render-contract.md)")
     try:
         summaries = ingest_synthetic(
             [str(d) for d in render_dirs],
             residual_threshold_m,
             str(model) if model else None,
             str(marker_map) if marker_map else None,
+            workers,
+            dask_address,
         )
         failures: list[tuple[str, str]] = []
     except IngestFailed as exc:
         summaries, failures = exc.summaries, exc.failures
-    table = Table(title="synthetic ingest")
-    for col in ("sequence", "status", "frames", "added", "existing", "flagged", "IK RMS mean (mm)"):
-        table.add_column(col)
-    for s in summaries:
-        rms = s.get("ik_rms_m") or {}
-        table.add_row(
-            s["sequence_id"], s["status"], str(s["frames"]), str(s["annotations_added"]),
-            str(s["annotations_existing"]), str(s["flagged"]),
-            f"{rms['mean'] * 1000:.2f}" if "mean" in rms else "-",
-        )
-    console.print(table)
-    for folder, message in failures:
-        console.print(f"[red]failed[/red] {folder}: {message}")
+
+    def render(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title="synthetic ingest")
+        for col in ("sequence", "status", "frames", "added", "existing", "flagged", "IK RMS mean (mm)"):
+            table.add_column(col)
+        for s in summaries:
+            rms = s.get("ik_rms_m") or {}
+            table.add_row(
+                s["sequence_id"], s["status"], str(s["frames"]), str(s["annotations_added"]),
+                str(s["annotations_existing"]), str(s["flagged"]),
+                f"{rms['mean'] * 1000:.2f}" if "mean" in rms else "-",
+            )
+        console.print(table)
+        for folder, message in failures:
+            console.print(f"[red]failed[/red] {folder}: {message}")
+
+    emit({"sequences": summaries, "failures": [{"folder": f, "error": m} for f, m in failures]}, render)
     if failures:
         raise typer.Exit(code=1)

@@ -267,4 +267,4 @@ def test_cli_review_and_sync(prefect_harness: None, fo: Any, store: Store, small
         rows = [(t.instance_id, t.reviewer) for t in s.scalars(select(ReviewTag))]
     assert rows == [(small["pool"], "cli-rev")]
     missing = runner.invoke(app, ["review", "--release", "9.9.9", "--no-launch"])
-    assert missing.exit_code == 1 and "no release '9.9.9'" in missing.output
+    assert missing.exit_code == 2 and "no release '9.9.9'" in missing.output

@@ -223,7 +223,7 @@ def test_cli_release_refuse_reproduce_verify(prefect_harness: None, filled: Stor
     assert made.exit_code == 0, made.output
     assert "release 1.0.0" in made.output and (filled.home / "releases" / "1.0.0" / "manifest.json").is_file()
     again = runner.invoke(app, ["release", "1.0.0"])
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 2 and "already exists" in again.output
     rebuilt = runner.invoke(app, ["release-reproduce", "1.0.0", str(tmp_path / "copy")])
     assert rebuilt.exit_code == 0 and "identical" in rebuilt.output, rebuilt.output
     assert _files(tmp_path / "copy") == _files(filled.home / "releases" / "1.0.0")
