@@ -1,54 +1,92 @@
-"""One active-learning round over the real pool, as resumable steps.
+"""One active-learning round over the real pool, as resumable steps, with people who take days.
 
-pseudo-label the pool → calibrate the auto-accept threshold on the validation split → auto-accept
-confident labels → select uncertain ones → push them to Label Studio → collect corrections →
-retrain from the previous model → evaluate on the fixed validation split → record.
+pseudo-label the pool → calibrate the auto-accept threshold on the real validation split →
+auto-accept confident labels → select uncertain ones → push them to Label Studio → collect
+corrections until the round's close rule holds → retrain from the previous model → evaluate on the
+real (and, beside it, the synthetic) validation split → record.
 
 Each step is idempotent on its own (revisions carry external ids, tasks are unique per instance and
 round) and the round records its last finished step (pipeline.rounds), so a crash or Ctrl-C and a
-re-run continues where it stopped and does nothing twice.
+re-run continues where it stopped and does nothing twice. `collect` never blocks for days: it pulls,
+checks the close rule stored when the round started (`close_when`, `close_after_s`, or a `--close`
+request), and otherwise leaves the round `awaiting-annotations` and returns.
 
-The validation split is fixed the first time it is needed: instances of groups in the `val` split
-that have ground truth (an accepted label, or a hidden `import` revision). Instances of `val` and
-`test` groups never enter the pool, and training sees only `train` groups.
+Public API for the CLI, flows and benchmarks (the benchmark runs THIS step, not a copy):
+`resolve_settings` → `start_round` → `RoundContext` → `advance_round` (or `run_step` per step).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
-from pipeline.calibration import AcceptThreshold, calibrate_threshold
-from pipeline.rounds import ROUND_STEPS, finish_step, get_round, open_round, step_done, update_round
+from pipeline.calibration import DEFAULT_Z, AcceptThreshold, calibrate_threshold
+from pipeline.rounds import (
+    ROUND_STEPS,
+    VALIDATION_REASON,
+    close_decision,
+    finish_step,
+    get_round,
+    late_labels,
+    live_human_revisions,
+    open_round,
+    round_status,
+    step_done,
+    task_status,
+    update_round,
+)
 from pipeline.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
 from pipeline.selection import select as select_instances
 from pipeline.splits import assign_splits
 from pipeline.store import Label, Store
 from pipeline.store.models import AnnotationTask, Image, Instance, Revision, SyncState
+from schemas.enums import (
+    EVALUATION_TRUTH_SOURCES,
+    ImageSource,
+    RevisionSource,
+    RevisionStatus,
+    RoundStatus,
+    RoundStep,
+)
 from schemas.keypoints import NUM_KEYPOINTS
 
 VALIDATION_KEY = "validation-set"
-GROUND_TRUTH_SOURCES = ("synthetic", "import", "human", "review")
+SYNTHETIC_VALIDATION_KEY = "validation-set:synthetic"
+#: What a person says about a real image: the real validation split's reference labels.
+REAL_TRUTH_SOURCES = ("import", "human", "review")
 
 
 @dataclass(frozen=True)
 class RoundSettings:
-    """What a round does; the defaults are the ones the demo and the benchmark measured."""
+    """What a round does. The ONE source of defaults for the CLI, the flows and the benchmarks.
+
+    Stored with the round when it starts; a resumed round reads them back (`resolve_settings`), so
+    flags given on a later call cannot change a round half-way. `RUN_OPTIONS` are the exceptions:
+    they say how this invocation behaves, not what the round is.
+    """
 
     budget: int = 20
     strategy: str = DEFAULT_STRATEGY
     config: str = "tiny"
     train_iters: int = 300
     good_oks: float = 0.75  # a pseudo-label is "good" at or above this OKS
-    min_precision: float = 0.9  # share of good labels required among the auto-accepted
+    min_precision: float = 0.9  # lower confidence bound of precision required among the auto-accepted
+    confidence_z: float = DEFAULT_Z  # the Wilson bound's quantile (1.645: one-sided 95 %)
+    min_real_val: int = 30  # real validation instances needed before anything is auto-accepted
     auto_accept: bool = True
-    wait_s: float = 0.0  # how long `collect` waits for annotators to finish the round's tasks
+    close_when: float = 1.0  # collection closes when this share of tasks is done or skipped ...
+    close_after_s: float | None = None  # ... or this long after the push
+    overlap: float = 0.0  # share of tasks given to two annotators (Label Studio overlap)
+    val_size: int = 20  # real `val` images sent in the first round to freeze the real validation split
+    wait_s: float = 0.0  # this call keeps pulling up to this long before leaving the round waiting
     poll_s: float = 5.0
     seed: int = 0
     image_source: str = "real"
@@ -59,60 +97,147 @@ class RoundSettings:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> RoundSettings:
+        """Settings from a stored dict; keys this version does not know are dropped, missing ones default."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in known})
+
+
+#: Settings that belong to one invocation (how long it waits), not to the round.
+RUN_OPTIONS = frozenset({"wait_s", "poll_s", "device"})
+
+
+def resolve_settings(
+    store: Store, number: int, given: dict[str, Any]
+) -> tuple[RoundSettings, dict[str, Any]]:
+    """The settings round `number` runs with, and the given ones that were ignored.
+
+    A new round: defaults overridden by `given`. A round that already started: the settings it
+    stored, with only `RUN_OPTIONS` taken from `given`; the other differing flags come back as
+    ignored (name -> (given, stored)) so the caller can say so.
+    """
+    given = {k: v for k, v in given.items() if v is not None}
+    rnd = get_round(store, number)
+    stored = (rnd.state or {}).get("params") if rnd is not None else None
+    if not stored:
+        return RoundSettings.from_dict(given), {}
+    base = RoundSettings.from_dict(stored)
+    ignored = {k: (v, stored.get(k)) for k, v in given.items()
+               if k not in RUN_OPTIONS and k in stored and stored.get(k) != v}
+    runtime = {k: v for k, v in given.items() if k in RUN_OPTIONS}
+    return RoundSettings.from_dict({**base.as_dict(), **runtime}), ignored
+
+
+class RoundAwaiting(Exception):
+    """`collect` found the close rule unmet: the round waits for annotators (no process needed)."""
+
+    def __init__(self, reason: str, status: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
 
 @dataclass
 class RoundContext:
-    """What a step needs: the store, the settings, and the hooks that reach people or servers."""
+    """What a step needs: the store, the settings, and the hooks that reach people or servers.
+
+    `push(store, instance_ids, round, reason=..., overlap=...)` and `pull(store)` reach Label Studio
+    (annotation.labelstudio.hooks.LabelStudioHooks); `annotate(store, round)` is the simulated
+    annotator (benchmarks and the demo only); `close_now` closes collection on this call (`--close`).
+    """
 
     store: Store
     settings: RoundSettings
     number: int
-    push: Callable[[Store, Sequence[int], int], Any]
+    push: Callable[..., Any]
     pull: Callable[[Store], Any]
     annotate: Callable[[Store, int], Any] | None = None  # simulated annotator (benchmarks, demo)
     log: Callable[[str], None] = print
     state: dict[str, Any] = field(default_factory=dict)
+    close_now: bool = False
 
 
-# -- the fixed validation split and the pool --------------------------------------------------------
+# -- the validation splits and the pool ------------------------------------------------------------
 def _group_splits(store: Store) -> dict[str, str]:
     with store.session() as s:
         groups = list(s.scalars(select(Image.group_key).distinct()))
     return assign_splits(store, groups)
 
 
+def _val_groups(store: Store) -> set[str]:
+    return {g for g, sp in _group_splits(store).items() if sp == "val"}
+
+
+def _revoked_ids(s: Any) -> set[int]:
+    return {int(i) for i in s.scalars(select(Revision.supersedes).where(Revision.supersedes.is_not(None)))}
+
+
+def _val_instances_with_truth(store: Store, image_source: str, sources: Sequence[str]) -> list[int]:
+    val_groups = _val_groups(store)
+    with store.session() as s:
+        revoked = _revoked_ids(s)
+        rows = s.execute(
+            select(Revision.instance_id, Revision.id, Revision.source, Revision.accepted)
+            .join(Instance, Instance.id == Revision.instance_id)
+            .join(Image, Image.id == Instance.image_id)
+            .where(Image.group_key.in_(val_groups), Image.source == image_source,
+                   Revision.source.in_(list(sources)))
+        ).all()
+    ok = {iid for iid, rid, src, acc in rows
+          if rid not in revoked and (acc or src == RevisionSource.IMPORT)}
+    return sorted(ok)
+
+
+def synthetic_validation_instances(store: Store) -> list[int]:
+    """Renders of `val` groups with ground truth: frozen in the store on first use."""
+    with store.session() as s:
+        row = s.get(SyncState, SYNTHETIC_VALIDATION_KEY)
+        if row is not None:
+            return [int(i) for i in row.value["instance_ids"]]
+    ids = _val_instances_with_truth(store, ImageSource.SYNTHETIC, EVALUATION_TRUTH_SOURCES)
+    with store.session() as s:
+        s.merge(SyncState(key=SYNTHETIC_VALIDATION_KEY, value={"instance_ids": ids}))
+    return ids
+
+
+def real_validation_instances(store: Store) -> list[int]:
+    """Real images of `val` groups whose label a person made (Label Studio, review, an imported file).
+
+    It grows as `val-set` tasks are answered; each round freezes the set it calibrates and
+    evaluates on (round state `validation`), so a round's numbers never move under it.
+    """
+    return _val_instances_with_truth(store, ImageSource.REAL, REAL_TRUTH_SOURCES)
+
+
 def validation_instances(store: Store) -> list[int]:
-    """The fixed validation instances: frozen in the store on first use, identical every round."""
+    """Every validation instance with ground truth, real and synthetic (legacy: frozen on first use)."""
     with store.session() as s:
         row = s.get(SyncState, VALIDATION_KEY)
         if row is not None:
             return [int(i) for i in row.value["instance_ids"]]
-    splits = _group_splits(store)
-    val_groups = {g for g, sp in splits.items() if sp == "val"}
+    ids = sorted(set(real_validation_instances(store)) | set(synthetic_validation_instances(store)))
     with store.session() as s:
-        q = (
-            select(Instance.id)
-            .join(Image, Image.id == Instance.image_id)
-            .join(Revision, Revision.instance_id == Instance.id)
-            .where(Image.group_key.in_(val_groups), Revision.source.in_(GROUND_TRUTH_SOURCES))
-            .distinct()
-            .order_by(Instance.id)
-        )
-        ids = [int(i) for i in s.scalars(q)]
-        s.merge(SyncState(key=VALIDATION_KEY, value={"instance_ids": ids, "groups": sorted(val_groups)}))
+        s.merge(SyncState(key=VALIDATION_KEY, value={"instance_ids": ids}))
     return ids
 
 
 def ground_truth(store: Store, instance_ids: Sequence[int]) -> dict[int, Revision]:
-    """The reference label of each instance: its latest accepted label, else its hidden import."""
+    """The reference label of each instance: its latest live accepted label, else its hidden import."""
     out: dict[int, Revision] = {}
     with store.session() as s:
+        revoked = _revoked_ids(s)
         rows = s.scalars(
             select(Revision)
-            .where(Revision.instance_id.in_(list(instance_ids)), Revision.source.in_(GROUND_TRUTH_SOURCES))
+            .where(Revision.instance_id.in_(list(instance_ids)),
+                   Revision.source.in_(EVALUATION_TRUTH_SOURCES))
             .order_by(Revision.id)
         )
         for rev in rows:
+            if rev.id in revoked or rev.status == RevisionStatus.REVOKED:
+                continue
+            if not rev.accepted and rev.source != RevisionSource.IMPORT:
+                continue  # skipped tasks, refused labels
             current = out.get(rev.instance_id)
             # accepted labels win over hidden imports; later wins among equals
             if current is None or rev.accepted or not current.accepted:
@@ -121,19 +246,45 @@ def ground_truth(store: Store, instance_ids: Sequence[int]) -> dict[int, Revisio
 
 
 def training_labels(store: Store) -> list[Label]:
-    """Everything accepted in `train` groups: synthetic, human, auto-accepted."""
+    """Everything accepted in `train` groups: synthetic, human (late ones included), auto-accepted."""
     labels = store.current_labels()
     splits = assign_splits(store, {lab.group_key for lab in labels})
     return [lab for lab in labels if splits[lab.group_key] == "train"]
+
+
+def _tasked(store: Store) -> set[int]:
+    with store.session() as s:
+        return set(s.scalars(select(AnnotationTask.instance_id)))
 
 
 def pool_instances(store: Store, image_source: str = "real") -> list[int]:
     """Unlabelled instances of `train` groups that were never sent to annotators."""
     pairs = store.unlabelled_instances(image_source=image_source)
     splits = assign_splits(store, {img.group_key for img, _ in pairs})
-    with store.session() as s:
-        tasked = set(s.scalars(select(AnnotationTask.instance_id)))
+    tasked = _tasked(store)
     return [inst.id for img, inst in pairs if splits[img.group_key] == "train" and inst.id not in tasked]
+
+
+def val_set_candidates(store: Store, size: int, seed: int = 0) -> list[int]:
+    """Up to `size` real instances of `val` groups with no accepted label, never sent before.
+
+    A seeded sample spread over groups (one per group first), so a few long videos cannot fill it.
+    """
+    if size <= 0:
+        return []
+    val_groups = _val_groups(store)
+    tasked = _tasked(store)
+    pairs = [(img, inst) for img, inst in store.unlabelled_instances(image_source=ImageSource.REAL)
+             if img.group_key in val_groups and inst.id not in tasked]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pairs)) if pairs else np.array([], dtype=int)
+    seen: Counter[str] = Counter()
+    ranked = []
+    for idx in order:
+        img, inst = pairs[int(idx)]
+        ranked.append((seen[img.group_key], int(idx), inst.id))
+        seen[img.group_key] += 1
+    return [iid for _, _, iid in sorted(ranked)[:size]]
 
 
 # -- scoring a model on the validation split -----------------------------------------------------
@@ -144,14 +295,16 @@ class ValidationResult:
     uncertainty: list[float]
 
 
-def validate(store: Store, model: Any, *, flip_test: bool = True) -> ValidationResult:
-    """Predict the fixed validation instances; AP per partition, and OKS + uncertainty per instance."""
+def validate(store: Store, model: Any, *, flip_test: bool = True,
+             instance_ids: Sequence[int] | None = None) -> ValidationResult:
+    """Predict validation instances (default: all, `validation_instances`); AP per partition, and
+    OKS + uncertainty per instance."""
     from pipeline.evaluate import evaluate_keypoints, expected_oks, summary
     from pipeline.model.predict import predict
     from pipeline.pseudo_label import spine_stats
     from pipeline.uncertainty import instance_uncertainty
 
-    ids = validation_instances(store)
+    ids = validation_instances(store) if instance_ids is None else list(instance_ids)
     truth = ground_truth(store, ids)
     if not truth:
         return ValidationResult({}, [], [])
@@ -197,30 +350,58 @@ def validate(store: Store, model: Any, *, flip_test: bool = True) -> ValidationR
 
 # -- the steps ------------------------------------------------------------------------------------
 def step_pseudo_label(ctx: RoundContext) -> dict[str, Any]:
+    """Predict the pool (and the first round's real validation sample, for its pre-annotation)."""
     from pipeline.model.registry import load_model
     from pipeline.pseudo_label import pseudo_label
 
     model_name = ctx.state["start_model"]
     model, _meta = load_model(ctx.store, model_name, device=ctx.settings.device)
     pool = pool_instances(ctx.store, ctx.settings.image_source)
-    result = pseudo_label(ctx.store, model, model_name, instance_ids=pool, round=ctx.number)
+    val_sample = ctx.state.get("val_sample")
+    if val_sample is None:
+        val_sample = first_round_val_sample(ctx)
+    result = pseudo_label(ctx.store, model, model_name, instance_ids=pool + val_sample, round=ctx.number)
     ctx.log(f"round {ctx.number}: pseudo-labelled {result.written} of {len(pool)} pool instances "
-            f"({result.already_done} already done, {result.without_box} without a box)")
-    return {"pool": len(pool), "pseudo_labelled": result.written + result.already_done}
+            f"and {len(val_sample)} validation images ({result.already_done} already done, "
+            f"{result.without_box} without a box)")
+    return {"pool": len(pool), "pseudo_labelled": result.written + result.already_done,
+            "val_sample": val_sample}
+
+
+def first_round_val_sample(ctx: RoundContext) -> list[int]:
+    """The real `val` images the first round sends, unless a validation set was already sent."""
+    with ctx.store.session() as s:
+        sent = s.scalar(select(AnnotationTask.id).where(AnnotationTask.reason == VALIDATION_REASON).limit(1))
+    if sent is not None or ctx.number != 1:
+        return []
+    return val_set_candidates(ctx.store, ctx.settings.val_size, seed=ctx.settings.seed)
+
+
+def _frozen_validation(ctx: RoundContext) -> dict[str, list[int]]:
+    return {"real": real_validation_instances(ctx.store),
+            "synthetic": synthetic_validation_instances(ctx.store)}
 
 
 def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
+    """Auto-accept threshold from the REAL validation split only; synthetic metrics beside it."""
     from pipeline.model.registry import load_model
 
     s = ctx.settings
     model, _ = load_model(ctx.store, ctx.state["start_model"], device=s.device)
-    val = validate(ctx.store, model)
-    threshold = calibrate_threshold(val.uncertainty, val.oks, good_oks=s.good_oks,
-                                    min_precision=s.min_precision)
-    ctx.log(f"round {ctx.number}: auto-accept threshold {threshold.threshold:.3f} "
-            f"(precision {threshold.precision:.2f}, coverage {threshold.coverage:.2f} on {threshold.samples} "
-            "validation instances)")
-    return {"threshold": threshold.as_dict(), "start_metrics": val.metrics}
+    frozen = _frozen_validation(ctx)
+    real = validate(ctx.store, model, instance_ids=frozen["real"])
+    synthetic = validate(ctx.store, model, instance_ids=frozen["synthetic"])
+    threshold = calibrate_threshold(real.uncertainty, real.oks, good_oks=s.good_oks,
+                                    min_precision=s.min_precision, min_samples=s.min_real_val,
+                                    z=s.confidence_z)
+    if threshold.enabled:
+        ctx.log(f"round {ctx.number}: auto-accept threshold {threshold.threshold:.3f} (precision "
+                f"{threshold.precision:.2f}, lower bound {threshold.precision_lower:.2f}, coverage "
+                f"{threshold.coverage:.2f} on {threshold.samples} real validation instances)")
+    else:
+        ctx.log(f"round {ctx.number}: auto-accept off: {threshold.reason}")
+    return {"threshold": threshold.as_dict(), "validation": frozen,
+            "start_metrics": {"real": real.metrics, "synthetic": synthetic.metrics}}
 
 
 def _pool_predictions(store: Store, model_name: str, pool: Sequence[int]) -> list[Revision]:
@@ -234,9 +415,11 @@ def _pool_predictions(store: Store, model_name: str, pool: Sequence[int]) -> lis
 
 
 def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:
-    t = AcceptThreshold(**ctx.state["threshold"])
+    t = AcceptThreshold.from_dict(ctx.state["threshold"])
     if not ctx.settings.auto_accept:
-        return {"auto_accepted": 0}
+        return {"auto_accepted": 0, "auto_accept_off": "disabled in the round's settings"}
+    if not t.enabled:
+        return {"auto_accepted": 0, "auto_accept_off": t.reason}
     model_name = ctx.state["start_model"]
     pool = pool_instances(ctx.store, ctx.settings.image_source)
     accepted = 0
@@ -246,7 +429,8 @@ def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:
         rid = ctx.store.add_revision(
             rev.instance_id, rev.keypoints, rev.bbox, source="pseudo-accepted", accepted=True,
             model_version=model_name, round=ctx.number, scores=rev.scores, uncertainty=rev.uncertainty,
-            quality={"threshold": t.threshold, "calibrated_precision": t.precision},
+            quality={"threshold": t.threshold, "calibrated_precision": t.precision,
+                     "precision_lower_bound": t.precision_lower},
             provenance={"from_revision": rev.id}, external_id=f"auto:{ctx.number}:{rev.instance_id}",
         )
         accepted += rid is not None
@@ -263,8 +447,12 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
         feats = (rev.quality or {}).get("features")
         emb = np.asarray(feats, dtype=float) if feats else pose_embedding(
             np.asarray(rev.keypoints).reshape(NUM_KEYPOINTS, 3), rev.bbox)
-        out.append(Candidate(rev.instance_id, float(rev.uncertainty or 0.0), per_kp, emb))
-    return out
+        out.append(Candidate(rev.instance_id, float(rev.uncertainty or 0.0), per_kp, emb,
+                             keypoints=np.asarray(rev.keypoints, dtype=float).reshape(NUM_KEYPOINTS, 3),
+                             bbox=tuple(float(v) for v in rev.bbox)))
+    from pipeline.correction_effort import with_estimates  # pose prior + expected correction effort
+
+    return with_estimates(store, out)
 
 
 def step_select(ctx: RoundContext) -> dict[str, Any]:
@@ -277,39 +465,55 @@ def step_select(ctx: RoundContext) -> dict[str, Any]:
 
 
 def step_push(ctx: RoundContext) -> dict[str, Any]:
-    result = ctx.push(ctx.store, ctx.state["selected"], ctx.number)
-    ctx.log(f"round {ctx.number}: pushed {len(ctx.state['selected'])} instances to Label Studio")
-    return {"push": _jsonable(result)}
-
-
-def _round_tasks_open(store: Store, number: int) -> int:
-    with store.session() as s:
-        return len(list(s.scalars(
-            select(AnnotationTask.id).where(AnnotationTask.round == number, AnnotationTask.state == "open"))))
+    """The selection, and the first round's validation sample, as Label Studio tasks of this round."""
+    overlap = ctx.settings.overlap
+    result = ctx.push(ctx.store, ctx.state["selected"], ctx.number, reason="uncertain", overlap=overlap)
+    val_sample = list(ctx.state.get("val_sample") or [])
+    val_result = None
+    if val_sample:
+        val_result = ctx.push(ctx.store, val_sample, ctx.number, reason=VALIDATION_REASON, overlap=overlap)
+    ctx.log(f"round {ctx.number}: pushed {len(ctx.state['selected'])} instances and {len(val_sample)} "
+            "validation images to Label Studio")
+    return {"push": _jsonable(result), "val_push": _jsonable(val_result),
+            "pushed_at": datetime.now(UTC).isoformat()}
 
 
 def human_labels(store: Store, number: int) -> int:
-    """Human revisions stored for a round (each correction once)."""
-    with store.session() as s:
-        return len(list(s.scalars(
-            select(Revision.id).where(Revision.round == number, Revision.source == "human",
-                                      Revision.accepted.is_(True)))))
+    """Live human labels credited to a round (each Label Studio annotation once, revoked ones not)."""
+    return len(live_human_revisions(store, number))
 
 
 def step_collect(ctx: RoundContext) -> dict[str, Any]:
+    """Pull; close when the stored rule holds, else raise RoundAwaiting (the round waits, no process).
+
+    With `wait_s` > 0 this call keeps pulling every `poll_s` until the rule holds or the time is up.
+    """
+    s = ctx.settings
     if ctx.annotate is not None:
         ctx.annotate(ctx.store, ctx.number)
-    deadline = time.monotonic() + ctx.settings.wait_s
+    close_now = ctx.close_now or bool(ctx.state.get("close_requested"))
+    deadline = time.monotonic() + s.wait_s
     while True:
         ctx.pull(ctx.store)
-        remaining = _round_tasks_open(ctx.store, ctx.number)
-        if remaining == 0 or time.monotonic() >= deadline:
+        status = task_status(ctx.store, ctx.number)
+        decision = close_decision(status, close_when=s.close_when, close_after_s=s.close_after_s,
+                                  close_now=close_now)
+        if decision.close or time.monotonic() >= deadline:
             break
-        ctx.log(f"round {ctx.number}: waiting for {remaining} open tasks")
-        time.sleep(ctx.settings.poll_s)
+        ctx.log(f"round {ctx.number}: waiting ({decision.reason})")
+        time.sleep(s.poll_s)
+    if not decision.close:
+        raise RoundAwaiting(decision.reason, status.as_dict())
     count = human_labels(ctx.store, ctx.number)
-    ctx.log(f"round {ctx.number}: {count} human corrections stored ({remaining} tasks still open)")
-    return {"human_labels": count, "open_tasks": remaining}
+    ctx.log(f"round {ctx.number}: collection closed: {decision.reason}; {count} human labels")
+    return {"human_labels": count, "open_tasks": status.open, "close_reason": decision.reason,
+            "closed_at": datetime.now(UTC).isoformat(), "task_status": status.as_dict()}
+
+
+def human_labels_by_round(labels: Sequence[Label]) -> dict[str, int]:
+    """How many human labels of a training set each round is credited with (late ones included)."""
+    counts = Counter(str(lab.round) for lab in labels if lab.source == RevisionSource.HUMAN)
+    return dict(sorted(counts.items()))
 
 
 def step_retrain(ctx: RoundContext) -> dict[str, Any]:
@@ -328,16 +532,21 @@ def step_retrain(ctx: RoundContext) -> dict[str, Any]:
         train(ctx.store, config=s.config, iters=s.train_iters, parent=ctx.state["start_model"],
               seed=s.seed + ctx.number, device=s.device, labels=labels, name=name)
         ctx.log(f"round {ctx.number}: trained {name} on {len(labels)} accepted labels")
-    return {"model_version": name, "train_labels": len(labels)}
+    return {"model_version": name, "train_labels": len(labels),
+            "train_human_labels_by_round": human_labels_by_round(labels)}
 
 
 def step_evaluate(ctx: RoundContext) -> dict[str, Any]:
+    """Headline metrics on the round's frozen REAL validation split; synthetic beside, never mixed."""
     from pipeline.model.registry import load_model
 
     model, _ = load_model(ctx.store, ctx.state["model_version"], device=ctx.settings.device)
-    metrics = validate(ctx.store, model).metrics
-    ctx.log(f"round {ctx.number}: validation " + ", ".join(
-        f"{k} {v:.3f}" for k, v in metrics.items() if k.endswith("_AP")))
+    frozen = ctx.state.get("validation") or _frozen_validation(ctx)
+    metrics = {part: validate(ctx.store, model, instance_ids=frozen.get(part, [])).metrics
+               for part in ("real", "synthetic")}
+    for part, values in metrics.items():
+        ctx.log(f"round {ctx.number}: {part} validation ({int(values.get('instances', 0))} instances) "
+                + ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k.endswith("_AP")))
     return {"metrics": metrics}
 
 
@@ -345,24 +554,24 @@ def step_record(ctx: RoundContext) -> dict[str, Any]:
     return {"finished": True}
 
 
-STEPS: dict[str, Callable[[RoundContext], dict[str, Any]]] = {
-    "pseudo_label": step_pseudo_label,
-    "calibrate": step_calibrate,
-    "auto_accept": step_auto_accept,
-    "select": step_select,
-    "push": step_push,
-    "collect": step_collect,
-    "retrain": step_retrain,
-    "evaluate": step_evaluate,
-    "record": step_record,
+#: What runs for each RoundStep (ROUND_STEPS, from the same enum, gives the order).
+STEPS: dict[RoundStep, Callable[[RoundContext], dict[str, Any]]] = {
+    RoundStep.PSEUDO_LABEL: step_pseudo_label,
+    RoundStep.CALIBRATE: step_calibrate,
+    RoundStep.AUTO_ACCEPT: step_auto_accept,
+    RoundStep.SELECT: step_select,
+    RoundStep.PUSH: step_push,
+    RoundStep.COLLECT: step_collect,
+    RoundStep.RETRAIN: step_retrain,
+    RoundStep.EVALUATE: step_evaluate,
+    RoundStep.RECORD: step_record,
 }
-assert tuple(STEPS) == ROUND_STEPS
 
 
 def start_round(store: Store, number: int, settings: RoundSettings, start_model: str) -> dict[str, Any]:
     """Open (or reopen) round `number` and return its state, with the model it starts from.
 
-    On resume the round keeps the model and settings it started with.
+    On resume the round keeps the model and settings it started with (see `resolve_settings`).
     """
     rnd = open_round(store, number, strategy=settings.strategy, budget=settings.budget,
                      params=settings.as_dict())
@@ -371,18 +580,84 @@ def start_round(store: Store, number: int, settings: RoundSettings, start_model:
     return dict(rnd.state or {})
 
 
-def run_step(ctx: RoundContext, step: str) -> bool:
-    """Run one step unless the round already finished it; returns whether it ran."""
+class StepOutcome:
+    RAN = "ran"
+    DONE_BEFORE = "done-before"
+    AWAITING = "awaiting"
+
+
+def run_step(ctx: RoundContext, step: str) -> str:
+    """Run one step unless the round already finished it.
+
+    Returns StepOutcome.RAN, DONE_BEFORE, or AWAITING (collect's close rule does not hold yet: the
+    round is left `awaiting-annotations` with its task status stored, and a later call continues).
+    """
     rnd = get_round(ctx.store, ctx.number)
     if rnd is None:
         raise KeyError(f"round {ctx.number} was never opened")
     if step_done(rnd, step):
-        return False
+        return StepOutcome.DONE_BEFORE
     ctx.state = dict(rnd.state or {})
-    produced = STEPS[step](ctx)
+    try:
+        produced = STEPS[RoundStep(step)](ctx)
+    except RoundAwaiting as waiting:
+        update_round(ctx.store, ctx.number, awaiting=waiting.reason, task_status=waiting.status)
+        ctx.state.update(awaiting=waiting.reason, task_status=waiting.status)
+        ctx.log(f"round {ctx.number}: awaiting annotations: {waiting.reason}")
+        return StepOutcome.AWAITING
     finish_step(ctx.store, ctx.number, step, **produced)
     ctx.state.update(produced)
-    return True
+    return StepOutcome.RAN
+
+
+def advance_round(ctx: RoundContext, run: Callable[[RoundContext, str], str] | None = None) -> RoundStatus:
+    """Run the round's remaining steps until it completes or waits for annotators; its status.
+
+    `run` runs one step (default `run_step`; the Prefect flow passes its task wrapper).
+    """
+    run = run or run_step
+    if ctx.close_now:
+        update_round(ctx.store, ctx.number, close_requested=True)  # survives a killed process
+    for step in ROUND_STEPS:
+        if run(ctx, step) == StepOutcome.AWAITING:
+            return RoundStatus.AWAITING_ANNOTATIONS
+    for earlier in range(1, ctx.number + 1):  # late labels of earlier rounds arrived meanwhile
+        if get_round(ctx.store, earlier) is not None:
+            refresh_round_report(ctx.store, earlier)
+    rnd = get_round(ctx.store, ctx.number)
+    assert rnd is not None
+    return round_status(rnd)
+
+
+def refresh_round_report(store: Store, number: int) -> dict[str, Any]:
+    """Recount a round's human labels, late arrivals included (called by every later round too)."""
+    rnd = get_round(store, number)
+    if rnd is None:
+        raise KeyError(f"round {number} was never opened")
+    report: dict[str, Any] = {"human_labels_now": human_labels(store, number),
+                              "late_labels": late_labels(store, rnd),
+                              "task_status_now": task_status(store, number).as_dict()}
+    update_round(store, number, **report)
+    return report
+
+
+def push_validation_set(store: Store, push: Callable[..., Any], size: int, *, round: int, model_name: str,
+                        device: str = "cpu", seed: int = 0, overlap: float | None = None) -> list[int]:
+    """`spinetrack val-set`: send `size` real `val` images to Label Studio, pre-annotated by `model_name`.
+
+    Their human labels join the real validation split (`real_validation_instances`); they are
+    credited to `round` like any task, and never enter training (their groups are `val`).
+    """
+    from pipeline.model.registry import load_model
+    from pipeline.pseudo_label import pseudo_label
+
+    chosen = val_set_candidates(store, size, seed=seed)
+    if not chosen:
+        return []
+    model, _meta = load_model(store, model_name, device=device)
+    pseudo_label(store, model, model_name, instance_ids=chosen, round=round)
+    push(store, chosen, round, reason=VALIDATION_REASON, overlap=overlap)
+    return chosen
 
 
 def _jsonable(value: Any) -> Any:

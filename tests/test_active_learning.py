@@ -23,6 +23,7 @@ from pipeline.active_learning import (
     STEPS,
     RoundContext,
     RoundSettings,
+    StepOutcome,
     pool_instances,
     run_step,
     start_round,
@@ -81,7 +82,8 @@ def test_round_one_step_by_step_survives_a_crash_at_every_step(
     store = loop_store
     hooks = LabelStudioHooks(connection_of(labelstudio_server))
     profile = AnnotatorProfile(pixel_noise=1.0, skip_rate=0.0)
-    settings = RoundSettings(budget=BUDGET, train_iters=6, strategy="diversity", min_precision=0.5)
+    settings = RoundSettings(budget=BUDGET, train_iters=6, strategy="diversity", min_precision=0.5,
+                             min_real_val=5, val_size=0)
     start_round(store, 1, settings, "tiny-start")
     ctx = RoundContext(store=store, settings=settings, number=1, push=hooks.push, pull=hooks.pull,
                        annotate=lambda st, n: hooks.simulate(st, n, profile=profile, seed=n),
@@ -89,11 +91,11 @@ def test_round_one_step_by_step_survives_a_crash_at_every_step(
     pool_before = set(pool_instances(store))
     assert len(pool_before) == 24 and validation_instances(store), "val split holds the squat pool"
     for step in ROUND_STEPS:
-        assert run_step(ctx, step), f"{step} should run once"
+        assert run_step(ctx, step) == StepOutcome.RAN, f"{step} should run once"
         before = fingerprint(store)
         STEPS[step](ctx)  # the crash case: the work was done but its record was lost
         assert fingerprint(store) == before, f"redoing {step} changed the store"
-        assert not run_step(ctx, step), f"a resumed round must skip the finished {step}"
+        assert run_step(ctx, step) == StepOutcome.DONE_BEFORE, f"a resumed round must skip {step}"
 
     rnd = get_round(store, 1)
     assert rnd is not None and rnd.step == "record"
@@ -103,7 +105,8 @@ def test_round_one_step_by_step_survives_a_crash_at_every_step(
     assert prints["revisions"][("human", True)] == BUDGET  # every correction stored exactly once
     assert {iid for iid, rnd_no, _ in prints["tasks"]} == set(selected)
     assert rnd.model_version in prints["models"] and rnd.model_version != "tiny-start"
-    assert set(rnd.metrics) >= {"all_AP", "body_AP", "feet_AP", "spine_AP"}
+    assert set(rnd.metrics["real"]) >= {"all_AP", "body_AP", "feet_AP", "spine_AP"}
+    assert rnd.metrics["real"]["instances"] == len(rnd.state["validation"]["real"]) > 0
     with store.session() as s:
         humans = list(s.scalars(select(Revision).where(Revision.source == "human")))
         auto = list(s.scalars(select(Revision).where(Revision.source == "pseudo-accepted")))
@@ -129,7 +132,8 @@ def test_round_two_through_the_prefect_flow(
     monkeypatch.setenv("SPINETRACK_LS_URL", labelstudio_server.url)
     monkeypatch.setenv("SPINETRACK_LS_TOKEN", labelstudio_server.token)
     monkeypatch.setenv("SPINETRACK_LS_DOCUMENT_ROOT", labelstudio_server.document_root)
-    state = active_learning_round(RoundSettings(budget=BUDGET, train_iters=6, min_precision=0.5),
+    state = active_learning_round(RoundSettings(budget=BUDGET, train_iters=6, min_precision=0.5,
+                                                min_real_val=5, val_size=0),
                                   simulate_annotators=True, skip_rate=0.0)
     rounds = history(store)
     assert [r.number for r in rounds] == [1, 2] and rounds[1].step == "record"

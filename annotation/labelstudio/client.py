@@ -8,10 +8,12 @@ The SDK tells them apart by whether the key decodes as a JWT, so callers just pa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -19,7 +21,7 @@ from label_studio_sdk.core.api_error import ApiError
 from sqlalchemy import select
 
 from annotation.labelstudio.config import instructions_html, label_config
-from annotation.labelstudio.server import STATE_FILE, LabelStudioServer, LabelStudioUnavailable, health
+from annotation.labelstudio.server import STATE_FILE, LabelStudioServer, LabelStudioUnavailable
 from pipeline.store import Store
 from pipeline.store.models import SyncState, utcnow
 
@@ -73,13 +75,119 @@ def reaching(url: str) -> Iterator[None]:
         raise
 
 
-def connect(conn: Connection, timeout_s: float = 120.0) -> LabelStudio:
-    """An SDK client, after checking the server answers (so `server down` fails before any work)."""
-    if not health(conn.url):
+#: Answers worth retrying: rate limiting and a server (or its proxy) that is briefly unavailable.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Methods that may be repeated after a 500 (the server may have done part of the work of a POST).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: `attempts` tries in all, waiting base, 2*base, 4*base ... (capped)."""
+
+    attempts: int = 5
+    base_s: float = 0.5
+    max_s: float = 8.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after and retry_after.strip().isdigit():
+            return min(float(retry_after), self.max_s)
+        return float(min(self.base_s * (2**attempt), self.max_s))
+
+
+def retry_policy_from_env() -> RetryPolicy:
+    """$SPINETRACK_LS_RETRIES (attempts) and $SPINETRACK_LS_BACKOFF_S (first wait) tune the policy."""
+    return RetryPolicy(
+        attempts=max(1, int(os.environ.get("SPINETRACK_LS_RETRIES", "5"))),
+        base_s=float(os.environ.get("SPINETRACK_LS_BACKOFF_S", "0.5")),
+    )
+
+
+class RetryingTransport(httpx.BaseTransport):
+    """Retries connection errors, 429 and 5xx with backoff, then fails with an error naming the server.
+
+    Connection failures before a request was sent, 429 and 502/503/504 are retried for every
+    method (the request was not processed); a 500 only for idempotent methods. The last answer is
+    returned as is (the SDK then raises its ApiError, which `reaching` turns into a clear message).
+    """
+
+    def __init__(self, url: str, policy: RetryPolicy | None = None,
+                 inner: httpx.BaseTransport | None = None) -> None:
+        self.url = url
+        self.policy = policy or retry_policy_from_env()
+        self._inner = inner or httpx.HTTPTransport()
+        self.retries = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        last_error: Exception | None = None
+        for attempt in range(self.policy.attempts):
+            try:
+                response = self._inner.handle_request(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                last_error = exc
+                if attempt + 1 < self.policy.attempts:
+                    self.retries += 1
+                    time.sleep(self.policy.delay(attempt))
+                continue
+            retry = response.status_code in RETRY_STATUSES or (
+                response.status_code == 500 and request.method in IDEMPOTENT)
+            if not retry or attempt + 1 == self.policy.attempts:
+                return response
+            response.read()
+            response.close()
+            self.retries += 1
+            time.sleep(self.policy.delay(attempt, response.headers.get("Retry-After")))
+        raise LabelStudioUnavailable(
+            f"Label Studio at {self.url} is not reachable after {self.policy.attempts} attempts "
+            f"({last_error.__class__.__name__}: {last_error})"
+        ) from last_error
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def http_client(url: str, timeout_s: float = 120.0, policy: RetryPolicy | None = None) -> httpx.Client:
+    """An httpx client for Label Studio that retries transient failures (see RetryingTransport)."""
+    return httpx.Client(transport=RetryingTransport(url, policy), timeout=timeout_s, follow_redirects=True)
+
+
+def _healthy(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(f"{url}/health").status_code == 200
+    except (httpx.HTTPError, LabelStudioUnavailable):
+        return False
+
+
+def connect(conn: Connection, timeout_s: float = 120.0, policy: RetryPolicy | None = None) -> LabelStudio:
+    """An SDK client that retries transient failures, after checking the server answers.
+
+    A server that is down fails here, before any work, with an error naming its URL.
+    """
+    http = http_client(conn.url, timeout_s, policy)
+    if not _healthy(http, conn.url):
+        http.close()
         raise LabelStudioUnavailable(
             f"Label Studio at {conn.url} is not reachable (GET {conn.url}/health failed)"
         )
-    return LabelStudio(base_url=conn.url, api_key=conn.token, timeout=timeout_s)
+    # the transport does the retrying; the SDK's own retries would multiply the attempts
+    return LabelStudio(base_url=conn.url, api_key=conn.token, timeout=timeout_s, max_retries=0,
+                       httpx_client=http)
+
+
+def configure_overlap(client: LabelStudio, project_id: int, overlap: float) -> dict[str, Any]:
+    """Give a share `overlap` (0..1) of the project's tasks to two annotators (Label Studio's overlap).
+
+    Label Studio keeps `maximum_annotations` per task for a cohort of `overlap_cohort_percentage` % of
+    the project's tasks and rearranges the cohort when tasks are imported; 0 means one annotator each.
+    """
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be between 0 and 1, got {overlap}")
+    maximum = 2 if overlap > 0 else 1
+    cohort = round(overlap * 100) if overlap > 0 else 100
+    project = client.projects.get(id=project_id)
+    if (project.maximum_annotations, project.overlap_cohort_percentage) != (maximum, cohort):
+        client.projects.update(id=project_id, maximum_annotations=maximum, overlap_cohort_percentage=cohort)
+    return {"maximum_annotations": maximum, "overlap_cohort_percentage": cohort}
 
 
 def ensure_project(

@@ -3,11 +3,16 @@
 pipeline/active_learning.py knows nothing about Label Studio; it calls these three hooks. Keeping
 them here means the round works the same against a team's server or the one `spinetrack labelstudio
 start` runs, and that the simulated annotator can only be plugged in explicitly.
+
+`continue_waiting_round` is what an annotation event should run (the Label Studio webhook receiver
+calls it from its worker thread): pull, and if the waiting round's stored close rule now holds,
+finish the round (retrain, evaluate, record). It is safe to call on every event: it only pulls
+while the round keeps waiting, and a concurrent `spinetrack round` converges on the same state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -32,8 +37,9 @@ class LabelStudioHooks:
         """$SPINETRACK_LS_URL/$SPINETRACK_LS_TOKEN, else the server this home started."""
         return cls(connection_from_env(store.home))
 
-    def push(self, store: Store, instance_ids: Sequence[int], round: int) -> PushReport:
-        return push(store, instance_ids, round, conn=self.conn)
+    def push(self, store: Store, instance_ids: Sequence[int], round: int, *, reason: str = "uncertain",
+             overlap: float | None = None) -> PushReport:
+        return push(store, instance_ids, round, conn=self.conn, reason=reason, overlap=overlap)
 
     def pull(self, store: Store) -> PullReport:
         return pull(store, conn=self.conn)
@@ -57,3 +63,24 @@ class LabelStudioHooks:
             return SimulationReport()
         return annotate_tasks(connect(self.conn), project, truth.get, profile=profile, seed=seed,
                               task_ids=[int(t) for t in tasks.values() if t is not None])
+
+
+def continue_waiting_round(store: Store, hooks: LabelStudioHooks,
+                           log: Callable[[str], None] = lambda _msg: None) -> str | None:
+    """Pull; if a round is awaiting annotations and its close rule now holds, finish it.
+
+    Returns the round's status after the call (None when no round is in progress). Runs the
+    production steps (`pipeline.active_learning.advance_round`) with the settings the round stored.
+    """
+    from pipeline.active_learning import RoundContext, advance_round, resolve_settings
+    from pipeline.rounds import ROUND_STEPS, get_round, next_round_number, step_done
+
+    number = next_round_number(store)
+    rnd = get_round(store, number)
+    if rnd is None or rnd.step == ROUND_STEPS[-1] or not step_done(rnd, "push"):
+        hooks.pull(store)
+        return None
+    settings, _ignored = resolve_settings(store, number, {})
+    ctx = RoundContext(store=store, settings=settings, number=number, push=hooks.push, pull=hooks.pull,
+                       log=log)
+    return str(advance_round(ctx))

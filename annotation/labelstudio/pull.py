@@ -7,6 +7,12 @@ Every annotation version is stored exactly once (`external_id = ls:<annotation i
 so overlapping windows, re-runs and a pull interrupted by a crash or an unreachable server all
 converge; the cursor only moves after a complete pull. Skipped (cancelled) tasks are stored as
 `status="skipped"`, not accepted.
+
+Credit: every revision carries the round whose push created the task (the task's `round`), however
+late it arrives. Revocation: an annotation deleted in Label Studio (deleting bumps its task's
+`updated_at`, so the next pull sees the task) or turned into a skip is answered with a superseding
+`revoked` revision per stored version (`supersedes` names it): the history stays, the label is no
+longer current (`Store.latest_labels` skips revoked revisions).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reac
 from annotation.labelstudio.convert import from_result, keypoints_bbox
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, SyncState, utcnow
+from schemas.enums import RevisionSource, RevisionStatus, TaskState
 from schemas.keypoints import NUM_KEYPOINTS
 
 CURSOR_KEY = "labelstudio:pull"
@@ -44,6 +51,7 @@ class PullReport:
     stored: int = 0  # new human revisions (completed annotations)
     skipped: int = 0  # new skipped/cancelled annotations recorded
     already: int = 0  # annotation versions stored by an earlier pull
+    revoked: int = 0  # stored versions taken back (annotation deleted or rejected in Label Studio)
     disagreements: list[int] = field(default_factory=list)  # instance ids sent to review
     foreign_tasks: int = 0  # tasks not made by push (no spinetrack_key): ignored
     cursor: str | None = None
@@ -174,20 +182,68 @@ def _store_chunk(
     disagreement_below: float,
 ) -> None:
     """One transaction per chunk of tasks; annotation versions already stored are skipped cheaply."""
-    counts = (report.stored, report.skipped, report.already, len(report.disagreements))
+    counts = (report.stored, report.skipped, report.already, len(report.disagreements), report.revoked)
     try:
         with store.session() as s:
             known = set(s.scalars(select(Revision.external_id).where(Revision.external_id.in_(versions))))
             for task in chunk:
                 anns = list(task.get("annotations") or [])
-                if all(_external_id(a) in known for a in anns):
+                revoked = _revoke_missing(s, task, report)
+                if anns and not revoked and all(_external_id(a) in known for a in anns):
                     report.already += len(anns)  # seen by an earlier pull (overlap window, re-run)
                     continue
                 _store_task(store, s, task, emails, report, disagreement_below)
     except Exception:
         report.stored, report.skipped, report.already = counts[:3]
         del report.disagreements[counts[3] :]
+        report.revoked = counts[4]
         raise
+
+
+def _annotation_id(external_id: str | None) -> int | None:
+    parts = (external_id or "").split(":")
+    return int(parts[1]) if len(parts) >= 3 and parts[0] == "ls" and parts[1].isdigit() else None
+
+
+def _revoke_missing(s: Session, task: dict[str, Any], report: PullReport) -> int:
+    """Supersede the stored versions of this task's annotations that Label Studio no longer has live.
+
+    An annotation is gone when it was deleted, or turned into a skip (`was_cancelled`). Every stored
+    accepted version of it gets one `revoked` revision (idempotent by external id).
+    """
+    data = task.get("data") or {}
+    if "spinetrack_key" not in data:
+        return 0
+    instance_id, round_ = int(data["instance_id"]), int(data["round"])
+    live = {int(a["id"]) for a in task.get("annotations") or [] if not a.get("was_cancelled")}
+    stored = list(s.scalars(
+        select(Revision).where(Revision.instance_id == instance_id, Revision.round == round_,
+                               Revision.source == RevisionSource.HUMAN)
+    ))
+    already = {r.supersedes for r in stored if r.status == RevisionStatus.REVOKED}
+    count = 0
+    for rev in stored:
+        ann_id = _annotation_id(rev.external_id)
+        if not rev.accepted or ann_id is None or ann_id in live or rev.id in already:
+            continue
+        if (rev.provenance or {}).get("labelstudio", {}).get("task") not in (None, task.get("id")):
+            continue  # a version from another task of this instance and round (not expected)
+        gone = {int(a["id"]) for a in task.get("annotations") or []}
+        s.add(Revision(
+            instance_id=instance_id, keypoints=list(rev.keypoints), bbox=list(rev.bbox), area=rev.area,
+            source=RevisionSource.HUMAN, accepted=False, status=RevisionStatus.REVOKED,
+            annotator=rev.annotator, round=rev.round, quality={}, supersedes=rev.id,
+            provenance={"labelstudio": {"project": report.project_id, "task": task.get("id"),
+                                        "annotation": ann_id,
+                                        "why": "skipped" if ann_id in gone else "deleted"},
+                        "revokes": rev.id},
+            external_id=f"revoked:{rev.id}",
+        ))
+        count += 1
+    if count:
+        s.flush()
+        report.revoked += count
+    return count
 
 
 def _external_id(ann: dict[str, Any]) -> str:
@@ -211,8 +267,6 @@ def _store_task(
         report.foreign_tasks += 1
         return
     annotations = list(task.get("annotations") or [])
-    if not annotations:
-        return
     instance_id, round_ = int(data["instance_id"]), int(data["round"])
     inst = s.get(Instance, instance_id)
     if inst is None:
@@ -277,8 +331,8 @@ def _store_task(
         report.already += rid is None
     if row is not None:
         done = any(not a.get("was_cancelled") for a in annotations)
-        state = "done" if done else "skipped"
-        if row.state != state:
+        state = TaskState.DONE if done else (TaskState.SKIPPED if annotations else TaskState.OPEN)
+        if row.state != state and row.state != "pending":
             row.state = state
             row.updated_at = utcnow()
     if quality.get("disagreement"):

@@ -21,13 +21,14 @@ from typing import Any
 from label_studio_sdk import LabelStudio
 from sqlalchemy import select
 
-from annotation.labelstudio.client import Connection, connect, ensure_project, reaching
+from annotation.labelstudio.client import Connection, configure_overlap, connect, ensure_project, reaching
 from annotation.labelstudio.convert import to_result
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
+from schemas import enums
 from schemas.errors import InputError
 
-NEEDS_FIX = "needs-fix"
+NEEDS_FIX = enums.ReviewTag.NEEDS_FIX
 BATCH = 500
 
 
@@ -120,14 +121,19 @@ def push(
     prefill_sources: Sequence[str] | None = ("pseudo",),
     client: LabelStudio | None = None,
     batch: int = BATCH,
+    overlap: float | None = None,
 ) -> PushReport:
     """Create one Label Studio task per instance for `round` (never twice), pre-annotated with its prediction.
 
     `prefill_sources` picks the revision shown as pre-annotation (the latest `pseudo` one by default;
     None: the current accepted label). Instances with none get an empty task with just their image.
+    `overlap` (0..1, None: leave as is) sets the share of tasks Label Studio gives to two annotators.
     """
     client = client or connect(conn)
     project_id = ensure_project(store, client, conn)
+    if overlap is not None:
+        with reaching(conn.url):
+            configure_overlap(client, project_id, overlap)
     report = PushReport(project_id=project_id)
     wanted = list(dict.fromkeys(int(i) for i in instance_ids))
     with store.session() as s:

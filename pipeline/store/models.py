@@ -86,6 +86,8 @@ class Revision(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # IK residuals, agreement ...
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     external_id: Mapped[str | None] = mapped_column(String(256), unique=True, nullable=True)
+    #: a `revoked` revision names the revision it takes back (deleted/rejected in Label Studio)
+    supersedes: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     instance: Mapped[Instance] = relationship(back_populates="revisions")
