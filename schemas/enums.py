@@ -53,15 +53,15 @@ class RevisionStatus(StrEnum):
 class RoundStep(StrEnum):
     """The steps of an active-learning round, in order."""
 
-    PSEUDO_LABEL = "pseudo_label"
-    CALIBRATE = "calibrate"
-    AUTO_ACCEPT = "auto_accept"
-    SELECT = "select"
-    PUSH = "push"
-    COLLECT = "collect"
-    RETRAIN = "retrain"
-    EVALUATE = "evaluate"
-    RECORD = "record"
+    PSEUDO_LABEL = "pseudo_label"  # predict the unlabelled real pool with the current model
+    CALIBRATE = "calibrate"  # choose the auto-accept threshold on the validation split
+    AUTO_ACCEPT = "auto_accept"  # confident pseudo-labels become pseudo-accepted revisions
+    SELECT = "select"  # choose `budget` uncertain instances
+    PUSH = "push"  # send them to Label Studio with the prediction as pre-annotation
+    COLLECT = "collect"  # wait for / pull human corrections
+    RETRAIN = "retrain"  # fine-tune from the previous model on everything accepted
+    EVALUATE = "evaluate"  # AP on the fixed validation split
+    RECORD = "record"  # the round is complete
 
 
 class RoundStatus(StrEnum):

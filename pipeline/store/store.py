@@ -676,7 +676,8 @@ def _label(img: Image, inst: Instance, rev: Revision) -> Label:
 def _revision_row(instance_id: int, rev: NewRevision) -> dict[str, Any]:
     """A checked `revisions` row for `rev`."""
     if rev.source not in SOURCES:
-        raise ValueError(f"unknown revision source {rev.source!r}; expected one of {SOURCES}")
+        known = ", ".join(SOURCES)
+        raise ValueError(f"unknown revision source {rev.source!r}; expected one of {known}")
     values = validate_keypoints(rev.keypoints)
     box = [float(v) for v in rev.bbox]
     if len(box) != 4:
