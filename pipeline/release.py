@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from pipeline.dataset_card import render_card
 from pipeline.export import export_coco
+from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
 from pipeline.store.models import Image, ModelVersion, Release
@@ -125,6 +126,9 @@ def create_release(
         parent_manifest = get_release(store, parent).manifest
 
     labels = store.current_labels(revision_sources=revision_sources)
+    needs_fix = needs_fix_instances(store)  # a reviewer's open needs-fix keeps a label out
+    excluded = sorted(lab.instance_id for lab in labels if lab.instance_id in needs_fix)
+    labels = [lab for lab in labels if lab.instance_id not in needs_fix]
     if not labels:
         raise ReleaseError("the store has no accepted labels to release")
     split_of_group = assign_splits(store, (lab.group_key for lab in labels), fractions, pinned=pinned)
@@ -143,6 +147,7 @@ def create_release(
     manifest = write_release_files(
         store, staging, version=version, parent=parent, created_at=created_at, notes=notes,
         fractions=fractions, by_split=by_split, copy_images=copy_images, parent_manifest=parent_manifest,
+        excluded_needs_fix=excluded,
     )
     renamed = False
     try:
@@ -178,6 +183,7 @@ def reproduce_release(store: Store, version: str, out_dir: str | Path) -> Path:
         store, out, version=version, parent=recorded.parent, created_at=recorded.created_at,
         notes=recorded.notes, fractions=recorded.split_fractions, by_split=by_split,
         copy_images=recorded.images == "copied", parent_manifest=parent_manifest,
+        excluded_needs_fix=recorded.excluded_needs_fix,
     )
     if rebuilt != recorded:
         raise ReleaseError(f"release {version} rebuilt to a different manifest: the store changed under it")
@@ -215,6 +221,7 @@ def write_release_files(
     by_split: Mapping[str, Sequence[Label]],
     copy_images: bool,
     parent_manifest: ReleaseManifest | None,
+    excluded_needs_fix: Sequence[int] = (),
 ) -> ReleaseManifest:
     """Write annotations, images, manifest and card of one release into `out`; return the manifest."""
     out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +261,7 @@ def write_release_files(
         },
         changelog=_changelog(parent_manifest, all_labels),
         files=sorted(files, key=lambda f: f.path),
+        excluded_needs_fix=sorted(excluded_needs_fix),
     )
     _write_read_only(out / MANIFEST_NAME, manifest.to_json())
     _write_read_only(out / CARD_NAME, render_card(manifest))

@@ -138,6 +138,8 @@ class ReleaseManifest(BaseModel):
     revisions: dict[str, list[tuple[int, int]]]
     changelog: Changelog
     files: list[FileEntry]
+    #: instances left out because a reviewer's newest decision on them is needs-fix (sorted ids)
+    excluded_needs_fix: list[int] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod
