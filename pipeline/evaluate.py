@@ -58,6 +58,18 @@ def _as_keypoints(values: ArrayLike) -> NDArray[np.float64]:
     return arr
 
 
+def oks_terms(a: ArrayLike, b: ArrayLike, *, area: float) -> NDArray[np.float64]:
+    """Per-keypoint OKS term exp(-d^2 / (2 area (2 sigma)^2)) between two poses of one person.
+
+    The one place the formula is written: COCOeval's computeOks (xtcocotools, checked against it
+    in tests/test_evaluate.py) with the SpineTrack sigmas; visibility is the caller's business.
+    """
+    p, g = _as_keypoints(a), _as_keypoints(b)
+    variances = (2.0 * np.asarray(SIGMAS)) ** 2
+    d2 = ((p[:, :2] - g[:, :2]) ** 2).sum(axis=1)
+    return np.exp(-d2 / variances / (float(area) + np.spacing(1)) / 2.0)
+
+
 def expected_oks(
     pred: ArrayLike,
     gt: ArrayLike,
@@ -71,7 +83,6 @@ def expected_oks(
     with v > 0 (and in `ids`, if given) count. `area` is the ground-truth area, as in COCO.
     Returns NaN when no keypoint counts: such an instance says nothing about accuracy.
     """
-    p = _as_keypoints(pred)
     g = _as_keypoints(gt)
     select = np.zeros(NUM_KEYPOINTS, dtype=bool)
     select[list(ids) if ids is not None else slice(None)] = True
@@ -79,10 +90,7 @@ def expected_oks(
     mask = select & visible
     if not mask.any():
         return math.nan
-    variances = (2.0 * np.asarray(SIGMAS)) ** 2
-    d2 = ((p[:, :2] - g[:, :2]) ** 2).sum(axis=1)
-    e = d2 / variances / (float(area) + np.spacing(1)) / 2.0
-    return float(np.exp(-e[mask]).mean())
+    return float(oks_terms(pred, g, area=area)[mask].mean())
 
 
 def mean_expected_oks(

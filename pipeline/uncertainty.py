@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.stats import rankdata, spearmanr
 
-from schemas.keypoints import NUM_KEYPOINTS, SIGMAS, SPINE_CHAIN
+from pipeline.evaluate import oks_terms
+from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
 
 #: Weights of the combined score (normalised over the parts that are available).
 DEFAULT_WEIGHTS: dict[str, float] = {"confidence": 1.0, "flip": 1.0, "anatomy": 0.5}
@@ -200,10 +202,9 @@ def flip_distance(keypoints: ArrayLike, flip_keypoints: ArrayLike, bbox: ArrayLi
 
 def flip_uncertainty(keypoints: ArrayLike, flip_keypoints: ArrayLike, bbox: ArrayLike) -> NDArray[np.float64]:
     """Per-keypoint 1 - exp(-d^2 / (2 (2 sigma)^2)), d = flip_distance: 1 - the OKS term of the
-    two predictions treated as label and guess."""
-    d = flip_distance(keypoints, flip_keypoints, bbox)
-    k2 = (2.0 * np.asarray(SIGMAS)) ** 2
-    return 1.0 - np.exp(-(d**2) / (2.0 * k2))
+    two predictions treated as label and guess (box area as the scale)."""
+    a, b = _points(keypoints), _points(flip_keypoints)
+    return 1.0 - oks_terms(a[:, :2], b[:, :2], area=box_scale(bbox) ** 2)
 
 
 @dataclass(frozen=True)
@@ -283,18 +284,12 @@ def rank_normalise(values: ArrayLike) -> NDArray[np.float64]:
     v = np.asarray(values, dtype=np.float64)
     if v.size <= 1:
         return np.zeros_like(v)
-    order = np.argsort(v, kind="mergesort")
-    ranks = np.empty(v.size)
-    ranks[order] = np.arange(v.size, dtype=np.float64)
-    for value in np.unique(v):
-        tie = v == value
-        ranks[tie] = ranks[tie].mean()
-    return ranks / (v.size - 1)
+    return (np.asarray(rankdata(v, method="average"), dtype=np.float64) - 1.0) / (v.size - 1)
 
 
 def spearman(a: ArrayLike, b: ArrayLike) -> float:
-    """Spearman rank correlation (for checking that uncertainty ranks real errors)."""
-    ra, rb = rank_normalise(a), rank_normalise(b)
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman rank correlation (scipy), NaN when either side is constant (no ranking to compare)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(x, y).statistic)

@@ -109,3 +109,43 @@ def test_expected_oks_by_hand() -> None:
 def test_wrong_keypoint_count_is_rejected() -> None:
     with pytest.raises(ValueError, match="37 keypoints"):
         expected_oks(np.zeros((17, 2)), np.zeros((17, 3)), area=1.0)
+
+
+def test_oks_is_cocoeval_compute_oks() -> None:
+    """The one OKS formula agrees with xtcocotools' COCOeval.computeOks (SpineTrack sigmas, area)."""
+    import contextlib
+    import io
+
+    from xtcocotools.coco import COCO
+    from xtcocotools.cocoeval import COCOeval
+
+    from annotation.labelstudio.agreement import oks as agreement_oks
+
+    rng = np.random.default_rng(7)
+    gts, preds = [], []
+    for seed in range(5):
+        gt = _person(10 + seed)
+        gt[rng.random(NUM_KEYPOINTS) < 0.3, 2] = 0  # some keypoints unlabelled
+        gt[rng.random(NUM_KEYPOINTS) < 0.3, 2] = 1  # some occluded (still scored)
+        pred = gt.copy()
+        pred[:, :2] += rng.normal(0, 4.0 + seed, (NUM_KEYPOINTS, 2))
+        pred[:, 2] = 2
+        gts.append(gt)
+        preds.append(pred)
+    coco = COCO()
+    coco.dataset = {**_dataset(gts), "categories": [{"id": 1, "name": "person"}]}
+    for ann, gt in zip(coco.dataset["annotations"], gts, strict=True):
+        ann["num_keypoints"] = int((gt[:, 2] > 0).sum())
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        dets = coco.loadRes([{**p, "category_id": 1} for p in _preds(preds)])
+        ev = COCOeval(coco, dets, "keypoints", np.asarray(SIGMAS), use_area=True)
+        ev.evaluate()
+    for n, (gt, pred) in enumerate(zip(gts, preds, strict=True)):
+        theirs = float(np.asarray(ev.ious[(n + 1, 1)]).item())
+        assert expected_oks(pred, gt, area=AREA) == pytest.approx(theirs, rel=1e-12)
+        # annotator agreement is the same OKS where both annotators labelled every point
+        both = gt.copy()
+        both[:, 2] = 2
+        assert agreement_oks(pred.ravel().tolist(), both.ravel().tolist(), AREA) == pytest.approx(
+            expected_oks(pred, both, area=AREA), rel=1e-12)

@@ -42,3 +42,29 @@ def test_sigmas_and_skeleton() -> None:
     cat = kp.coco_category()
     assert cat["keypoints"] == list(kp.NAMES)
     assert min(min(link) for link in cat["skeleton"]) == 1  # type: ignore[attr-defined]
+
+
+def test_keypoint_array_converts_once_at_the_edge() -> None:
+    import numpy as np
+    import pytest
+
+    from schemas.keypoint_array import KeypointArray
+
+    flat = [float(v) for i in range(kp.NUM_KEYPOINTS) for v in (i + 0.25, 2 * i + 0.5, i % 3)]
+    arr = KeypointArray.from_flat(flat)
+    assert arr.xy.shape == (37, 2) and arr.v.shape == (37,)
+    assert arr.point("neck_03") == (36.25, 72.5, 0.0)
+    assert arr.num_labelled == sum(1 for i in range(37) if i % 3)
+    assert arr.visible.sum() == sum(1 for i in range(37) if i % 3 == 2)
+    back = arr.to_flat()
+    assert back == flat and all(type(v) is int for v in back[2::3])  # flags stay ints for pycocotools
+    assert KeypointArray.from_array(arr.xy, arr.v) == arr
+    assert KeypointArray.from_array(arr.data) == arr
+    assert KeypointArray.from_array(np.zeros((37, 2))).num_labelled == 37  # positions only: visible
+    assert KeypointArray.from_flat(flat).to_flat(decimals=0)[:3] == [0.0, 0.0, 0]
+    arr.xy[0] = [9.0, 9.0]  # accessors are views on the one array
+    assert arr.point(0)[:2] == (9.0, 9.0)
+    with pytest.raises(ValueError, match="111 numbers"):
+        KeypointArray.from_flat([0.0] * 51)
+    with pytest.raises(ValueError, match="37 keypoints"):
+        KeypointArray.from_array(np.zeros((17, 2)))
