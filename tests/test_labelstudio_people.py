@@ -75,7 +75,9 @@ def flaky(labelstudio_server: LabelStudioServer) -> Iterator[FlakyProxy]:
     proxy.close()
 
 
-def test_client_retries_503_twice_then_succeeds(flaky: FlakyProxy, labelstudio_server: LabelStudioServer) -> None:
+def test_client_retries_503_twice_then_succeeds(
+    flaky: FlakyProxy, labelstudio_server: LabelStudioServer
+) -> None:
     conn = Connection(flaky.url, labelstudio_server.token)
     client = connect(conn, policy=RetryPolicy(attempts=4, base_s=0.05))
     assert flaky.seen == 3  # /health answered 503, 503, then the server's 200

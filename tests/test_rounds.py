@@ -92,5 +92,6 @@ def test_wilson_bound_keeps_auto_accept_off_without_evidence() -> None:
     many = calibrate_threshold([i / 100 for i in range(40)], [0.95] * 40, min_samples=30)
     assert many.enabled and many.coverage == 1.0 and 0.9 <= many.precision_lower < 1.0
     # 30 perfect labels do not: the bound is 0.92 at best with 0.95 required
-    strict = calibrate_threshold([i / 100 for i in range(30)], [0.95] * 30, min_precision=0.95, min_samples=30)
+    strict = calibrate_threshold([i / 100 for i in range(30)], [0.95] * 30, min_precision=0.95,
+                                 min_samples=30)
     assert not strict.enabled and "lower confidence bound" in strict.reason
