@@ -34,14 +34,15 @@ from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
 from pipeline.release import get_release, labels_for_revisions
 from pipeline.store import Label, Store
 from pipeline.store.models import Instance, ReviewTag, Revision
+from schemas import enums
 from schemas.keypoints import NAMES, NUM_KEYPOINTS, SKELETON
 
 log = logging.getLogger(__name__)
 
 #: The tag a reviewer puts on a sample or a label whose annotation must be corrected.
-NEEDS_FIX = "needs-fix"
+NEEDS_FIX = enums.ReviewTag.NEEDS_FIX
 #: Revision sources that are model proposals.
-PREDICTION_SOURCES = ("pseudo", "pseudo-accepted")
+PREDICTION_SOURCES = enums.PREDICTION_SOURCES
 #: Label fields that carry `store_instance_id` (tags on any of them map back to the instance).
 LABEL_FIELDS = ("ground_truth", "boxes", "predictions")
 #: quality keys holding inter-annotator agreement (mean pairwise OKS, 0-1), newest name first.

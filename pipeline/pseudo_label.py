@@ -1,8 +1,13 @@
-"""Pseudo-labelling: the model's proposal for every instance nobody has labelled yet.
+"""Pseudo-labelling: an annotator's proposal for every instance nobody has labelled yet.
 
 Each proposal is stored as a `pseudo` revision with accepted=False: a suggestion for annotators
-(Label Studio pre-annotation) and the uncertainty that selection ranks by; never a label. Its
-external id `pseudo:{model}:{instance}` makes a re-run (or a resumed crash) skip what is already
+(Label Studio pre-annotation) and the uncertainty that selection ranks by; never a label. The
+annotator is any `pipeline.annotators.Annotator` (a registered model, an ONNX or mmpose file,
+BlazePose, the combined default); its identity goes into every revision. Honest labels: a point
+the annotator does not cover, or that falls outside the image, is stored with v=0 (and so is never
+pre-annotated in Label Studio nor released as labelled); a covered point whose confidence is
+below `LOW_CONFIDENCE` keeps v=2 and is listed in `quality["low_confidence"]`. Its
+external id `pseudo:{annotator version}:{instance}` makes a re-run (or a resumed crash) skip what is already
 there, and revisions are written per chunk so a crash loses at most one chunk of work.
 
 Boxes: the instance's own box (`Instance.meta["bbox"]`, set by import), else the box of its
@@ -21,12 +26,12 @@ import numpy as np
 from sqlalchemy import select
 from torch import nn
 
+from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose
 from pipeline.store import Store
 from pipeline.store.models import Image, Instance, Revision
 from pipeline.uncertainty import SpineStats, instance_uncertainty
+from schemas.enums import HIDDEN_TRUTH_SOURCES, RevisionSource
 
-#: Sources whose keypoints are ground truth for scoring pseudo-labels.
-GROUND_TRUTH_SOURCES = ("synthetic", "import")
 STATS_FILE = Path("stats") / "spine_stats.json"
 
 
@@ -96,10 +101,39 @@ def _done(store: Store, model_version: str, instance_ids: Sequence[int]) -> set[
     return done
 
 
+def as_annotator(model: Annotator | nn.Module, model_version: str | None, flip_test: bool,
+                 batch_size: int) -> Annotator:
+    """An annotator as is; a bare mmpose model (the API before annotators) wrapped as one, named
+    `model_version`, so its revisions keep the external ids `pseudo:{model_version}:{instance}`."""
+    if isinstance(model, nn.Module):
+        from pipeline.annotators.registered import in_memory_annotator
+
+        if not model_version:
+            raise ValueError("pseudo-labelling with a bare model needs its model_version")
+        return in_memory_annotator(model, model_version, flip_test=flip_test, batch_size=batch_size)
+    return model
+
+
+def revision_content(pose: PersonPose, width: int, height: int) -> tuple[list[float], dict[str, Any]]:
+    """A pose as stored: keypoints with v=0 where the annotator placed nothing or the point falls
+    outside the image, and the per-point bookkeeping (origin, low-confidence, uncovered) for
+    `quality`. docs/pseudo-labelling.md has the rule."""
+    inside = pose.inside(width, height)
+    keypoints = pose.coco_keypoints(width, height)
+    quality: dict[str, Any] = {
+        "origin": list(pose.origin),
+        "uncovered": [int(i) for i in np.flatnonzero(~pose.covered)],
+        "outside_image": [int(i) for i in np.flatnonzero(pose.covered & ~inside)],
+        "low_confidence": [i for i in pose.low_confidence() if inside[i]],
+        "low_confidence_threshold": LOW_CONFIDENCE,
+    }
+    return keypoints, quality
+
+
 def pseudo_label(
     store: Store,
-    model: nn.Module,
-    model_version: str,
+    annotator: Annotator | nn.Module,
+    model_version: str | None = None,
     *,
     image_source: str | None = None,
     instance_ids: Sequence[int] | None = None,
@@ -111,18 +145,22 @@ def pseudo_label(
 ) -> PseudoLabelSummary:
     """Predict and store a `pseudo` revision (accepted=False) for every unlabelled instance.
 
-    `image_source` ("real", "synthetic") and `instance_ids` narrow the pool. Instances already
-    pseudo-labelled by `model_version` are skipped. Uncertainty parts go to
-    `quality["uncertainty_parts"]`, pooled features to `quality["features"]`.
+    `annotator` is an `Annotator` (pipeline.annotators.load_annotator) or, as before annotators
+    existed, an mmpose model with its `model_version` (then `flip_test`/`batch_size` apply).
+    Revisions record `annotator.identity.version` as model_version and the full identity in
+    provenance. `image_source` ("real", "synthetic") and `instance_ids` narrow the pool; instances
+    this annotator already pseudo-labelled are skipped. Uncertainty parts go to
+    `quality["uncertainty_parts"]`, pooled features (when the annotator has them) to
+    `quality["features"]`, per-point origin / uncovered / low-confidence ids to `quality`.
     """
-    from pipeline.model.predict import predict
-
+    ann = as_annotator(annotator, model_version, flip_test, batch_size)
+    version = ann.identity.version
     pairs = store.unlabelled_instances(image_source=image_source)
     if instance_ids is not None:
         wanted = set(instance_ids)
         pairs = [p for p in pairs if p[1].id in wanted]
-    summary = PseudoLabelSummary(model_version, candidates=len(pairs))
-    done = _done(store, model_version, [inst.id for _, inst in pairs])
+    summary = PseudoLabelSummary(version, candidates=len(pairs))
+    done = _done(store, version, [inst.id for _, inst in pairs])
     summary.already_done = len(done)
     pairs = [p for p in pairs if p[1].id not in done]
     boxes = _boxes(store, pairs)
@@ -130,44 +168,43 @@ def pseudo_label(
     pairs = [p for p in pairs if p[1].id in boxes]
     if stats is None:
         stats = spine_stats(store)
+    identity = ann.identity.as_json()
 
     uncertainties: list[float] = []
     for start in range(0, len(pairs), chunk):
         part = pairs[start : start + chunk]
-        preds = predict(
-            model,
-            [img.path for img, _ in part],
-            [[boxes[inst.id][0]] for _, inst in part],
-            batch_size=batch_size,
-            flip_test=flip_test,
-        )
-        for pred in preds:
-            _img, inst = part[pred.image_index]
+        poses = ann.predict_many([img.path for img, _ in part], [[boxes[inst.id][0]] for _, inst in part])
+        for pose in poses:
+            img, inst = part[pose.image_index]
             box, box_source = boxes[inst.id]
+            keypoints, point_quality = revision_content(pose, img.width, img.height)
+            plain = pose.detail.get("plain_keypoints", pose.keypoints)
             unc = instance_uncertainty(
-                pred.plain_keypoints if flip_test else pred.keypoints,
-                pred.confidence,
+                plain if pose.flip_keypoints is not None else pose.keypoints,
+                pose.confidence,
                 box,
-                flip_keypoints=pred.flip_keypoints,
+                flip_keypoints=pose.flip_keypoints,
                 stats=stats,
             )
+            quality: dict[str, Any] = {"uncertainty_parts": unc.as_json(), **point_quality}
+            if pose.raw_scores is not None:
+                quality["raw_scores"] = [round_(v) for v in pose.raw_scores]
+            if pose.features is not None:
+                quality["features"] = [round_(v) for v in pose.features]
             rev = store.add_revision(
                 inst.id,
-                pred.coco_keypoints(),
+                keypoints,
                 box,
-                source="pseudo",
+                source=RevisionSource.PSEUDO,
                 accepted=False,
-                model_version=model_version,
+                model_version=version,
                 round=round,
-                scores=[float(v) for v in pred.confidence],
+                scores=[float(v) for v in pose.confidence],
                 uncertainty=unc.combined,
-                quality={
-                    "uncertainty_parts": unc.as_json(),
-                    "raw_scores": [round_(v) for v in pred.scores],
-                    "features": [round_(v) for v in pred.features],
-                },
-                provenance={"box_source": box_source, "flip_test": flip_test},
-                external_id=external_id(model_version, inst.id),
+                quality=quality,
+                provenance={"box_source": box_source, "flip_test": pose.flip_keypoints is not None,
+                            "annotator": identity},
+                external_id=external_id(version, inst.id),
             )
             if rev is not None:
                 summary.written += 1
@@ -215,7 +252,7 @@ def pseudo_label_quality(store: Store, model_version: str) -> PseudoLabelQuality
         if pseudo:
             for r in s.scalars(
                 select(Revision)
-                .where(Revision.instance_id.in_(list(pseudo)), Revision.source.in_(GROUND_TRUTH_SOURCES))
+                .where(Revision.instance_id.in_(list(pseudo)), Revision.source.in_(HIDDEN_TRUTH_SOURCES))
                 .order_by(Revision.id)
             ):
                 truth[r.instance_id] = r

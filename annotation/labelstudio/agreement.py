@@ -6,11 +6,13 @@ so "I cannot see it" vs "it is here" lowers agreement instead of being ignored.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from itertools import combinations
 
-from schemas.keypoints import NUM_KEYPOINTS, SIGMAS
+import numpy as np
+
+from pipeline.evaluate import oks_terms
+from schemas.keypoint_array import KeypointArray
 
 #: Pairs of annotations whose mean OKS is below this are sent to review.
 DISAGREEMENT_BELOW = 0.8
@@ -18,18 +20,12 @@ DISAGREEMENT_BELOW = 0.8
 
 def oks(a: Sequence[float], b: Sequence[float], area: float) -> float:
     """OKS of two 37 x (x, y, v) labels of one person; `area` is the person's box area in px^2."""
-    total, count = 0.0, 0
-    scale = max(float(area), 1.0)
-    for k in range(NUM_KEYPOINTS):
-        va, vb = a[3 * k + 2] > 0, b[3 * k + 2] > 0
-        if not (va or vb):
-            continue
-        count += 1
-        if va and vb:
-            d2 = (a[3 * k] - b[3 * k]) ** 2 + (a[3 * k + 1] - b[3 * k + 1]) ** 2
-            kappa2 = (2.0 * SIGMAS[k]) ** 2
-            total += math.exp(-d2 / (2.0 * scale * kappa2))
-    return total / count if count else 1.0
+    pa, pb = KeypointArray.from_flat(a), KeypointArray.from_flat(b)
+    either = pa.labelled | pb.labelled
+    if not either.any():
+        return 1.0
+    terms = np.where(pa.labelled & pb.labelled, oks_terms(pa.xy, pb.xy, area=max(float(area), 1.0)), 0.0)
+    return float(terms[either].mean())
 
 
 def mean_pairwise_oks(labels: Sequence[Sequence[float]], area: float) -> float | None:
