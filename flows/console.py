@@ -135,9 +135,7 @@ def one_line(exc: BaseException, kind: str) -> str:
         return f"store integrity error: {message.split(' [SQL')[0]}"
     if kind == "database":
         return f"store database error: {message.split(' [SQL')[0]}"
-    if kind == "input" and not message.startswith(("/", ".")):
-        return f"bad input: {message}"
-    return message
+    return message  # InputError and ReleaseError already name the file, field or version
 
 
 # -- Prefect's console output -------------------------------------------------------------------------

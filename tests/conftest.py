@@ -58,3 +58,29 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with temporary_settings(updates={PREFECT_HOME: tmp_path_factory.mktemp("prefect")}), \
             prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop Prefect's temporary API servers now, quietly, while pytest's streams are still open.
+
+    Each one registers `atexit(stop)`, which logs "Stopping temporary server" through a handler
+    bound to pytest's captured stderr: by then closed, so Python printed a "--- Logging error ---"
+    traceback after the test summary. Runs before the terminal summary is written.
+    """
+    import logging
+    import sys
+
+    if "prefect" not in sys.modules:
+        return
+    from prefect.server.api.server import SubprocessASGIServer, subprocess_server_logger
+
+    level = subprocess_server_logger.level
+    subprocess_server_logger.setLevel(logging.WARNING)
+    try:
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()
+    finally:
+        subprocess_server_logger.setLevel(level)
+    for handler in logging.getLogger().handlers:  # nothing Prefect logs after the summary is wanted
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setLevel(logging.CRITICAL + 1)

@@ -217,8 +217,19 @@ def test_unknown_schema_version(tmp_path: Path, version: str) -> None:
     assert err.value.field == "schema_version"
 
 
-def test_newer_minor_version_reads() -> None:
-    check_schema_version("1.3")  # minor versions only add optional fields
+def test_newer_minor_version_reads(tmp_path: Path) -> None:
+    """A 1.x folder from a newer exporter reads: minor versions only add optional fields."""
+    for accepted in ("1", "1.0", "1.3", "1.12"):
+        check_schema_version(accepted)  # raises ValueError otherwise
+    folder = write_sequence(tmp_path / "s")
+    info = json.loads((folder / "sequence.json").read_text())
+    info.update(schema_version="1.3", exporter_note="a field this SpineTrack does not know yet")
+    (folder / "sequence.json").write_text(json.dumps(info))
+    seq = read_sequence(folder)
+    assert seq.frame_count == 3 and seq.actor_ids == [1]
+    assert seq.bone_positions(1).shape == (3, len(REQUIRED_BONES), 3)
+    with pytest.raises(ValueError, match="unsupported schema_version '2.0'"):
+        check_schema_version("2.0")  # the same reader refuses the next major version
 
 
 def test_bad_units_and_missing_subject_field(tmp_path: Path) -> None:
