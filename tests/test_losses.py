@@ -34,7 +34,7 @@ def test_default_model_scales_each_term_by_the_paper_weight() -> None:
     """A model built from the default config weighs ground truth 1, structure 0.1, smoothness 0.5
     (the paper's; distillation's 2.5 is checked below): each term is its unit-weight value times that."""
     with torch.random.fork_rng():  # leave the global RNG as it was: later tests build models from it
-        model = build_model(build_config("tiny", work_dir="unused"))
+        model: Any = build_model(build_config("tiny", work_dir="unused"))
         model.eval()
         inputs, samples = _batch(model)
         weighted = model.loss(inputs, samples)
