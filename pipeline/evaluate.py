@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pipeline.coco_writer import coco_annotation, coco_dataset, coco_image, coco_result
+from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import NUM_KEYPOINTS, PARTITIONS, SIGMAS
 
 _STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -102,11 +104,9 @@ def mean_expected_oks(
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _subset(keypoints: Sequence[float], ids: Sequence[int]) -> list[float]:
-    out: list[float] = []
-    for i in ids:
-        out.extend(float(v) for v in keypoints[3 * i : 3 * i + 3])
-    return out
+def _subset(keypoints: Sequence[float], ids: Sequence[int]) -> NDArray[np.float64]:
+    """The (len(ids), 3) rows of a partition."""
+    return KeypointArray.from_flat(keypoints).data[list(ids)]
 
 
 def _coco(dataset: Mapping[str, Any]) -> Any:
@@ -124,41 +124,29 @@ def _partition_ap(
 ) -> PartitionMetrics:
     from xtcocotools.cocoeval import COCOeval
 
-    gt_anns = []
-    for ann in gt["annotations"]:
-        kps = _subset(ann["keypoints"], ids)
-        gt_anns.append(
-            {
-                **{k: v for k, v in ann.items() if k not in ("keypoints", "segmentation")},
-                "keypoints": kps,
-                "num_keypoints": int(sum(1 for v in kps[2::3] if v > 0)),
-                "area": float(ann.get("area") or ann["bbox"][2] * ann["bbox"][3]),
-                "iscrowd": int(ann.get("iscrowd", 0)),
-                "category_id": int(ann.get("category_id", 1)),
-            }
-        )
-    gt_subset = {
-        "images": [{"id": im["id"], "width": im.get("width"), "height": im.get("height")}
-                   for im in gt["images"]],
-        "annotations": gt_anns,
-        "categories": [{"id": 1, "name": "person"}],
-    }
+    gt_anns = [
+        {
+            **coco_annotation(ann["id"], ann["image_id"], _subset(ann["keypoints"], ids), ann["bbox"],
+                              area=float(ann.get("area") or ann["bbox"][2] * ann["bbox"][3]),
+                              category_id=int(ann.get("category_id", 1))),
+            "iscrowd": int(ann.get("iscrowd", 0)),
+        }
+        for ann in gt["annotations"]
+    ]
+    gt_subset = coco_dataset(
+        [coco_image(im["id"], str(im.get("file_name", im["id"])), im.get("width"), im.get("height"))
+         for im in gt["images"]],
+        gt_anns,
+        categories=[{"id": 1, "name": "person"}],
+    )
     num_gt = sum(1 for a in gt_anns if a["num_keypoints"] > 0 and not a["iscrowd"])
-    dts = []
-    for n, pred in enumerate(predictions):
-        kps = _subset(pred["keypoints"], ids)
-        # COCOeval drops a detection whose visibility entries are all 0; predictions are scored
-        # by position only, so every predicted keypoint is marked present.
-        kps[2::3] = [1.0] * len(ids)
-        dts.append(
-            {
-                "image_id": pred["image_id"],
-                "category_id": int(pred.get("category_id", 1)),
-                "keypoints": kps,
-                "score": float(pred.get("score", 1.0)),
-                "id": n + 1,
-            }
-        )
+    # COCOeval drops a detection whose visibility entries are all 0; predictions are scored by
+    # position only, so every predicted keypoint is marked present.
+    dts = [
+        {**coco_result(pred["image_id"], _subset(pred["keypoints"], ids), float(pred.get("score", 1.0)),
+                       category_id=int(pred.get("category_id", 1)), all_present=True), "id": n + 1}
+        for n, pred in enumerate(predictions)
+    ]
     if num_gt == 0 or not dts:
         empty = 0.0 if num_gt else -1.0
         return PartitionMetrics(**dict.fromkeys(_STAT_NAMES, empty), num_gt=num_gt, num_pred=len(dts))

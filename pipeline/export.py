@@ -11,54 +11,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.coco_writer import coco_annotation, coco_dataset, coco_image
 from pipeline.store import Label, Store
 from schemas.coco import dump_coco
-from schemas.keypoints import NUM_KEYPOINTS, coco_category
+from schemas.keypoints import NUM_KEYPOINTS
 
 
 def label_annotation(label: Label) -> dict[str, Any]:
     """A COCO annotation for one label; ids are the store's instance ids."""
-    kps = [round(float(v), 3) for v in label.keypoints]
-    for i in range(NUM_KEYPOINTS):  # visibility flags stay integers, as pycocotools expects
-        kps[3 * i + 2] = int(kps[3 * i + 2])
-    return {
-        "id": label.instance_id,
-        "image_id": label.image_id,
-        "category_id": 1,
-        "keypoints": kps,
-        "num_keypoints": sum(1 for i in range(NUM_KEYPOINTS) if kps[3 * i + 2] > 0),
-        "bbox": [round(float(v), 3) for v in label.bbox],
-        "area": round(float(label.area), 3),
-        "iscrowd": 0,
-        "spinetrack": {
-            "revision_id": label.revision_id,
-            "source": label.source,
-            "model_version": label.model_version,
-            "annotator": label.annotator,
-            "round": label.round,
+    return coco_annotation(
+        label.instance_id, label.image_id, label.keypoints, label.bbox, area=label.area, decimals=3,
+        extra={
+            "spinetrack": {
+                "revision_id": label.revision_id,
+                "source": label.source,
+                "model_version": label.model_version,
+                "annotator": label.annotator,
+                "round": label.round,
+            },
         },
-    }
+    )
 
 
 def image_entry(label: Label, image_root: Path | None) -> dict[str, Any]:
     """A COCO image entry; `file_name` is relative to `image_root` when given, else absolute."""
     path = Path(label.image_path)
-    if image_root is not None:
-        file_name = os.path.relpath(path, image_root)
-    else:
-        file_name = str(path)
-    return {
-        "id": label.image_id,
-        "file_name": file_name,
-        "width": label.width,
-        "height": label.height,
+    file_name = os.path.relpath(path, image_root) if image_root is not None else str(path)
+    return coco_image(label.image_id, file_name, label.width, label.height, extra={
         "spinetrack": {
             "source": label.image_source,
             "subset": label.subset,
             "group": label.group_key,
             "frame_index": label.frame_index,
         },
-    }
+    })
 
 
 def coco_dict(labels: Sequence[Label], *, image_root: Path | None = None,
@@ -69,12 +55,8 @@ def coco_dict(labels: Sequence[Label], *, image_root: Path | None = None,
     for label in sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id)):
         images.setdefault(label.image_id, image_entry(label, image_root))
         annotations.append(label_annotation(label))
-    return {
-        "info": info or {"description": "SpineTrack export", "keypoints": NUM_KEYPOINTS},
-        "images": list(images.values()),
-        "annotations": annotations,
-        "categories": [coco_category()],
-    }
+    return coco_dataset(list(images.values()), annotations,
+                        info=info or {"description": "SpineTrack export", "keypoints": NUM_KEYPOINTS})
 
 
 def export_coco(

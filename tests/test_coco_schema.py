@@ -53,3 +53,29 @@ def test_valid_file_fills_num_keypoints_and_area(tmp_path: Path) -> None:
     path.write_text(json.dumps(_coco(kps)))
     ann = load_coco(path).annotations[0]
     assert ann.num_keypoints == 36 and ann.area == 25.0
+
+
+def test_the_one_coco_writer_gives_what_pycocotools_and_the_schema_read(tmp_path: Path) -> None:
+    import numpy as np
+    from pycocotools.coco import COCO
+
+    from pipeline.coco_writer import coco_annotation, coco_dataset, coco_image, coco_result
+    from schemas.coco import CocoDataset, dump_coco
+    from schemas.keypoint_array import KeypointArray
+
+    kps = np.zeros((37, 3))
+    kps[:, 0], kps[:, 1] = np.arange(37) + 0.12345, 2.0
+    kps[::2, 2] = 2.0
+    ann = coco_annotation(7, 3, KeypointArray(kps), [1.0, 2.0, 10.0, 20.0], decimals=2, extra={"actor": 1})
+    assert ann["num_keypoints"] == 19 and ann["area"] == 200.0 and ann["iscrowd"] == 0
+    assert ann["keypoints"][:3] == [0.12, 2.0, 2] and type(ann["keypoints"][5]) is int
+    assert coco_annotation(7, 3, kps.ravel().tolist(), [1, 2, 10, 20], decimals=2,
+                           extra={"actor": 1}) == ann  # flat list in, same dict out
+    data = coco_dataset([coco_image(3, "a.png", 64, 48)], [ann])
+    CocoDataset.model_validate(data)
+    coco = COCO(str(dump_coco(data, tmp_path / "a.json")))
+    assert coco.loadAnns([7])[0]["actor"] == 1 and coco.loadCats([1])[0]["keypoints"][0] == "nose"
+    result = coco_result(3, kps, 0.5, all_present=True)
+    assert result["keypoints"][2::3] == [1] * 37 and result["score"] == 0.5
+    with pytest.raises(ValueError, match="triplets"):
+        coco_annotation(1, 1, [1.0, 2.0], [0, 0, 1, 1])
