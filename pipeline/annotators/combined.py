@@ -1,0 +1,105 @@
+"""The combined annotator: each point from the annotator that knows it best, its origin recorded.
+
+body (COCO-17, heels, big toes) from a body expert (BlazePose by default); the 9 spine points from
+the spine-from-body prior or from the student, whichever measured better (the prior:
+bench/results/annotators.json, docs/annotators.md); everything else (head top, small toes, the
+experimental points) from the student. Where the body expert finds no person, the student's body
+points are used; without a student, points only it could give stay uncovered (v=0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.annotators.base import (
+    Annotator,
+    AnnotatorIdentity,
+    BaseAnnotator,
+    ImageInput,
+    PersonPose,
+    combined_sha256,
+    empty_pose,
+)
+from pipeline.annotators.spine_prior import ANCHOR_IDS, INPUT_IDS, OUTPUT_IDS, PRIOR_CONFIDENCE, SpinePrior
+from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
+
+PRIOR_NAME = "spine-prior"
+SPINE_SOURCES = ("prior", "student")
+
+
+class CombinedAnnotator(BaseAnnotator):
+    def __init__(self, *, body: Annotator, prior: SpinePrior | None, student: Annotator | None,
+                 spine: str = "prior", name: str = "combined") -> None:
+        if spine not in SPINE_SOURCES:
+            raise ValueError(f"spine must be one of {SPINE_SOURCES}, got {spine!r}")
+        if spine == "prior" and prior is None:
+            raise ValueError("spine='prior' needs a fitted spine prior")
+        self.body, self.prior, self.student, self.spine = body, prior, student, spine
+        parts = [body.identity]
+        if prior is not None and spine == "prior":
+            parts.append(AnnotatorIdentity(PRIOR_NAME, prior.sha256, "spine-prior"))
+        if student is not None:
+            parts.append(student.identity)
+        label = "+".join(p.name for p in parts)
+        self.identity = AnnotatorIdentity(f"{name}({label})", combined_sha256(parts, {"spine": spine}),
+                                          "combined", tuple(parts))
+        covers = set(body.covers)
+        if student is not None:
+            covers |= set(range(NUM_KEYPOINTS))
+        if spine == "prior" and set(ANCHOR_IDS) <= set(body.covers) | set(student.covers if student else ()):
+            covers |= set(SPINE_CHAIN)
+        self.covers = tuple(sorted(covers))
+
+    def _spine_from_prior(self, pose: PersonPose) -> None:
+        assert self.prior is not None
+        if not pose.covered[list(ANCHOR_IDS)].all():
+            return
+        spine = self.prior.predict(pose.keypoints)
+        known = [i for i in INPUT_IDS if pose.covered[i]]
+        confidence = PRIOR_CONFIDENCE * float(np.mean(pose.confidence[known]))
+        for n, idx in enumerate(OUTPUT_IDS):
+            pose.keypoints[idx] = spine[n]
+            pose.confidence[idx] = confidence
+            pose.covered[idx] = True
+            pose.origin[idx] = PRIOR_NAME
+
+    @staticmethod
+    def _take(pose: PersonPose, source: PersonPose, ids: Sequence[int]) -> None:
+        for i in ids:
+            if source.covered[i]:
+                pose.keypoints[i] = source.keypoints[i]
+                pose.confidence[i] = source.confidence[i]
+                pose.covered[i] = True
+                pose.origin[i] = source.origin[i]
+
+    def merge(self, body: PersonPose, student: PersonPose | None) -> PersonPose:
+        pose = empty_pose(body.bbox, body.image_index, body.box_index)
+        body_ids = list(self.body.covers)
+        if body.covered.any():
+            self._take(pose, body, body_ids)
+        elif student is not None:
+            self._take(pose, student, body_ids)  # the body expert missed this person
+        spine_ids = [i for i in SPINE_CHAIN if i not in body_ids]
+        if self.spine == "prior":
+            self._spine_from_prior(pose)
+        if student is not None:
+            if self.spine == "student" or not pose.covered[spine_ids].all():
+                self._take(pose, student, spine_ids)
+            rest = [i for i in range(NUM_KEYPOINTS) if not pose.covered[i]]
+            self._take(pose, student, rest)
+            pose.features = student.features
+        pose.detail = {"body": body.detail, "origin": pose.origin_summary()}
+        return pose
+
+    def predict(self, image: ImageInput, boxes: Sequence[Sequence[float]]) -> list[PersonPose]:
+        return self.predict_many([image], [boxes])
+
+    def predict_many(self, images: Sequence[ImageInput],
+                     boxes: Sequence[Sequence[Sequence[float]]]) -> list[PersonPose]:
+        bodies = self.body.predict_many(images, boxes)
+        students: dict[tuple[int, int], PersonPose] = {}
+        if self.student is not None:
+            students = {(p.image_index, p.box_index): p for p in self.student.predict_many(images, boxes)}
+        return [self.merge(b, students.get((b.image_index, b.box_index))) for b in bodies]
