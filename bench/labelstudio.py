@@ -18,7 +18,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -39,6 +38,7 @@ from annotation.labelstudio.pull import pull  # noqa: E402
 from annotation.labelstudio.push import image_url, push  # noqa: E402
 from annotation.labelstudio.server import ls_version, start_server, stop_server  # noqa: E402
 from annotation.simulated_annotator import AnnotatorProfile, annotate_tasks  # noqa: E402
+from bench.common import Run  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from schemas.keypoints import NAMES, NUM_KEYPOINTS  # noqa: E402
 
@@ -268,10 +268,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "labelstudio.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ls-"))
+    bench_run = Run()
     out: dict[str, Any] = {
         "n": args.n,
         "label_studio": ls_version(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
     }
     server = None
     try:
@@ -300,8 +300,7 @@ def main() -> None:
         if server is not None:
             stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    bench_run.write(out, args.out, indent=2)
     print(f"wrote {args.out}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.common import Run  # noqa: E402
 from pipeline.model.predict import predict, untrained_model  # noqa: E402
 
 SAMPLES = REPO.parent / "shared" / "data" / "real_people" / "coco"
@@ -101,20 +101,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predict.json")
     args = parser.parse_args()
-    import os
-
+    bench_run = Run()
     report: dict[str, Any] = {
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
         "note": "untrained weights: speed does not depend on them; boxes from real_people/coco",
         "configs": {},
     }
     for name in args.configs:
         report["configs"][name] = bench_config(name, args.device, args.images, args.repeat)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    bench_run.write(report, args.out)
     print(f"wrote {args.out}")
 
 

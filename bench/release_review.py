@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image as PILImage  # noqa: E402
 
+from bench.common import Run  # noqa: E402
 from pipeline.release import create_release, reproduce_release, verify_release  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from schemas.keypoints import NUM_KEYPOINTS  # noqa: E402
@@ -129,6 +129,7 @@ def main() -> None:
         (args.inner / "result.json").write_text(json.dumps(result))
         return
     workdir = Path(tempfile.mkdtemp(prefix="spinetrack-bench-release-"))
+    bench_run = Run()
     try:
         cmd = [sys.executable, __file__, "--inner", str(workdir), "--images", str(args.images),
                "--frames-per-group", str(args.frames_per_group)] + (["--no-app"] if args.no_app else [])
@@ -136,11 +137,7 @@ def main() -> None:
         result = json.loads((workdir / "result.json").read_text())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform()}
-    out = REPO / "bench" / "results" / "release_review.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out = bench_run.write(result, "release_review")
     n = result["images"]
     print(f"release of {n} instances: {result['release_s']:.2f} s, reproduce {result['reproduce_s']:.2f} s, "
           f"verify {result['verify_s']:.2f} s ({result['verify_problems']} problems)")
@@ -152,8 +149,7 @@ def main() -> None:
           f"sync {result['tags_synced']} tags {result['sync_s']:.2f} s")
     if "app_first_http_s" in result:
         print(f"App: HTTP {result['app_status']} after {result['app_first_http_s']:.1f} s")
-    machine = result["machine"]
-    print(f"load average {machine['load_avg_1m']} on {machine['cpus']} cores; wrote {out}")
+    print(f"load average {result['load_average']} on {result['machine']['cpus']} cores; wrote {out}")
 
 
 if __name__ == "__main__":

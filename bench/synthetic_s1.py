@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import Run  # noqa: E402
 from schemas.render import load_bones, load_sequence_info  # noqa: E402
 from synthetic.alignment import DEFAULT_ACCURACY, fit_sequence  # noqa: E402
 from synthetic.coords import opensim_to_unreal, unreal_to_opensim  # noqa: E402
@@ -93,11 +92,6 @@ def run(frames: int, seed: int, actors: int, workdir: Path) -> dict[str, Any]:
         "render": render,
         "ik": {"accuracy": DEFAULT_ACCURACY, **ik},
         "ik_variants": variants,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_1min": round(os.getloadavg()[0], 2),
-        },
     }
 
 
@@ -107,12 +101,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--actors", type=int, default=1)
     args = parser.parse_args()
+    bench_run = Run()
     with tempfile.TemporaryDirectory(prefix="spinetrack-bench-") as tmp:
-        result = run(args.frames, args.seed, args.actors, Path(tmp))
+        result = bench_run.annotate(run(args.frames, args.seed, args.actors, Path(tmp)))
     print(json.dumps(result, indent=1))
-    out = REPO / "bench" / "results" / "synthetic_s1.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    bench_run.write(result, "synthetic_s1")
 
 
 if __name__ == "__main__":

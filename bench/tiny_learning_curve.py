@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 
+from bench.common import Run  # noqa: E402
 from pipeline.model.dataset import merge_coco_files  # noqa: E402
 from pipeline.model.train import evaluate_model, train  # noqa: E402
 from pipeline.store import Store  # noqa: E402
@@ -98,6 +97,7 @@ def main() -> None:
     rows = [{"iters": 0, "train_seconds": 0.0, "loss_kpt": None,
              **evaluate_model(untrained_model("tiny", seed=args.seed), val_ann)}]
     probe = CurveProbe(val_ann, {p for p in args.probe if 0 < p <= args.iters} | {args.iters})
+    bench_run = Run()
     started = time.perf_counter()
     version = train(store, config="tiny", iters=args.iters, seed=args.seed, hooks=[probe])
     total = time.perf_counter() - started
@@ -114,13 +114,11 @@ def main() -> None:
         "val_instances": len(json.loads(val_ann.read_text())["annotations"]),
         "batch_size": version.config["train_dataloader"]["batch_size"],
         "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.platform(),
         "note": "train_seconds excludes probe evaluation; shared 2-core machine, other jobs were running",
         "train_call_seconds": round(total, 1),
         "rows": rows,
     }
-    (RESULTS / "tiny_learning_curve.json").write_text(json.dumps(out, indent=2) + "\n")
+    bench_run.write(out, RESULTS / "tiny_learning_curve.json", indent=2)
     plot(rows, RESULTS / "tiny_learning_curve.png")
     print(f"{'iters':>6} {'seconds':>8} {'all':>6} {'body':>6} {'feet':>6} {'spine':>6}")
     for r in rows:
