@@ -15,7 +15,6 @@ import math
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from pipeline.store import Store
 from pipeline.store.models import SplitAssignment
@@ -63,19 +62,11 @@ def hash_split(group_key: str, fractions: Mapping[str, float] = DEFAULT_FRACTION
 
 def assigned_splits(store: Store, group_keys: Iterable[str] | None = None) -> dict[str, str]:
     """Splits already fixed in the store (all of them, or those of `group_keys`)."""
-    with store.session() as s:
-        return _read(s, None if group_keys is None else sorted(set(group_keys)))
-
-
-def _read(s: Session, keys: list[str] | None) -> dict[str, str]:
     q = select(SplitAssignment.group_key, SplitAssignment.split)
-    if keys is None:
-        return dict(s.execute(q).tuples().all())
-    found: dict[str, str] = {}
-    for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-        chunk = keys[start : start + 500]
-        found.update(s.execute(q.where(SplitAssignment.group_key.in_(chunk))).tuples().all())
-    return found
+    if group_keys is None:
+        with store.session() as s:
+            return dict(s.execute(q).tuples().all())
+    return dict(store.rows_in(q, SplitAssignment.group_key, sorted(set(group_keys))))
 
 
 def assign_splits(
@@ -106,8 +97,8 @@ def assign_splits(
     new = {k: pinned.get(k) or hash_split(k, fractions) for k in keys if k not in existing}
     if new:
         with store.session() as s:
-            # another process may have assigned some meanwhile: re-read inside the transaction
-            taken = _read(s, sorted(new))
-            s.add_all(SplitAssignment(group_key=k, split=v) for k, v in new.items() if k not in taken)
+            # another process may assign some meanwhile: its split is kept, ours skipped
+            rows = [{"group_key": k, "split": v} for k, v in sorted(new.items())]
+            store.insert_ignore(s, SplitAssignment, rows, ["group_key"])
         existing = assigned_splits(store, keys)
     return {k: existing[k] for k in keys}
