@@ -33,14 +33,11 @@ def release_dataset(
     from pipeline.splits import DEFAULT_FRACTIONS
     from pipeline.store import Store
 
-    store = Store()
-    try:
+    with Store.open() as store:
         published = create_release(
             store, version, parent=parent, notes=notes, fractions=fractions or DEFAULT_FRACTIONS,
             copy_images=copy_images,
         )
-    finally:
-        store.engine.dispose()
     create_markdown_artifact(
         render_card(published.manifest), key=f"release-{version.replace('.', '-').lower()}"[:100],
         description=f"dataset card of release {version}",

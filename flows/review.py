@@ -27,16 +27,13 @@ def review_sync(release: str | None = None, reviewer: str | None = None,
     from pipeline.release import ReleaseError
     from pipeline.store import Store
 
-    store = Store()
-    try:
+    with Store.open() as store:
         fo = fiftyone_module(store.home)
         name = dataset_name(release)
         if not fo.dataset_exists(name):
             raise ReleaseError(f"no FiftyOne dataset {name!r}: run `spinetrack review` first")
         rows = sync_review_tags(store, fo.load_dataset(name), tags=tags or [NEEDS_FIX], reviewer=reviewer)
         return sorted(row.instance_id for row in rows)
-    finally:
-        store.engine.dispose()
 
 
 @app.command("review")

@@ -70,14 +70,12 @@ def ingest_sequence_task(
     from pipeline.store import Store
     from synthetic.ingest import ingest_sequence
 
-    store = store_ref.open() if store_ref is not None else Store()  # on a Dask worker: the flow's store
-    try:
+    # on a Dask worker: the flow's store
+    with store_ref.open() if store_ref is not None else Store.open() as store:
         summary = ingest_sequence(
             store, folder, residual_threshold_m=residual_threshold_m, model=model, marker_map=marker_map
         )
         return summary.to_dict()
-    finally:
-        store.engine.dispose()
 
 
 @lazy.flow(name="ingest-synthetic")
