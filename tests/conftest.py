@@ -30,9 +30,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture()
 def store(home: Path) -> Iterator[Store]:
-    st = Store(home=home)
-    yield st
-    st.engine.dispose()
+    with Store.open(home=home) as st:
+        yield st
 
 
 @pytest.fixture()

@@ -73,7 +73,7 @@ def loop_store(labelstudio_server: LabelStudioServer) -> Iterator[Store]:
 
     train(store, config="tiny", iters=12, labels=training_labels(store), name="tiny-start")
     yield store
-    store.engine.dispose()
+    store.close()
 
 
 def test_round_one_step_by_step_survives_a_crash_at_every_step(

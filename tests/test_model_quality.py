@@ -47,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, P
     baseline = pseudo_label_quality(store, "tiny-untrained")
     print(f"\ntrained:   {quality}\nuntrained: {baseline}")
     yield store, quality, baseline
-    store.engine.dispose()
+    store.close()
 
 
 def test_trained_model_labels_unseen_renders_far_better_than_untrained(trained) -> None:  # type: ignore[no-untyped-def]

@@ -55,7 +55,7 @@ def trained(renders: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
     count = sum(store_ground_truth(store, folder, tag="test-gt") for folder in renders["train"])
     version = train(store, config="tiny", iters=TRAIN_ITERS, seed=0, val_ann=renders["val_ann"])
     yield {"store": store, "version": version, "count": count, **renders}
-    store.engine.dispose()
+    store.close()
 
 
 @pytest.mark.slow
