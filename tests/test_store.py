@@ -169,3 +169,23 @@ def test_status_words_are_the_stored_strings(store: Store, tmp_path: Path) -> No
     last = store.revisions(inst)[-1]
     assert last.status == RevisionStatus.SUPERSEDED_BY_HUMAN == "superseded-by-human"
     assert last.accepted is False
+
+
+def test_a_loaded_model_travels_with_its_name_and_metadata(home: Path) -> None:
+    import torch
+
+    from pipeline.model.predict import untrained_model
+    from pipeline.model.registry import LoadedModel, load_model, save_model
+
+    with Store.open(home=home) as st:
+        model = untrained_model("tiny")
+        version = save_model(st, model, name="tiny-t", config_name="tiny", config=model.cfg,
+                             data_snapshot="snap1", metrics={"all_AP": 0.5})
+        loaded = load_model(st, "tiny-t")
+        assert isinstance(loaded, LoadedModel)
+        assert loaded.name == "tiny-t" and loaded.sha256 == version.checkpoint_sha256
+        assert loaded.meta["data_snapshot"] == "snap1" and loaded.meta["metrics"] == {"all_AP": 0.5}
+        first = next(iter(model.state_dict().values()))
+        assert torch.equal(next(iter(loaded.module.state_dict().values())), first)
+        module, meta = loaded  # the old (module, meta) unpacking still works
+        assert module is loaded.module and meta is loaded.meta

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +172,26 @@ def build_model(config: Config | dict[str, Any], device: str = "cpu") -> nn.Modu
     return model.to(device)
 
 
-def load_model(store: Store, name: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A registered model in eval mode on `device`, plus its metadata (config, snapshot, metrics)."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model in memory, travelling with its name, metadata and checkpoint sha256.
+
+    Unpacks as `(module, meta)`, as `load_model` returned before, so older callers keep working.
+    """
+
+    module: nn.Module
+    name: str
+    meta: dict[str, Any]
+    sha256: str
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.module, self.meta))
+
+
+def load_model(store: Store, name: str, device: str = "cpu") -> LoadedModel:
+    """A registered model in eval mode on `device`, with its metadata (config, snapshot, metrics)."""
     state, meta = load_state_dict(store, name, device)
     model = build_model(meta["config"], device)
     model.load_state_dict(state, strict=True)
     model.eval()
-    return model, meta
+    return LoadedModel(module=model, name=name, meta=meta, sha256=str(meta["checkpoint_sha256"]))
