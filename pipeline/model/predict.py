@@ -138,7 +138,9 @@ def _flip_back(head: nn.Module, outputs: Any, test_cfg: dict[str, Any]) -> Any:
     """Map the head's output on a mirrored crop back to the plain crop (mmpose's own helpers)."""
     from mmpose.models.utils.tta import flip_heatmaps, flip_vectors
 
-    indices = list(flip_permutation())
+    # K = 17 / 26 (official COCO / Halpe26 models): their flip partners are the first K of ours
+    count = int((outputs[0] if isinstance(outputs, tuple) else outputs).shape[1])
+    indices = list(flip_permutation())[:count]
     if isinstance(outputs, tuple) and len(outputs) == 2:  # SimCC: (x, y) 1-D distributions
         return flip_vectors(outputs[0], outputs[1], flip_indices=indices)
     if isinstance(outputs, torch.Tensor) and outputs.ndim == 4:  # heatmaps

@@ -25,8 +25,8 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner, set_random_seed
 from torch import nn
 
-from pipeline.model import compat
 from pipeline.model.configs import CONFIG_NAMES, SPECS, build_config
+from pipeline.model.init_checkpoint import init_from_checkpoint
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
 from pipeline.model.registry import build_model, get_version, load_model, load_state_dict, save_model
 from pipeline.store import Label, Store
@@ -63,33 +63,34 @@ def load_teacher(store: Store, teacher: str | TeacherSpec, device: str = "cpu") 
     if isinstance(teacher, str):
         model, _ = load_model(store, teacher, device)
         return model
-    from mmpose.apis import init_model
+    from pipeline.annotators.mmpose_checkpoint import load_checkpoint_model
 
-    model = init_model(str(teacher.config), None, device=device)
-    missing, _unexpected = model.load_state_dict(
-        compat.load_checkpoint_weights_only(teacher.checkpoint), strict=False
-    )
-    if missing:
-        raise ValueError(
-            f"{teacher.checkpoint}: teacher checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}"
-        )
+    model = load_checkpoint_model(teacher.config, teacher.checkpoint, device=device)
     model.eval()
     return model
 
 
-def init_from_checkpoint(model: nn.Module, checkpoint: str | Path) -> dict[str, int]:
-    """Initialise from a user's pretrained mmpose checkpoint (e.g. an RTMPose body model).
+def resolve_teacher(store: Store, teacher: Any, device: str = "cpu"
+                    ) -> tuple[nn.Module | None, Any | None, dict[str, Any]]:
+    """(SimCC torch model for soft targets | None, annotator for hard targets | None, identity).
 
-    Weights whose name and shape match are copied (backbone, most of the head); the rest (the
-    37-way output layers) stay freshly initialised. Loaded with `weights_only=True`.
+    `teacher` is a registered model name, a `TeacherSpec`, an annotator spec string (any of
+    pipeline.annotators.spec) or an `Annotator`. Annotators backed by a SimCC torch model teach
+    with soft targets, all others (BlazePose, ONNX, combined) with hard ones.
     """
-    source = compat.load_checkpoint_weights_only(checkpoint)
-    own = model.state_dict()
-    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise ValueError(f"{checkpoint}: no weight matches the model (is it an RTMPose checkpoint?)")
-    model.load_state_dict(matched, strict=False)
-    return {"matched": len(matched), "total": len(own)}
+    if isinstance(teacher, TeacherSpec):
+        return load_teacher(store, teacher, device), None, {
+            "kind": "mmpose", "name": f"mmpose:{Path(str(teacher.checkpoint)).stem}",
+            "config": str(teacher.config), "checkpoint": str(teacher.checkpoint)}
+    annotator = teacher
+    if isinstance(teacher, str):
+        from pipeline.annotators import load_annotator
+
+        annotator = load_annotator(teacher, store, device=device)
+    simcc = getattr(annotator, "simcc_teacher", None)
+    if callable(simcc):
+        return simcc(), None, annotator.identity.as_json()
+    return None, annotator, annotator.identity.as_json()
 
 
 def evaluate_model(
@@ -134,7 +135,8 @@ def train(
     config: str = "tiny",
     iters: int | None = None,
     parent: str | None = None,
-    teacher: str | TeacherSpec | None = None,
+    teacher: Any | None = None,
+    teacher_pool: Sequence[int] | None = None,
     seed: int = 0,
     device: str = "cpu",
     val_ann: str | Path | None = None,
@@ -152,8 +154,11 @@ def train(
 
     `parent`: a registered model to fine-tune from (same config). `loss_weights` default to the
     paper's (losses.DEFAULT_WEIGHTS) when fine-tuning and to losses.SCRATCH_WEIGHTS (no spine
-    terms) when training from scratch. `teacher`: a registered model or a
-    `TeacherSpec` to distil the 26 body points from. `val_ann`: a COCO file scored after training
+    terms) when training from scratch. `teacher`: a registered model, a `TeacherSpec`, an
+    annotator spec or an `Annotator` whose body points the pool's real images (`teacher_pool`,
+    default the active-learning pool) are distilled from: soft SimCC targets where the teacher is a
+    SimCC model, confidence-weighted hard targets otherwise (pipeline.model.teacher_targets).
+    `val_ann`: a COCO file scored after training
     (OKS AP all/body/feet/spine goes into the model's metrics). `labels` defaults to every current
     accepted label. Same seed, same data, same machine -> same weights (as far as torch allows).
     """
@@ -179,6 +184,15 @@ def train(
     work_dir = store.home / "models" / "_runs" / name
     work_dir.mkdir(parents=True, exist_ok=True)
     train_ann = export_training_labels(store, labels, work_dir / "train.json")
+    teacher_model: nn.Module | None = None
+    provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
+    if teacher is not None:
+        from pipeline.model.teacher_targets import add_teacher_targets, default_pool
+
+        teacher_model, teacher_annotator, identity = resolve_teacher(store, teacher, device)
+        pool = list(teacher_pool) if teacher_pool is not None else default_pool(store)
+        targets = add_teacher_targets(store, train_ann, pool, annotator=teacher_annotator, identity=identity)
+        provenance["teacher"] = targets.as_json()
     cfg = build_config(
         config,
         work_dir=work_dir,
@@ -198,7 +212,6 @@ def train(
         # which re-randomises a model not yet marked initialised and would silently throw away the
         # parent's (or the checkpoint's) weights. From scratch the Runner initialises as usual.
         model.init_weights()  # type: ignore[operator]  # mmengine BaseModule method
-    provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
     if parent is not None:
         parent_state, parent_meta = load_state_dict(store, parent, device)
         if parent_meta["config_name"] != config:
@@ -208,13 +221,13 @@ def train(
             )
         model.load_state_dict(parent_state, strict=True)
     elif init_checkpoint is not None:
-        loaded = init_from_checkpoint(model, init_checkpoint)
-        provenance["init_checkpoint"] = {"path": str(init_checkpoint), **loaded}
-    if teacher is not None:
+        report = init_from_checkpoint(model, init_checkpoint)
+        provenance["init_checkpoint"] = {"path": str(init_checkpoint), **report.as_json()}
+    if teacher_model is not None:
         if not isinstance(model, SpineTrackPoseEstimator):
             raise TypeError("distillation needs a SpineTrackPoseEstimator model")
-        ids = model.attach_teacher(load_teacher(store, teacher, device))
-        provenance["teacher"] = {"model": str(teacher), "distilled_ids": list(ids)}
+        ids = model.attach_teacher(teacher_model)
+        provenance["teacher"]["distilled_ids"] = list(ids)
 
     runner = _runner(cfg, model, name)
     for hook in hooks or ():

@@ -1,0 +1,105 @@
+"""What a teacher annotator contributes to training: the body points of the pool's real images.
+
+The pool's real images have no human label; the student has only seen renders. A teacher teaches
+it real bodies without people in the loop, in one of two ways, per the teacher's kind:
+
+* soft targets, where the teacher has them (a SimCC torch model: a registered model, an mmpose
+  checkpoint): the pool's crops join the training set with no hard label (all weights 0) and the
+  frozen teacher runs on the same augmented crops every step (`SpineTrackPoseEstimator`), its SimCC
+  distributions distilled into the student's on the teacher's body points (KL, losses.py);
+* hard targets otherwise (BlazePose, ONNX, the combined annotator): the teacher labels each pool
+  person once before training and its body points join the training set as targets weighted by
+  the teacher's confidence (mmpose drops a target whose weight is below 0.5, so only confident
+  points teach). Non-body points are left unlabelled (weight 0).
+
+Body points: COCO-17 and the feet (0-25), as far as the teacher covers them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.store import Store
+from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
+
+#: Annotation ids of teacher targets start here (clear of the store's instance ids in the export).
+TEACHER_ID_OFFSET = 1_000_000_000
+
+
+@dataclass
+class TeacherTargets:
+    kind: str  # "soft" | "hard"
+    instances: int
+    points: int  # hard: body points with a weight; soft: 0
+    teacher: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "instances": self.instances, "points": self.points,
+                "teacher": self.teacher}
+
+
+def default_pool(store: Store) -> list[int]:
+    """The active-learning pool's real instances (unlabelled, `train` groups, never tasked)."""
+    from pipeline.active_learning import pool_instances
+
+    return pool_instances(store, "real")
+
+
+def _pool_rows(store: Store, instance_ids: Sequence[int]) -> list[tuple[int, Any, list[float]]]:
+    from pipeline.pseudo_label import _boxes
+
+    wanted = set(instance_ids)
+    pairs = [(img, inst) for img, inst in store.unlabelled_instances() if inst.id in wanted]
+    boxes = _boxes(store, pairs)
+    return [(inst.id, img, boxes[inst.id][0]) for img, inst in pairs if inst.id in boxes]
+
+
+def add_teacher_targets(store: Store, coco_path: Path, instance_ids: Sequence[int], *,
+                        annotator: Any | None, identity: dict[str, Any]) -> TeacherTargets:
+    """Append the pool's persons to the training COCO file at `coco_path`: without labels for a soft
+    (online SimCC) teacher (`annotator` None), with the annotator's body points as confidence-
+    weighted targets otherwise (see the module docstring)."""
+    soft = annotator is None
+    data = json.loads(coco_path.read_text())
+    images = {img["id"]: img for img in data["images"]}
+    rows = _pool_rows(store, instance_ids)
+    body = [i for i in HALPE26_IDS if annotator is not None and i in set(annotator.covers)]
+    poses = {} if annotator is None else {
+        n: p for n, p in enumerate(annotator.predict_many([img.path for _, img, _ in rows],
+                                                          [[box] for _, _, box in rows]))
+    }
+    points = 0
+    added = 0
+    for n, (instance_id, img, box) in enumerate(rows):
+        keypoints = np.zeros((NUM_KEYPOINTS, 3))
+        if not soft:
+            pose = poses.get(n)
+            if pose is None:
+                continue
+            inside = pose.inside(img.width, img.height)
+            for i in body:
+                if inside[i]:
+                    keypoints[i, :2] = pose.keypoints[i]
+                    keypoints[i, 2] = float(np.clip(pose.confidence[i], 0.0, 1.0))
+            if not (keypoints[:, 2] >= 0.5).any():
+                continue
+            points += int((keypoints[:, 2] >= 0.5).sum())
+        images.setdefault(img.id, {"id": img.id, "file_name": str(Path(img.path).resolve()),
+                                   "width": img.width, "height": img.height})
+        data["annotations"].append({
+            "id": TEACHER_ID_OFFSET + instance_id, "image_id": img.id, "category_id": 1,
+            "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
+            "keypoints": [round(float(v), 4) for v in keypoints.ravel()],
+            # soft samples carry no hard label; num_keypoints 1 keeps mmpose from dropping them
+            "num_keypoints": max(1, int((keypoints[:, 2] > 0).sum())),
+        })
+        added += 1
+    data["images"] = list(images.values())
+    coco_path.write_text(json.dumps(data))
+    return TeacherTargets("soft" if soft else "hard", added, points, identity)
