@@ -11,8 +11,8 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.errors import load_json_model
@@ -27,24 +27,26 @@ SEMVER = re.compile(
 )
 
 
+#: The pre-release labels a release may use: those whose order packaging.version knows
+#: (alpha < beta < rc), optionally numbered (1.0.0-rc.1).
+PRE_RELEASE = re.compile(r"^(alpha|beta|rc)(\.(0|[1-9]\d*))?$")
+
+
 def check_semver(version: str) -> str:
     """Return `version` if it is a semantic version (e.g. 1.2.0, 2.0.0-rc.1), else raise ValueError."""
-    if not SEMVER.match(version):
+    match = SEMVER.match(version)
+    if not match:
         raise ValueError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.0.0)")
+    if match[4] is not None and not PRE_RELEASE.match(match[4]):
+        raise ValueError(f"{version!r}: a pre-release must be alpha, beta or rc, optionally numbered "
+                         "(e.g. 1.0.0-rc.1)")
     return version
 
 
-def semver_key(version: str) -> tuple[Any, ...]:
-    """Sort key with semver precedence: 1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0 < 1.0.1."""
-    match = SEMVER.match(version)
-    if match is None:
-        raise ValueError(f"{version!r} is not a semantic version")
-    major, minor, patch, pre = int(match[1]), int(match[2]), int(match[3]), match[4]
-    if pre is None:
-        return (major, minor, patch, 1, ())
-    # numeric identifiers sort before alphanumeric ones, and numerically among themselves
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
-    return (major, minor, patch, 0, parts)
+def semver_key(version: str) -> Version:
+    """Sort key with release precedence: 1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0 < 1.0.1
+    (packaging.version's ordering of the versions check_semver accepts)."""
+    return Version(check_semver(version))
 
 
 class FileEntry(BaseModel):
