@@ -45,21 +45,21 @@ def import_real(
 
 @lazy.flow(name="pseudo-label")
 def pseudo_label(
-    model_name: str,
+    annotator: str = "combined",
     source: str | None = None,
-    batch_size: int = 32,
-    flip_test: bool = True,
     round: int | None = None,
+    device: str = "cpu",
+    student: str | None = None,
 ) -> dict[str, Any]:
-    """Pseudo-label every unlabelled instance (of `source`, if given) with a registered model."""
-    from pipeline.model.registry import load_model
+    """Pseudo-label every unlabelled instance (of `source`, if given) with an annotator spec
+    (docs/annotators.md): a registered model name, onnx:/mmpose: files, blazepose, combined."""
+    from pipeline.annotators import load_annotator
     from pipeline.pseudo_label import pseudo_label as run
     from pipeline.store import Store
 
     store = Store()
-    model, _meta = load_model(store, model_name)
-    summary = run(store, model, model_name, image_source=source, batch_size=batch_size,
-                  flip_test=flip_test, round=round)
+    ann = load_annotator(annotator, store, device=device, student=student)
+    summary = run(store, ann, image_source=source, round=round)
     out = asdict(summary)
     out.pop("revision_ids")
     return out
@@ -90,14 +90,15 @@ def import_real_command(
 
 @app.command("pseudo-label")
 def pseudo_label_command(
-    model: str = typer.Option(..., "--model", help="registered model name"),
+    annotator: str | None = typer.Option(None, help="annotator spec (default combined; docs/annotators.md)"),
+    model: str | None = typer.Option(None, "--model", help="a registered model (same as --annotator NAME)"),
     source: str | None = typer.Option(None, help="only images of this source: real or synthetic"),
-    batch_size: int = typer.Option(32, help="crops per forward pass"),
-    flip_test: bool = typer.Option(True, help="average with the mirrored crop (and measure disagreement)"),
     round: int | None = typer.Option(None, help="active-learning round to record"),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
+    student: str | None = typer.Option(None, help="the combined annotator's student (default: current)"),
 ) -> None:
-    """Store the model's proposal (not accepted) with its uncertainty for every unlabelled instance."""
-    out = pseudo_label(model, source, batch_size, flip_test, round)
+    """Store the annotator's proposal (not accepted) with its uncertainty for every unlabelled instance."""
+    out = pseudo_label(annotator or model or "combined", source, round, device, student)
     mean = out["mean_uncertainty"]
     emit(out, lambda con: con.print(
         f"pseudo-labelled {out['written']} of {out['candidates']} instances "
@@ -152,7 +153,9 @@ def train_command(
     config: str = typer.Option("tiny", help="model config: tiny (CPU, minutes), rtmpose-s, rtmpose-m"),
     iters: int | None = typer.Option(None, help="training iterations (default: the config's)"),
     parent: str | None = typer.Option(None, help="registered model to fine-tune from"),
-    teacher: str | None = typer.Option(None, help="registered model to distil the 26 body points from"),
+    teacher: str | None = typer.Option(
+        None, help="annotator spec whose body points of the pool's real images are distilled "
+        "(registered model, onnx:, mmpose:, blazepose, combined)"),
     seed: int = typer.Option(0, help="random seed"),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0"),
     val_ann: Path | None = typer.Option(None, exists=True, dir_okay=False,
@@ -160,7 +163,7 @@ def train_command(
     batch_size: int | None = typer.Option(None, help="batch size (default: the config's)"),
     init_checkpoint: Path | None = typer.Option(
         None, exists=True, dir_okay=False,
-        help="pretrained mmpose checkpoint (e.g. RTMPose body) to start from; matching weights only",
+        help="pretrained mmpose checkpoint (e.g. RTMPose body) to start from; body rows of the head copied",
     ),
 ) -> None:
     """Train a pose model on the current accepted labels and register it (models/NAME/)."""

@@ -113,7 +113,8 @@ class PersonPose:
         return out
 
 
-def empty_pose(bbox: Sequence[float] | NDArray[np.float64], image_index: int = 0, box_index: int = 0) -> PersonPose:
+def empty_pose(bbox: Sequence[float] | NDArray[np.float64], image_index: int = 0,
+               box_index: int = 0) -> PersonPose:
     """A pose that covers nothing (the annotator found no person in the box)."""
     return PersonPose(
         keypoints=np.zeros((NUM_KEYPOINTS, 2)),
