@@ -351,21 +351,22 @@ def validate(store: Store, model: Any, *, flip_test: bool = True,
 # -- the steps ------------------------------------------------------------------------------------
 def step_pseudo_label(ctx: RoundContext) -> dict[str, Any]:
     """Predict the pool (and the first round's real validation sample, for its pre-annotation)."""
-    from pipeline.model.registry import load_model
+    from pipeline.annotators import load_annotator
     from pipeline.pseudo_label import pseudo_label
 
-    model_name = ctx.state["start_model"]
-    model, _meta = load_model(ctx.store, model_name, device=ctx.settings.device)
+    annotator = load_annotator(ctx.settings.annotator, ctx.store, device=ctx.settings.device,
+                               student=ctx.state["start_model"])
     pool = pool_instances(ctx.store, ctx.settings.image_source)
     val_sample = ctx.state.get("val_sample")
     if val_sample is None:
         val_sample = first_round_val_sample(ctx)
-    result = pseudo_label(ctx.store, model, model_name, instance_ids=pool + val_sample, round=ctx.number)
+    result = pseudo_label(ctx.store, annotator, instance_ids=pool + val_sample, round=ctx.number)
     ctx.log(f"round {ctx.number}: pseudo-labelled {result.written} of {len(pool)} pool instances "
             f"and {len(val_sample)} validation images ({result.already_done} already done, "
             f"{result.without_box} without a box)")
     return {"pool": len(pool), "pseudo_labelled": result.written + result.already_done,
-            "val_sample": val_sample}
+            "val_sample": val_sample, "annotator_version": result.model_version,
+            "annotator": annotator.identity.as_json()}
 
 
 def first_round_val_sample(ctx: RoundContext) -> list[int]:
@@ -420,7 +421,7 @@ def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:
         return {"auto_accepted": 0, "auto_accept_off": "disabled in the round's settings"}
     if not t.enabled:
         return {"auto_accepted": 0, "auto_accept_off": t.reason}
-    model_name = ctx.state["start_model"]
+    model_name = ctx.state.get("annotator_version", ctx.state["start_model"])  # who proposed them
     pool = pool_instances(ctx.store, ctx.settings.image_source)
     accepted = 0
     for rev in _pool_predictions(ctx.store, model_name, pool):
@@ -458,7 +459,7 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
 def step_select(ctx: RoundContext) -> dict[str, Any]:
     s = ctx.settings
     pool = pool_instances(ctx.store, s.image_source)
-    cands = candidates(ctx.store, ctx.state["start_model"], pool)
+    cands = candidates(ctx.store, ctx.state.get("annotator_version", ctx.state["start_model"]), pool)
     chosen = select_instances(cands, s.budget, s.strategy, seed=s.seed + ctx.number)
     ctx.log(f"round {ctx.number}: selected {len(chosen)} of {len(cands)} candidates ({s.strategy})")
     return {"selected": chosen}
@@ -530,7 +531,7 @@ def step_retrain(ctx: RoundContext) -> dict[str, Any]:
     name = f"{s.config}-round{ctx.number}-{ctx.store.snapshot_id(labels)[:10]}"
     if get_version(ctx.store, name) is None:
         train(ctx.store, config=s.config, iters=s.train_iters, parent=ctx.state["start_model"],
-              seed=s.seed + ctx.number, device=s.device, labels=labels, name=name)
+              seed=s.seed + ctx.number, device=s.device, labels=labels, name=name, teacher=s.teacher)
         ctx.log(f"round {ctx.number}: trained {name} on {len(labels)} accepted labels")
     return {"model_version": name, "train_labels": len(labels),
             "train_human_labels_by_round": human_labels_by_round(labels)}
