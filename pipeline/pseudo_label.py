@@ -77,28 +77,17 @@ def _boxes(store: Store, pairs: Sequence[tuple[Image, Instance]]) -> dict[int, t
         else:
             missing.append(inst.id)
     if missing:
-        with store.session() as s:
-            rows = s.execute(
-                select(Revision.instance_id, Revision.bbox)
-                .where(Revision.instance_id.in_(missing))
-                .order_by(Revision.id)
-            )
-            for instance_id, bbox in rows:  # later revisions overwrite earlier ones
-                if bbox and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:
-                    out[instance_id] = ([float(v) for v in bbox], "revision")
+        # chunks split by instance, so each instance's revisions stay in id order
+        query = select(Revision.instance_id, Revision.bbox).order_by(Revision.id)
+        for instance_id, bbox in store.rows_in(query, Revision.instance_id, missing):
+            if bbox and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:  # later ones overwrite earlier
+                out[instance_id] = ([float(v) for v in bbox], "revision")
     return out
 
 
 def _done(store: Store, model_version: str, instance_ids: Sequence[int]) -> set[int]:
     wanted = {external_id(model_version, i): i for i in instance_ids}
-    done: set[int] = set()
-    keys = list(wanted)
-    with store.session() as s:
-        for start in range(0, len(keys), 500):
-            query = select(Revision.external_id).where(Revision.external_id.in_(keys[start : start + 500]))
-            found = s.scalars(query)
-            done.update(wanted[k] for k in found if k is not None)
-    return done
+    return {wanted[k] for k in store.stored_external_ids(wanted)}
 
 
 def as_annotator(model: Annotator | nn.Module, model_version: str | None, flip_test: bool,
@@ -238,26 +227,14 @@ def pseudo_label_quality(store: Store, model_version: str) -> PseudoLabelQuality
     from pipeline.uncertainty import spearman
     from schemas.keypoints import PARTITIONS
 
-    with store.session() as s:
-        pseudo = {
-            r.instance_id: r
-            for r in s.scalars(
-                select(Revision)
-                .where(Revision.source == "pseudo", Revision.model_version == model_version)
-                .order_by(Revision.id)
-            )
-        }
-        truth: dict[int, Revision] = {}
-        image_of: dict[int, int] = {}
-        if pseudo:
-            for r in s.scalars(
-                select(Revision)
-                .where(Revision.instance_id.in_(list(pseudo)), Revision.source.in_(HIDDEN_TRUTH_SOURCES))
-                .order_by(Revision.id)
-            ):
-                truth[r.instance_id] = r
-            rows = s.execute(select(Instance.id, Instance.image_id).where(Instance.id.in_(list(truth))))
-            image_of = {inst_id: img_id for inst_id, img_id in rows}
+    pseudo = {r.instance_id: r
+              for r in store.revisions_for(sources=[RevisionSource.PSEUDO], model_version=model_version)}
+    truth: dict[int, Revision] = {}
+    image_of: dict[int, int] = {}
+    if pseudo:
+        for r in store.revisions_for(pseudo, sources=HIDDEN_TRUTH_SOURCES):  # by id: latest wins
+            truth[r.instance_id] = r
+        image_of = {inst_id: img.id for inst_id, img in store.images_of(truth).items()}
     oks: dict[str, list[float]] = {name: [] for name in PARTITIONS}
     unc: list[float] = []
     err: list[float] = []

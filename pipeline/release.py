@@ -318,13 +318,7 @@ def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, 
 
 
 def _image_hashes(store: Store, image_ids: set[int]) -> dict[int, str]:
-    ids = sorted(image_ids)
-    found: dict[int, str] = {}
-    with store.session() as s:
-        for start in range(0, len(ids), 500):
-            q = select(Image.id, Image.sha256).where(Image.id.in_(ids[start : start + 500]))
-            found.update(s.execute(q).tuples().all())
-    return found
+    return dict(store.rows_in(select(Image.id, Image.sha256), Image.id, sorted(image_ids)))
 
 
 def _image_entries(store: Store, out: Path, image_files: Mapping[int, str]) -> list[FileEntry]:
