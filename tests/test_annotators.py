@@ -66,7 +66,7 @@ def test_combined_records_origin_per_point_and_stores_v0_for_uncovered(
     result = pseudo_label(store, ann, image_source="real")
     assert result.written == 14 and result.model_version == ann.identity.version
     seen_prior = False
-    for img, inst in store.unlabelled_instances():
+    for _img, inst in store.unlabelled_instances():
         rev = store.revisions(inst.id)[-1]
         kps = np.asarray(rev.keypoints).reshape(NUM_KEYPOINTS, 3)
         origin = rev.quality["origin"]

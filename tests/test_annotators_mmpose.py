@@ -73,7 +73,8 @@ def _train_briefly(model: Any, folder: Path) -> None:
         kps = np.asarray(ann["keypoints"], dtype=np.float32).reshape(-1, 3)[:K]
         x, y, w, h = ann["bbox"]
         img = cv2.imread(str(files[ann["image_id"]]))
-        items.append(steps({"img": img, "img_shape": img.shape[:2], "id": ann["id"], "img_id": ann["image_id"],
+        items.append(steps({"img": img, "img_shape": img.shape[:2], "id": ann["id"],
+                            "img_id": ann["image_id"],
                             "bbox": np.array([[x, y, x + w, y + h]], np.float32),
                             "bbox_score": np.ones(1, np.float32), "keypoints": kps[None, :, :2],
                             "keypoints_visible": np.minimum(1, kps[None, :, 2])}))
