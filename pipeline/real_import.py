@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.store import Store, file_sha256
+from pipeline.store.store import NewImage, NewLabel, NewRevision, chunked
+from schemas.enums import RevisionSource
 from schemas.errors import InputError
 from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
 
@@ -33,6 +35,8 @@ KNOWN_LAYOUTS: dict[int, tuple[str, int]] = {
     136: ("halpe136", len(HALPE26_IDS)),
     NUM_KEYPOINTS: ("spinetrack37", NUM_KEYPOINTS),
 }
+#: People written per store transaction.
+WRITE_BATCH = 1000
 
 
 @dataclass
@@ -204,8 +208,10 @@ def import_coco(
         origin, origin_sha = path, file_sha256(path)
 
     summary = ImportSummary(skipped=skipped)
+    bare: list[NewImage] = []
+    labels: list[NewLabel] = []
     for image_id, info in images.items():
-        store_image = store.add_image(
+        image = NewImage(
             info["file"],
             source="real",
             subset=subset_name,
@@ -213,9 +219,13 @@ def import_coco(
             width=info["width"],
             height=info["height"],
             meta={"coco_file": str(path), "coco_image_id": image_id, "file_name": info["file_name"]},
+            sha256=file_sha256(info["file"]),
         )
         summary.images += 1
-        for person in people.get(image_id, []):
+        persons = people.get(image_id, [])
+        if not persons:
+            bare.append(image)
+        for person in persons:
             key = (f"det:{origin_sha[:12]}:{person.ann_index}" if detections is not None
                    else instance_key(person.annotation_id))
             meta: dict[str, Any] = {
@@ -226,21 +236,24 @@ def import_coco(
             }
             if person.score is not None:
                 meta["bbox_score"] = person.score
-            instance = store.instance_id(store_image, key, meta=meta)
-            summary.instances += 1
+            revision = None
             if keep_ground_truth and person.keypoints is not None:
                 digest = hashlib.sha256(f"{origin_sha}:{person.annotation_id}".encode()).hexdigest()[:16]
-                rev = store.add_revision(
-                    instance,
+                revision = NewRevision(
                     person.keypoints,
                     person.bbox,
                     area=person.area,
-                    source="import",
+                    source=RevisionSource.IMPORT,
                     accepted=False,
                     provenance={"file": str(origin), "annotation_id": person.annotation_id,
                                 "layout": person.layout},
                     external_id=f"import:{digest}",
                 )
-                if rev is not None:
-                    summary.ground_truth_revisions += 1
+            labels.append(NewLabel(image, key, meta, revision))
+    store.add_images(bare)
+    for batch in chunked(labels, WRITE_BATCH):  # a few transactions, not three per person
+        for written, label in zip(store.add_labels(batch), batch, strict=True):
+            summary.instances += 1
+            if label.revision is not None and written.revision_id is not None:
+                summary.ground_truth_revisions += 1
     return summary

@@ -321,6 +321,11 @@ class Store:
                                       [r["sha256"] for r in new], session=s))
         return [int(known[d]) for d in digests]
 
+    def add_images(self, images: Sequence[NewImage]) -> list[int]:
+        """Register many images in one transaction; ids in the order given (see `add_image`)."""
+        with self.session() as s:
+            return self._image_ids(s, images)
+
     def instance_id(self, image_id: int, key: str, meta: dict[str, Any] | None = None) -> int:
         """Get or create the instance `key` of an image (race-safe, like `add_image`)."""
         with self.session() as s:
