@@ -1,9 +1,11 @@
 """The render contract: what an Unreal exporter writes for one rendered sequence (docs/render-contract.md).
 
 One folder per sequence: ``sequence.json``, ``cameras.jsonl`` (one line per frame), ``bones.jsonl``
-(one line per frame and actor), ``rgb/NNNNNN.png``, optional ``depth/NNNNNN.npy|.png`` and
-``mask/NNNNNN.png``. This module is the single source of the contract: the models, bone names, file
-names and the loaders that validate line by line and raise `InputError` naming file, line and field.
+(one line per frame and actor), ``rgb/NNNNNN.png``, optional ``depth/NNNNNN.exr|.npy|.png`` and
+``mask/NNNNNN.png`` (actor ids, or 8-bit custom-stencil values mapped by ``actors[].stencil``).
+This module is the single source of the contract: the models, bone names (the UE5 mannequin's, with
+`RIG_BONE_MAPS` for other rigs), file names and the loaders that validate line by line and raise
+`InputError` naming file, line and field. docs/render-contract.schema.json is `contract_json_schema()`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schemas.errors import InputError, from_validation_error
 
 #: The version this code writes. It reads every ``1.x``: minor versions only add optional fields.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 
 SEQUENCE_FILE = "sequence.json"
@@ -62,12 +64,31 @@ REQUIRED_BONES: tuple[str, ...] = (
 )
 #: Bones used when present (face landmarks); other extra bones are accepted and ignored.
 OPTIONAL_BONES: tuple[str, ...] = ("eye_l", "eye_r")
+#: Rigs whose bones are renamed to the UE5 mannequin names above on reading (their name -> ours).
+#: A rig that lacks a required bone (the UE4 mannequin has three spine bones, Mixamo one neck bone)
+#: fails with the list of missing bones: the spine landmarks need five spine bones and two neck bones.
+RIG_BONE_MAPS: dict[str, dict[str, str]] = {
+    "ue5_mannequin": {},
+    # MetaHuman bodies use the UE5 mannequin names; the eyes come from the face skeleton
+    "metahuman": {"FACIAL_L_Eye": "eye_l", "FACIAL_R_Eye": "eye_r"},
+    "ue4_mannequin": {},
+    "mixamo": {
+        "Hips": "pelvis", "Spine": "spine_01", "Spine1": "spine_02", "Spine2": "spine_03", "Neck": "neck_01",
+        "Head": "head", "LeftShoulder": "clavicle_l", "LeftArm": "upperarm_l", "LeftForeArm": "lowerarm_l",
+        "LeftHand": "hand_l", "RightShoulder": "clavicle_r", "RightArm": "upperarm_r",
+        "RightForeArm": "lowerarm_r", "RightHand": "hand_r", "LeftUpLeg": "thigh_l", "LeftLeg": "calf_l",
+        "LeftFoot": "foot_l", "LeftToeBase": "ball_l", "RightUpLeg": "thigh_r", "RightLeg": "calf_r",
+        "RightFoot": "foot_r", "RightToeBase": "ball_r", "LeftEye": "eye_l", "RightEye": "eye_r",
+    },
+}
 
 M = TypeVar("M", bound=BaseModel)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Vec3 = tuple[FiniteFloat, FiniteFloat, FiniteFloat]
 #: Mask pixels hold the actor id; 16-bit PNG masks allow ids up to 65535 (8-bit up to 255).
 MAX_ACTOR_ID = 65535
+#: Unreal's CustomDepth stencil is 8-bit; 0 is "no stencil" (background).
+MAX_STENCIL = 255
 
 
 def frame_name(frame: int, suffix: str) -> str:
@@ -89,6 +110,8 @@ class Subject(_Strict):
 class Actor(_Strict):
     id: int = Field(ge=1, le=MAX_ACTOR_ID)
     subject_id: str = Field(min_length=1)
+    #: Custom-stencil value of this actor when the masks are Unreal custom-stencil buffers (1.1).
+    stencil: int | None = Field(default=None, ge=1, le=MAX_STENCIL)
 
 
 class SequenceInfo(_Strict):
@@ -108,6 +131,10 @@ class SequenceInfo(_Strict):
     frame_count: int = Field(ge=1)
     #: Free text naming what wrote the folder (e.g. "UE 5.4 MovieRenderQueue + SpineTrackExporter 0.3").
     renderer: str | None = None
+    #: Skeleton naming of bones.jsonl (1.1): a key of RIG_BONE_MAPS; 1.0 folders are ue5_mannequin.
+    rig: str = "ue5_mannequin"
+    #: Extra renames applied after the rig's (their bone name -> UE5 mannequin name) (1.1).
+    bone_map: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("schema_version")
     @classmethod
@@ -120,11 +147,36 @@ class SequenceInfo(_Strict):
         ids = [a.id for a in self.actors]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate actor ids {ids}")
+        stencils = [a.stencil for a in self.actors]
+        if any(v is not None for v in stencils):
+            if any(v is None for v in stencils):
+                raise ValueError("give a stencil value for every actor or for none")
+            if len(set(stencils)) != len(stencils):
+                raise ValueError(f"duplicate actor stencil values {stencils}")
         known = {s.id for s in self.all_subjects}
         for actor in self.actors:
             if actor.subject_id not in known:
                 raise ValueError(f"actor {actor.id} names unknown subject_id {actor.subject_id!r}")
         return self
+
+    @field_validator("rig")
+    @classmethod
+    def _known_rig(cls, value: str) -> str:
+        if value not in RIG_BONE_MAPS:
+            raise ValueError(f"unknown rig {value!r}; known: {', '.join(RIG_BONE_MAPS)} (or give bone_map)")
+        return value
+
+    @property
+    def bone_renames(self) -> dict[str, str]:
+        """Their bone name -> UE5 mannequin name, rig map first, then bone_map."""
+        return {**RIG_BONE_MAPS[self.rig], **self.bone_map}
+
+    @property
+    def stencil_to_actor(self) -> dict[int, int] | None:
+        """Mask value -> actor id when the masks are custom-stencil buffers, else None."""
+        if self.actors[0].stencil is None:
+            return None
+        return {int(a.stencil): a.id for a in self.actors if a.stencil is not None}
 
     @property
     def all_subjects(self) -> list[Subject]:
@@ -172,7 +224,7 @@ class BoneFrame(_Strict):
 
     frame: int = Field(ge=0)
     actor: int = Field(ge=1, le=MAX_ACTOR_ID)
-    bones: dict[str, Vec3]
+    bones: dict[str, Vec3] = Field(json_schema_extra={"required": list(REQUIRED_BONES)})
 
     @field_validator("bones")
     @classmethod
@@ -229,8 +281,10 @@ def load_sequence_info(path: str | Path) -> SequenceInfo:
         raise from_validation_error(path, exc) from exc
 
 
-def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[tuple[int, M]]:
-    """Yield (1-based line number, validated model) for each non-blank line."""
+def iter_jsonl(
+    path: str | Path, model: type[M], prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Iterator[tuple[int, M]]:
+    """Yield (1-based line number, validated model) for each non-blank line (`prepare` edits the raw dict)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
@@ -246,6 +300,8 @@ def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[tuple[int, M]]:
                 raise InputError(path, f"{why}: {exc.msg}", line=lineno) from exc
             if not isinstance(raw, dict):
                 raise InputError(path, "expected a JSON object", line=lineno)
+            if prepare is not None:
+                raw = prepare(raw)
             try:
                 yield lineno, model.model_validate(raw)
             except ValidationError as exc:
@@ -276,12 +332,29 @@ def load_cameras(path: str | Path, frame_count: int) -> list[CameraFrame]:
     return [by_frame[f] for f in range(frame_count)]
 
 
-def load_bones(path: str | Path, frame_count: int, actor_ids: list[int]) -> dict[tuple[int, int], BoneFrame]:
-    """Read bones.jsonl; exactly one line per (frame, actor) for every frame and declared actor."""
+def rename_bones(renames: Mapping[str, str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A `prepare` for bones.jsonl lines: bone names of another rig -> UE5 mannequin names."""
+
+    def prepare(raw: dict[str, Any]) -> dict[str, Any]:
+        bones = raw.get("bones")
+        if renames and isinstance(bones, dict):
+            raw = dict(raw, bones={renames.get(k, k): v for k, v in bones.items()})
+        return raw
+
+    return prepare
+
+
+def load_bones(
+    path: str | Path, frame_count: int, actor_ids: list[int], renames: Mapping[str, str] | None = None
+) -> dict[tuple[int, int], BoneFrame]:
+    """Read bones.jsonl; exactly one line per (frame, actor) for every frame and declared actor.
+
+    `renames` maps another rig's bone names to the UE5 mannequin names (`SequenceInfo.bone_renames`).
+    """
     path = Path(path)
     known = set(actor_ids)
     out: dict[tuple[int, int], BoneFrame] = {}
-    for lineno, bf in iter_jsonl(path, BoneFrame):
+    for lineno, bf in iter_jsonl(path, BoneFrame, rename_bones(renames or {})):
         if bf.frame >= frame_count:
             raise InputError(
                 path, f"frame {bf.frame} beyond frame_count {frame_count} of sequence.json",
@@ -304,3 +377,29 @@ def load_bones(path: str | Path, frame_count: int, actor_ids: list[int]) -> dict
             field="frame",
         )
     return out
+
+
+def contract_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of sequence.json and of one cameras.jsonl / bones.jsonl line.
+
+    docs/render-contract.schema.json is this, written by `python -m schemas.render`; a test keeps
+    them equal and validates docs/example-sequence/ against it.
+    """
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"SpineTrack render contract {SCHEMA_VERSION}",
+        "description": "docs/render-contract.md. Keys: sequence.json, cameras.jsonl line, bones.jsonl line.",
+        "type": "object",
+        "properties": {
+            "sequence.json": SequenceInfo.model_json_schema(),
+            "cameras.jsonl": CameraFrame.model_json_schema(),
+            "bones.jsonl": BoneFrame.model_json_schema(),
+        },
+        "required_bones": list(REQUIRED_BONES),
+        "optional_bones": list(OPTIONAL_BONES),
+        "rig_bone_maps": RIG_BONE_MAPS,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(contract_json_schema(), indent=1))

@@ -41,6 +41,8 @@ class MarkerMap:
     bones: dict[str, MarkerSpec]
     landmarks: dict[str, MarkerSpec]
     scale_segments: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: Optional per-axis pairs: body -> {"x"|"y"|"z": pairs}; used by the per-axis scaling.
+    axis_scale_segments: dict[str, dict[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         def spec(s: MarkerSpec) -> dict[str, Any]:
@@ -54,6 +56,10 @@ class MarkerMap:
             "bones": {k: spec(v) for k, v in self.bones.items()},
             "landmarks": {k: spec(v) for k, v in self.landmarks.items()},
             "scale_segments": {k: [list(p) for p in v] for k, v in self.scale_segments.items()},
+            "axis_scale_segments": {
+                k: {axis: [list(p) for p in pairs] for axis, pairs in v.items()}
+                for k, v in self.axis_scale_segments.items()
+            },
         }
 
 
@@ -126,21 +132,35 @@ def load_marker_map(path: str | Path) -> MarkerMap:
     if not isinstance(scale_raw, dict):
         raise InputError(path, "expected an object of body -> [[bone, bone], ...]", field="scale_segments")
     for body, pairs in scale_raw.items():
-        where = f"scale_segments.{body}"
-        if not isinstance(pairs, list) or not pairs:
-            raise InputError(path, "expected a non-empty list of [bone, bone] pairs", field=where)
-        out: list[tuple[str, str]] = []
-        for i, pair in enumerate(pairs):
-            if not (isinstance(pair, list) and len(pair) == 2 and all(p in bones for p in pair)):
-                raise InputError(
-                    path, f"pair {pair!r} must name two bones of this map", field=f"{where}[{i}]"
-                )
-            out.append((pair[0], pair[1]))
-        scale[body] = tuple(out)
+        scale[body] = _pairs(path, f"scale_segments.{body}", pairs, bones)
+    axis_raw = raw.get("axis_scale_segments", {})
+    if not isinstance(axis_raw, dict):
+        raise InputError(path, 'expected body -> {"x"|"y"|"z": pairs}', field="axis_scale_segments")
+    axis_scale: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {}
+    for body, per_axis in axis_raw.items():
+        where = f"axis_scale_segments.{body}"
+        if not isinstance(per_axis, dict) or not per_axis or not set(per_axis) <= {"x", "y", "z"}:
+            raise InputError(path, 'expected {"x"|"y"|"z": [[bone, bone], ...]}', field=where)
+        axis_scale[body] = {a: _pairs(path, f"{where}.{a}", p, bones) for a, p in per_axis.items()}
     name = raw.get("model", path.stem)
     return MarkerMap(
-        model=str(name), bones=bones, landmarks={n: landmarks[n] for n in NAMES}, scale_segments=scale
+        model=str(name),
+        bones=bones,
+        landmarks={n: landmarks[n] for n in NAMES},
+        scale_segments=scale,
+        axis_scale_segments=axis_scale,
     )
+
+
+def _pairs(path: Path, where: str, pairs: Any, bones: dict[str, MarkerSpec]) -> tuple[tuple[str, str], ...]:
+    if not isinstance(pairs, list) or not pairs:
+        raise InputError(path, "expected a non-empty list of [bone, bone] pairs", field=where)
+    out: list[tuple[str, str]] = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in bones for p in pair)):
+            raise InputError(path, f"pair {pair!r} must name two bones of this map", field=f"{where}[{i}]")
+        out.append((pair[0], pair[1]))
+    return tuple(out)
 
 
 def shipped_marker_map(name: str) -> MarkerMap:

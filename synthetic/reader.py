@@ -3,11 +3,17 @@
 Everything that can be checked cheaply is checked up front — JSON lines, frame counts, that every
 frame file exists and has the declared size — so a bad folder fails in a second with a message
 naming the file and field, instead of half-way through IK.
+
+File formats (docs/render-contract.md): depth as OpenEXR (what Unreal's Movie Render Queue writes;
+float cm, read with OpenCV's EXR codec, which needs ``OPENCV_IO_ENABLE_OPENEXR=1`` before first use),
+float32 ``.npy`` (cm) or 16-bit PNG (mm); masks as 8/16-bit actor ids or 8-bit custom-stencil
+values (grey or RGB with equal channels, as a post-process material writes them).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +21,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+
+# OpenCV reads this when it first decodes an EXR, so it must be set before any cv2 EXR call.
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+import cv2
 
 from schemas.errors import InputError
 from schemas.render import (
@@ -37,6 +47,45 @@ from synthetic.camera import Camera
 
 #: Depth PNGs hold uint16 millimetres; 0 means "no hit".
 DEPTH_PNG_MM_PER_UNIT = 1.0
+#: Depth suffixes in order of preference (one per folder).
+DEPTH_SUFFIXES = (".exr", ".npy", ".png")
+#: Scene depth at or beyond this (cm) is "no hit": Unreal writes the far plane / sky as huge values
+#: (65504 is the largest half float).
+DEPTH_NO_HIT_CM = 65000.0
+
+
+def write_depth(path: Path, depth_cm: NDArray[np.float32]) -> None:
+    """Write planar depth (H, W) cm in the format of `path`'s suffix (+inf = no hit)."""
+    depth = np.asarray(depth_cm, dtype=np.float32)
+    if path.suffix == ".npy":
+        np.save(path, depth)
+    elif path.suffix == ".exr":
+        flags = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT]
+        if not cv2.imwrite(str(path), depth, flags):
+            raise OSError(f"OpenCV could not write {path} (EXR codec disabled?)")
+    elif path.suffix == ".png":
+        mm = np.where(np.isfinite(depth), np.clip(np.rint(depth * 10.0), 1, 65535), 0).astype(np.uint16)
+        if not cv2.imwrite(str(path), mm):
+            raise OSError(f"OpenCV could not write {path}")
+    else:
+        raise ValueError(f"unknown depth format {path.suffix!r}; use one of {DEPTH_SUFFIXES}")
+
+
+def read_exr_depth(path: Path, size: tuple[int, int]) -> NDArray[np.float32]:
+    """Depth (H, W) cm from an EXR: one channel, or RGB(A) with depth in R (Movie Render Queue)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(path, "unreadable OpenEXR depth (is OPENCV_IO_ENABLE_OPENEXR=1 honoured?)")
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[..., 2]  # OpenCV orders channels B, G, R(, A)
+    if (arr.shape[1], arr.shape[0]) != size:
+        raise InputError(path, f"image size {(arr.shape[1], arr.shape[0])} differs from sequence.json {size}")
+    if arr.dtype.kind != "f":
+        raise InputError(path, f"EXR depth must be float (cm), got {arr.dtype}")
+    depth = arr.astype(np.float32)
+    depth[~np.isfinite(depth) | (depth >= DEPTH_NO_HIT_CM) | (depth <= 0)] = np.inf
+    return depth
 
 
 @dataclass(frozen=True)
@@ -47,7 +96,7 @@ class RenderSequence:
     info: SequenceInfo
     camera_frames: list[CameraFrame]
     bones: dict[tuple[int, int], BoneFrame]
-    depth_suffix: str | None  # ".npy" | ".png" | None (no depth/)
+    depth_suffix: str | None  # ".exr" | ".npy" | ".png" | None (no depth/)
     has_mask: bool
 
     @property
@@ -93,6 +142,8 @@ class RenderSequence:
         if path is None:
             return None
         h, w = self.info.image_height, self.info.image_width
+        if self.depth_suffix == ".exr":
+            return read_exr_depth(path, (w, h))
         if self.depth_suffix == ".npy":
             try:
                 arr = np.load(path, allow_pickle=False)
@@ -111,14 +162,29 @@ class RenderSequence:
         return depth
 
     def load_mask(self, frame: int) -> NDArray[np.int32] | None:
-        """Actor id per pixel (H, W); 0 is background."""
+        """Actor id per pixel (H, W); 0 is background. Custom-stencil masks are mapped to actor ids."""
         path = self.mask_path(frame)
         if path is None:
             return None
         raw = _read_png(path, (self.info.image_width, self.info.image_height))
+        stencils = self.info.stencil_to_actor
+        if raw.ndim == 3 and stencils is not None:
+            # a stencil buffer written through a colour target: grey, every channel the same value
+            channels = raw[..., :3]
+            if not (np.array_equal(channels[..., 0], channels[..., 1])
+                    and np.array_equal(channels[..., 0], channels[..., 2])):
+                raise InputError(path, "custom-stencil mask has different R, G, B values; expected grey")
+            raw = channels[..., 0]
         if raw.ndim != 2:
             raise InputError(path, f"mask must be single-channel (actor id per pixel), got shape {raw.shape}")
-        return raw.astype(np.int32)
+        if stencils is None:
+            return raw.astype(np.int32)
+        if raw.dtype != np.uint8:
+            raise InputError(path, f"custom-stencil masks are 8-bit, got {raw.dtype}")
+        lut = np.zeros(256, dtype=np.int32)  # unknown stencil values (props, other meshes): background
+        for value, actor in stencils.items():
+            lut[value] = actor
+        return lut[raw]
 
     def frame_files(self) -> Iterator[Path]:
         """Every file the contract names, in a fixed order (for content hashing)."""
@@ -174,13 +240,13 @@ def read_sequence(folder: str | Path, *, check_image_sizes: bool = True) -> Rend
         raise InputError(folder, "not a directory (expected a rendered sequence folder)")
     info = load_sequence_info(folder / SEQUENCE_FILE)
     cameras = load_cameras(folder / CAMERAS_FILE, info.frame_count)
-    bones = load_bones(folder / BONES_FILE, info.frame_count, [a.id for a in info.actors])
+    bones = load_bones(folder / BONES_FILE, info.frame_count, [a.id for a in info.actors], info.bone_renames)
     if not (folder / RGB_DIR).is_dir():
         raise InputError(folder / RGB_DIR, "missing rgb/ folder")
     _check_frame_dir(folder, RGB_DIR, (".png",), info.frame_count)
     depth_suffix = None
     if (folder / DEPTH_DIR).is_dir():
-        depth_suffix = _check_frame_dir(folder, DEPTH_DIR, (".npy", ".png"), info.frame_count)
+        depth_suffix = _check_frame_dir(folder, DEPTH_DIR, DEPTH_SUFFIXES, info.frame_count)
     has_mask = (folder / MASK_DIR).is_dir()
     if has_mask:
         _check_frame_dir(folder, MASK_DIR, (".png",), info.frame_count)

@@ -1,11 +1,14 @@
-"""The reference renderer: a render-contract folder made from the default OpenSim model.
+"""The reference renderer: a render-contract folder made from an independent UE5-like character.
 
 It stands in for an Unreal exporter (docs/render-contract.md) so the whole pipeline can be run and
 tested without Unreal: seeded subjects are posed through `synthetic.motions`, their body segments
-(capsules of `synthetic.opensim_model`) are ray-cast through `synthetic.camera.Camera` - the same
-camera ingest reads back - into RGB, planar depth and an actor-id mask, and the bone positions that
-drove the pose are written as Unreal bones. Renders are made easy for a small pose model to learn:
-left limbs blue/cyan, right limbs red/orange, shaded torso and head, a textured background.
+(capsules of `synthetic.character`, the default, or of the fitting model in the self-consistent
+"opensim" mode) are ray-cast through `synthetic.camera.Camera` - the same camera ingest reads
+back - into RGB, planar depth and an actor-id (or custom-stencil) mask, and the character's own
+bones are written as Unreal bones. With the default character the truth is the character's
+anatomy, never the OpenSim model that ingest fits (docs/reference-renderer.md). Renders are made
+easy for a small pose model to learn: left limbs blue/cyan, right limbs red/orange, shaded torso
+and head, a textured background.
 
 ``ground_truth.json`` (not part of the contract, ingest ignores it) holds the true 37 landmarks as
 COCO keypoints: v=0 outside the image, v=1 when another body part or actor lies on the line of
@@ -18,13 +21,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import cv2
 import numpy as np
-import opensim as osim
 from numpy.typing import NDArray
 
 from schemas.keypoints import NAMES, coco_category
@@ -38,26 +41,19 @@ from schemas.render import (
     SEQUENCE_FILE,
     frame_name,
 )
+from synthetic.anatomy import bone_names, default_anatomy, landmark_names
 from synthetic.camera import Camera, look_at_rotation
+from synthetic.character import home_segments, pose_character, sample_character
 from synthetic.coords import opensim_to_unreal
 from synthetic.marker_map import BONE_PREFIX
 from synthetic.motions import MOTIONS, WALK_RADIUS_M, MotionParams, motion_pose
-from synthetic.opensim_model import (
-    Capsule,
-    body_transforms,
-    bone_names,
-    build_default_model,
-    default_anatomy,
-    landmark_names,
-    marker_positions,
-    pose_state,
-)
 from synthetic.raster import PixelRays, raycast, segment_hits
+from synthetic.reader import write_depth
 
 FPS: Final[float] = 30.0
 GROUND_TRUTH_FILE: Final[str] = "ground_truth.json"
 GROUND_TRUTH_3D_FILE: Final[str] = "ground_truth_3d.npz"
-RENDERER_NAME: Final[str] = "spinetrack-reference-renderer 1.0 (OpenSim default model, capsule ray caster)"
+RENDERER_NAME: Final[str] = "spinetrack-reference-renderer 2.0 (capsule ray caster)"
 
 #: Base colours (RGB) per part: left = cool colours, right = warm colours, so a tiny model can tell
 #: left from right; torso colour comes from the actor's "shirt".
@@ -87,26 +83,45 @@ TRUNK: Final[frozenset[str]] = frozenset(
 )
 
 
+CHARACTERS: Final[tuple[str, ...]] = ("mannequin", "opensim")
+DEPTH_FORMATS: Final[tuple[str, ...]] = ("npy", "exr", "png")
+MASK_FORMATS: Final[tuple[str, ...]] = ("actor_id", "stencil")
+#: Custom-stencil value of actor k in stencil masks (Unreal's CustomDepth Stencil Value, 1..255):
+#: deliberately not the actor id, so a reader that ignores the mapping fails a test.
+STENCIL_STEP: Final[int] = 40
+
+
+@dataclass
+class _Posed:
+    bones_ue: NDArray[np.float64]  # (B, 3) cm, in `bone_names()` order (NaN: the rig lacks it)
+    landmarks_ue: NDArray[np.float64]  # (37, 3) cm
+    cap_a: NDArray[np.float64]  # (C, 3) cm
+    cap_b: NDArray[np.float64]
+    radii: NDArray[np.float64]  # (C,) cm
+
+
 @dataclass
 class _Actor:
-    """One posed subject: its model, geometry and motion."""
+    """One subject: its geometry (capsule parts and segments), occlusion rules and motion.
+
+    `pose_fn(t, motion)` gives the posed frame in OpenSim-style axes (m) before flooring.
+    """
 
     actor_id: int
     subject_id: str
     height_m: float
     mass_kg: float
-    model: osim.Model
-    state: osim.State
-    capsules: tuple[Capsule, ...]
-    bodies: list[str]
-    body_index: dict[str, int]
-    home: list[frozenset[str]]  # per landmark: bodies that do not occlude it
-    landmark_bodies: list[str]
+    cap_parts: list[str]
+    cap_segments: list[str]
+    foot_caps: NDArray[np.bool_]
+    home: list[frozenset[str]]  # per landmark: segments that do not occlude it
     params: MotionParams
     shirt: tuple[int, int, int]
+    pose_fn: Callable[[dict[str, float]], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+                                                NDArray[np.float64], NDArray[np.float64]]]
 
 
-def _adjacency(model: osim.Model) -> dict[str, set[str]]:
+def _adjacency(model: Any) -> dict[str, set[str]]:
     adj: dict[str, set[str]] = {}
     joints = model.getJointSet()
     for i in range(joints.getSize()):
@@ -118,7 +133,13 @@ def _adjacency(model: osim.Model) -> dict[str, set[str]]:
     return adj
 
 
-def _make_actor(actor_id: int, rng: np.random.Generator, origin: tuple[float, float]) -> _Actor:
+_FOOT_BODIES: Final[frozenset[str]] = frozenset({"foot_l", "foot_r", "toes_l", "toes_r"})
+
+
+def _opensim_actor(actor_id: int, rng: np.random.Generator, origin: tuple[float, float]) -> _Actor:
+    """The self-consistent mode: the fitting model poses itself (an IK unit test, not an accuracy claim)."""
+    from synthetic.opensim_builder import body_transforms, build_default_model, marker_positions, pose_state
+
     height = float(rng.uniform(1.52, 1.95))
     bmi = float(rng.uniform(19.0, 28.0))
     mass = round(bmi * height * height, 1)
@@ -127,64 +148,80 @@ def _make_actor(actor_id: int, rng: np.random.Generator, origin: tuple[float, fl
     anatomy = default_anatomy(height, mass)
     capsules = anatomy.capsules
     bodies = sorted({c.body for c in capsules} | {s.body for s in anatomy.marker_map.landmarks.values()})
+    body_index = {b: i for i, b in enumerate(bodies)}
     adj = _adjacency(model)
-    landmark_bodies = [anatomy.marker_map.landmarks[n].body for n in NAMES]
     home = []
-    for body in landmark_bodies:
+    for name in NAMES:
+        body = anatomy.marker_map.landmarks[name].body
         allowed = {body} | adj.get(body, set())
         if allowed & TRUNK:
             allowed |= TRUNK
         home.append(frozenset(allowed))
+    idx = np.array([body_index[c.body] for c in capsules])
+    local = np.array([[c.p0, c.p1] for c in capsules])
+    radii = np.array([c.radius for c in capsules])
+    bone_markers = [BONE_PREFIX + n for n in bone_names()]
+
+    def pose_fn(pose: dict[str, float]) -> tuple[NDArray[np.float64], ...]:
+        pose_state(model, state, pose)
+        rots, origins = body_transforms(model, state, bodies)
+        ends = np.einsum("nij,nkj->nki", rots[idx], local) + origins[idx][:, None, :]
+        bones = marker_positions(model, state, bone_markers)
+        marks = marker_positions(model, state, landmark_names())
+        return bones, marks, ends[:, 0], ends[:, 1], radii
+
     return _Actor(
         actor_id=actor_id,
         subject_id=f"subject-{actor_id:02d}",
         height_m=round(height, 3),
         mass_kg=mass,
-        model=model,
-        state=state,
-        capsules=capsules,
-        bodies=bodies,
-        body_index={b: i for i, b in enumerate(bodies)},
+        cap_parts=[c.part for c in capsules],
+        cap_segments=[c.body for c in capsules],
+        foot_caps=np.array([c.body in _FOOT_BODIES for c in capsules]),
         home=home,
-        landmark_bodies=landmark_bodies,
         params=MotionParams.draw(rng, origin),
         shirt=SHIRTS[int(rng.integers(len(SHIRTS)))],
+        pose_fn=pose_fn,  # type: ignore[arg-type]
     )
 
 
-@dataclass
-class _Posed:
-    bones_ue: NDArray[np.float64]  # (B, 3) cm
-    landmarks_ue: NDArray[np.float64]  # (37, 3) cm
-    cap_a: NDArray[np.float64]  # (C, 3) cm
-    cap_b: NDArray[np.float64]
-    radii: NDArray[np.float64]  # (C,) cm
+def _mannequin_actor(actor_id: int, rng: np.random.Generator, origin: tuple[float, float]) -> _Actor:
+    """The independent character (synthetic/character.py): its own skeleton, spine and truth."""
+    character = sample_character(rng)
+    capsules = character.capsules()
+    names = bone_names()
 
+    def pose_fn(pose: dict[str, float]) -> tuple[NDArray[np.float64], ...]:
+        posed = pose_character(character, pose, capsules)
+        bones = np.array([posed.bones.get(n, np.full(3, np.nan)) for n in names])
+        return bones, posed.landmarks, posed.cap_a, posed.cap_b, posed.radii
 
-_FOOT_BODIES: Final[frozenset[str]] = frozenset({"foot_l", "foot_r", "toes_l", "toes_r"})
+    return _Actor(
+        actor_id=actor_id,
+        subject_id=f"subject-{actor_id:02d}",
+        height_m=round(character.height_m, 3),
+        mass_kg=character.mass_kg,
+        cap_parts=[c.part for c in capsules],
+        cap_segments=[c.segment for c in capsules],
+        foot_caps=np.array([c.segment.startswith(("foot_", "ball_")) for c in capsules]),
+        home=[home_segments(n) for n in NAMES],
+        params=MotionParams.draw(rng, origin),
+        shirt=SHIRTS[int(rng.integers(len(SHIRTS)))],
+        pose_fn=pose_fn,  # type: ignore[arg-type]
+    )
 
 
 def _pose_actor(actor: _Actor, t: float, motion: str) -> _Posed:
-    pose = motion_pose(motion, t, actor.params)
-    pose_state(actor.model, actor.state, pose)
-    rots, origins = body_transforms(actor.model, actor.state, actor.bodies)
-    idx = np.array([actor.body_index[c.body] for c in actor.capsules])
-    local = np.array([[c.p0, c.p1] for c in actor.capsules])
-    ends = np.einsum("nij,nkj->nki", rots[idx], local) + origins[idx][:, None, :]
-    radii = np.array([c.radius for c in actor.capsules])
-    # stand on the floor: lowest point of the feet at y = 0 (a pure pelvis_ty shift)
-    feet = np.array([c.body in _FOOT_BODIES for c in actor.capsules])
-    floor = float((ends[feet, :, 1] - radii[feet, None]).min())
-    ends[..., 1] -= floor
+    bones, marks, a, b, radii = actor.pose_fn(motion_pose(motion, t, actor.params))
+    # stand on the floor: lowest point of the feet at y = 0 (a pure vertical shift)
+    floor = float(min((a[actor.foot_caps, 1] - radii[actor.foot_caps]).min(),
+                      (b[actor.foot_caps, 1] - radii[actor.foot_caps]).min()))
     shift = np.array([0.0, floor, 0.0])
-    bones = marker_positions(actor.model, actor.state, [BONE_PREFIX + n for n in bone_names()]) - shift
-    marks = marker_positions(actor.model, actor.state, landmark_names()) - shift
-    ue_ends = opensim_to_unreal(ends)
     return _Posed(
-        bones_ue=opensim_to_unreal(bones),
-        landmarks_ue=opensim_to_unreal(marks),
-        cap_a=ue_ends[:, 0],
-        cap_b=ue_ends[:, 1],
+        bones_ue=opensim_to_unreal(bones - shift),
+        landmarks_ue=opensim_to_unreal(marks - shift),
+        cap_a=opensim_to_unreal(a - shift),
+        cap_b=opensim_to_unreal(b - shift),
         radii=radii * 100.0,
     )
 
@@ -283,7 +320,7 @@ def _visibility(
     all_b = np.concatenate([p.cap_b for p in posed])
     all_r = np.concatenate([p.radii for p in posed])
     owner = np.concatenate([np.full(len(p.radii), i) for i, p in enumerate(posed)])
-    cap_body = [c.body for a in actors for c in a.capsules]
+    cap_body = [seg for a in actors for seg in a.cap_segments]
     origin = np.asarray(camera.location, dtype=np.float64)
     out: list[tuple[NDArray[np.float64], NDArray[np.int64]]] = []
     for i, (p, actor) in enumerate(zip(posed, actors, strict=True)):
@@ -319,11 +356,25 @@ def render_sequence(
     width: int = 320,
     height: int = 256,
     actors: int = 1,
+    character: str = "mannequin",
+    depth_format: str = "npy",
+    mask_format: str = "actor_id",
 ) -> Path:
     """Render `frames` frames of `actors` seeded subjects doing `motion` into `out_dir` (contract layout).
 
+    `character` "mannequin" draws the independent UE5-like character (synthetic/character.py, the
+    default and the accuracy benchmark's subject); "opensim" poses the fitting model itself (the
+    self-consistent mode: a unit test of IK only). `depth_format` npy (float32 cm), exr (OpenEXR
+    float32 cm, as Movie Render Queue writes) or png (uint16 mm); `mask_format` actor_id (8-bit
+    actor ids) or stencil (8-bit custom-stencil values, mapped to actors in sequence.json).
     Deterministic for a seed. Returns `out_dir`.
     """
+    if character not in CHARACTERS:
+        raise ValueError(f"unknown character {character!r}; choose one of {', '.join(CHARACTERS)}")
+    if depth_format not in DEPTH_FORMATS:
+        raise ValueError(f"unknown depth_format {depth_format!r}; choose one of {', '.join(DEPTH_FORMATS)}")
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"unknown mask_format {mask_format!r}; choose one of {', '.join(MASK_FORMATS)}")
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; choose one of {', '.join(MOTIONS)}")
     if frames < 1:
@@ -332,7 +383,10 @@ def render_sequence(
         raise ValueError("actors must be between 1 and 8")
     if width < 16 or height < 16:
         raise ValueError("image must be at least 16x16 pixels")
-    osim.Logger.setLevelString("error")
+    if character == "opensim":
+        import opensim as osim
+
+        osim.Logger.setLevelString("error")
     out_dir = Path(out_dir)
     # sequence.json is written last: until then the folder reads as incomplete, also on a re-render
     (out_dir / SEQUENCE_FILE).unlink(missing_ok=True)
@@ -340,20 +394,22 @@ def render_sequence(
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
         # re-rendering into a folder of a longer run must not leave its extra frames behind
         for stale in (out_dir / sub).glob("[0-9]" * 6 + ".*"):
-            if int(stale.stem) >= frames:
+            other_format = sub == DEPTH_DIR and stale.suffix != f".{depth_format}"
+            if int(stale.stem) >= frames or other_format:
                 stale.unlink()
     rng = np.random.default_rng(seed)
     walking = motion in ("walk", "mixed")
     spacing = 2 * WALK_RADIUS_M + 0.5 if walking else 1.3
-    cast = [_make_actor(i + 1, rng, (0.0, (i - (actors - 1) / 2) * spacing)) for i in range(actors)]
+    make = _mannequin_actor if character == "mannequin" else _opensim_actor
+    cast = [make(i + 1, rng, (0.0, (i - (actors - 1) / 2) * spacing)) for i in range(actors)]
     rig = _rig(rng, width, height, spacing * (actors - 1), walking=walking)
     background = _background(rng, width, height)
     light_az = float(rng.uniform(0, 2 * math.pi))
     light_el = float(rng.uniform(0.4, 1.1))
     colours: list[tuple[int, int, int]] = []
     for actor in cast:
-        for c in actor.capsules:
-            colours.append(actor.shirt if c.part == "torso" else PART_COLOURS[c.part])
+        for part in actor.cap_parts:
+            colours.append(actor.shirt if part == "torso" else PART_COLOURS[part])
     part_colour = np.asarray(colours, dtype=np.float32)
 
     sequence_id = f"synthetic-{motion}-seed{seed}"
@@ -370,9 +426,14 @@ def render_sequence(
         "axes": "unreal",
         "subject": subjects[0],
         "subjects": subjects[1:],
-        "actors": [{"id": a.actor_id, "subject_id": a.subject_id} for a in cast],
+        "actors": [
+            {"id": a.actor_id, "subject_id": a.subject_id}
+            | ({"stencil": a.actor_id * STENCIL_STEP} if mask_format == "stencil" else {})
+            for a in cast
+        ],
         "frame_count": frames,
-        "renderer": RENDERER_NAME,
+        "renderer": f"{RENDERER_NAME}; character={character}",
+        "rig": "ue5_mannequin",
     }
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -411,8 +472,14 @@ def render_sequence(
             rgb = _shade(hits, part_colour, background, light)
             name = frame_name(f, ".png")
             cv2.imwrite(str(out_dir / RGB_DIR / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), png_rgb)
-            cv2.imwrite(str(out_dir / MASK_DIR / name), mask, png_mask)
-            np.save(out_dir / DEPTH_DIR / frame_name(f, ".npy"), hits.depth)
+            if mask_format == "stencil":
+                # what a post-process material writing CustomStencil to an 8-bit PNG gives: grey RGB
+                stencil = (mask.astype(np.int64) * STENCIL_STEP).astype(np.uint8)
+                grey = np.repeat(stencil[..., None], 3, axis=2)
+                cv2.imwrite(str(out_dir / MASK_DIR / name), grey, png_mask)
+            else:
+                cv2.imwrite(str(out_dir / MASK_DIR / name), mask, png_mask)
+            write_depth(out_dir / DEPTH_DIR / frame_name(f, f".{depth_format}"), hits.depth)
             cams.write(json.dumps(camera.to_record(f)) + "\n")
             image_id = f + 1
             images.append(
@@ -435,6 +502,7 @@ def render_sequence(
                             "bones": {
                                 n: [round(float(c), 4) for c in xyz]
                                 for n, xyz in zip(bone_list, p.bones_ue, strict=True)
+                                if np.all(np.isfinite(xyz))
                             },
                         }
                     )

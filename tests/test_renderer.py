@@ -50,7 +50,7 @@ def test_folder_follows_the_render_contract(two_actors: Path) -> None:
         assert depth.shape == (H, W) and depth.dtype == np.float32
         assert set(np.unique(mask)) <= {0, 1, 2}
         assert np.isinf(depth[mask == 0]).all() and np.isfinite(depth[mask > 0]).all()
-        assert (mask == 1).sum() > 200 and (mask == 2).sum() > 200
+        assert (mask == 1).sum() > 100 and (mask == 2).sum() > 100
 
 
 def test_bones_and_landmarks_project_onto_their_actor(two_actors: Path) -> None:
@@ -75,7 +75,9 @@ def test_bones_and_landmarks_project_onto_their_actor(two_actors: Path) -> None:
             if mask[y, x] == ann["actor"]:
                 on_actor += 1
                 # a visible landmark lies inside the body, behind the surface the camera sees
-                assert depth[y, x] <= z[k] + 1.0, NAMES[k]
+                # (within one pixel: a 2 px wide foot seen edge-on shows what is behind it)
+                near = depth[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+                assert near.min() <= z[k] + 1.0, NAMES[k]
                 assert z[k] - depth[y, x] < 40.0
         # the pelvis bone (its Unreal position) falls inside the actor's box
         puv, _ = cam.project(np.asarray([bones[(f, ann["actor"])].bones["pelvis"]]))

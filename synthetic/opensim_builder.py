@@ -1,0 +1,375 @@
+"""Build the default SpineTrack full-body OpenSim model from `synthetic.anatomy` (opensim 4.6 API).
+
+No geometry files or model files ship with the opensim wheel, so the model is assembled in code.
+
+Topology (joints in parentheses; coordinates are rotations in radians unless noted):
+
+- ground -> pelvis (``ground_pelvis``: yaw about Y, tilt about Z, list about X, then tx, ty, tz in m)
+- pelvis -> lumbar5 -> lumbar4 -> lumbar3 -> lumbar2 -> lumbar1 -> thorax: the articulated lumbar spine,
+  joints ``L5_S1``, ``L4_L5``, ``L3_L4``, ``L2_L3``, ``L1_L2``, ``T12_L1`` with three rotations each
+  (extension about Z, bending about X, rotation about Y). The sacrum is part of the pelvis.
+  Poses given as total lumbar motion (``lumbar_extension`` ...) are spread over the six levels in
+  proportion to the segmental range of motion, see `synthetic.anatomy.expand_pose`.
+  ``coupled_lumbar=True`` additionally enforces that spread with coupler constraints, as the
+  published OpenSim lumbar models do (Christophy 2012, Beaucage-Gauvreau 2019); bench/synthetic_fidelity.py
+  measures coupled against free levels.
+- thorax -> neck (``C7_T1``: extension, bending; C7..C2 as one segment) -> head (``C1_head``:
+  extension, bending, rotation). Half of all cervical axial rotation happens at C1/C2, so the neck's
+  axial rotation is given to the head joint.
+- thorax -> clavicle_l/r (``sternoclavicular_*``: elevation, protraction) -> humerus (``shoulder_*``:
+  flexion, adduction, rotation) -> forearm (``elbow_*``: flexion) -> hand (welded).
+- pelvis -> femur (``hip_*``: flexion, adduction, rotation) -> tibia (``knee_*``: flexion) -> foot
+  (``ankle_*``: dorsiflexion) -> toes (welded at the metatarsophalangeal joint).
+
+Markers: ``ue_<bone>`` at the joint centre each Unreal bone stands for (IK targets) and
+``kp_<name>`` for each of the 37 SpineTrack landmarks (the outputs), both from one `MarkerMap`.
+Joint ranges: `synthetic.anatomy.JOINT_RANGES_DEG` (anatomical, with a margin) or wide open
+(``ranges="open"``, the old behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import opensim as osim
+from numpy.typing import NDArray
+
+from synthetic.anatomy import (
+    _MASS_FRACTIONS,
+    DEFAULT_MODEL_NAME,
+    LATEST_REVISION,
+    LUMBAR_DOFS,
+    LUMBAR_LEVELS,
+    REFERENCE_HEIGHT_M,
+    _Proportions,
+    default_anatomy,
+    expand_pose,
+    joint_range_deg,
+    lumbar_coordinate,
+    lumbar_share,
+)
+from synthetic.marker_map import BONE_PREFIX, LANDMARK_PREFIX, MarkerMap
+
+
+def _vec(v: Sequence[float]) -> osim.Vec3:
+    return osim.Vec3(float(v[0]), float(v[1]), float(v[2]))
+
+
+def _body(name: str, mass: float, length: float, radius: float) -> osim.Body:
+    """A body with a solid-cylinder inertia about its centre (centre of mass half way down)."""
+    ixx = mass * (3 * radius**2 + length**2) / 12.0
+    iyy = 0.5 * mass * radius**2
+    inertia = osim.Inertia(ixx, iyy, ixx)
+    return osim.Body(name, mass, osim.Vec3(0, -length / 2.0, 0), inertia)
+
+
+def _custom_joint(
+    name: str,
+    parent: osim.PhysicalFrame,
+    location_in_parent: Sequence[float],
+    child: osim.Body,
+    rotations: Sequence[tuple[str, Sequence[float]]],
+    translations: Sequence[str] = (),
+) -> osim.CustomJoint:
+    """CustomJoint with up to three rotations (body-fixed sequence) and optional ground translations."""
+    st = osim.SpatialTransform()
+    used_axes: list[tuple[float, float, float]] = []
+    for i, (coord, axis) in enumerate(rotations):
+        ta = st.updTransformAxis(i)
+        names = osim.ArrayStr()
+        names.append(coord)
+        ta.setCoordinateNames(names)
+        ta.setAxis(_vec(axis))
+        ta.set_function(osim.LinearFunction(1.0, 0.0))
+        used_axes.append((abs(axis[0]), abs(axis[1]), abs(axis[2])))
+    # Unused rotation axes must still be independent of the used ones.
+    spare = [a for a in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)) if a not in used_axes]
+    for i in range(len(rotations), 3):
+        ta = st.updTransformAxis(i)
+        ta.setAxis(_vec(spare.pop(0)))
+        ta.set_function(osim.Constant(0.0))
+    for i, axis in enumerate(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))):
+        ta = st.updTransformAxis(3 + i)
+        ta.setAxis(_vec(axis))
+        if i < len(translations):
+            names = osim.ArrayStr()
+            names.append(translations[i])
+            ta.setCoordinateNames(names)
+            ta.set_function(osim.LinearFunction(1.0, 0.0))
+        else:
+            ta.set_function(osim.Constant(0.0))
+    zero = osim.Vec3(0, 0, 0)
+    return osim.CustomJoint(name, parent, _vec(location_in_parent), zero, child, zero, zero, st)
+
+
+def _weld(
+    name: str, parent: osim.PhysicalFrame, location: Sequence[float], child: osim.Body
+) -> osim.WeldJoint:
+    zero = osim.Vec3(0, 0, 0)
+    return osim.WeldJoint(name, parent, _vec(location), zero, child, zero, zero)
+
+
+def build_default_model(
+    height_m: float = REFERENCE_HEIGHT_M,
+    mass_kg: float = 70.0,
+    *,
+    coupled_lumbar: bool = False,
+    ranges: Literal["anatomical", "open"] = "open",
+    revision: int = LATEST_REVISION,
+) -> osim.Model:
+    """The default SpineTrack full-body model for a subject of `height_m` and `mass_kg`.
+
+    Standing neutral pose at all-zero coordinates except ``pelvis_ty`` (hip height), feet on the
+    floor (y = 0). Carries ``ue_*`` bone markers and ``kp_*`` landmark markers.
+    """
+    if not (0.5 < height_m < 2.6):
+        raise ValueError(f"height_m={height_m} is not a human height in metres")
+    if not (5.0 < mass_kg < 400.0):
+        raise ValueError(f"mass_kg={mass_kg} is not a human mass in kg")
+    P = _Proportions(height_m, revision)
+    h = height_m
+    anatomy = default_anatomy(height_m, mass_kg, revision)
+    model = osim.Model()
+    model.setName(DEFAULT_MODEL_NAME)
+    model.setGravity(osim.Vec3(0, -9.80665, 0))
+    ground = model.getGround()
+
+    def add(body: osim.Body, joint: osim.Joint) -> osim.Body:
+        model.addBody(body)
+        model.addJoint(joint)
+        return body
+
+    def mass(key: str) -> float:
+        return _MASS_FRACTIONS[key] * mass_kg
+
+    pelvis = _body("pelvis", mass("pelvis"), 0.1 * h, 0.07 * h)
+    add(
+        pelvis,
+        _custom_joint(
+            "ground_pelvis",
+            ground,
+            (0.0, 0.0, 0.0),
+            pelvis,
+            (("pelvis_rotation", (0, 1, 0)), ("pelvis_tilt", (0, 0, 1)), ("pelvis_list", (1, 0, 0))),
+            ("pelvis_tx", "pelvis_ty", "pelvis_tz"),
+        ),
+    )
+    parent: osim.Body = pelvis
+    location = P(*P.l5s1)
+    for i, (joint_name, body_name) in enumerate(LUMBAR_LEVELS):
+        if body_name == "thorax":
+            child = _body("thorax", mass("thorax"), P.thoracic_length * h, 0.1 * h)
+        else:
+            child = _body(body_name, mass("lumbar"), P.lumbar_level * h, 0.09 * h)
+        rots = (
+            (lumbar_coordinate(i, "extension"), (0, 0, 1)),
+            (lumbar_coordinate(i, "bending"), (1, 0, 0)),
+            (lumbar_coordinate(i, "rotation"), (0, 1, 0)),
+        )
+        add(child, _custom_joint(joint_name, parent, location, child, rots))
+        parent = child
+        location = P(P.lordosis[i], P.lumbar_level, 0.0)
+    thorax = parent
+
+    neck = _body("neck", mass("neck"), P.cervical_length * h, 0.04 * h)
+    add(
+        neck,
+        _custom_joint(
+            "C7_T1",
+            thorax,
+            P.thoracic_point(1.0),
+            neck,
+            (("neck_extension", (0, 0, 1)), ("neck_bending", (1, 0, 0))),
+        ),
+    )
+    head = _body("head", mass("head"), 0.11 * h, 0.06 * h)
+    add(
+        head,
+        _custom_joint(
+            "C1_head",
+            neck,
+            P.cervical_point(1.0),
+            head,
+            (("head_extension", (0, 0, 1)), ("head_bending", (1, 0, 0)), ("head_rotation", (0, 1, 0))),
+        ),
+    )
+
+    for side, s in (("l", -1.0), ("r", 1.0)):
+        sc = P(P.sc_joint[0], P.sc_joint[1], s * P.sc_joint[2])
+        clav = _body(f"clavicle_{side}", mass("clavicle"), 0.1 * h, 0.01 * h)
+        # elevation about the forward axis (mirrored on the left so + is up on both sides)
+        add(
+            clav,
+            _custom_joint(
+                f"sternoclavicular_{side}",
+                thorax,
+                sc,
+                clav,
+                ((f"clavicle_elevation_{side}", (-s, 0, 0)), (f"clavicle_protraction_{side}", (0, -s, 0))),
+            ),
+        )
+        gh = P(P.clavicle[0], P.clavicle[1], s * P.clavicle[2])
+        hum = _body(f"humerus_{side}", mass("humerus"), P.upper_arm * h, 0.03 * h)
+        add(
+            hum,
+            _custom_joint(
+                f"shoulder_{side}",
+                clav,
+                gh,
+                hum,
+                (
+                    (f"shoulder_flexion_{side}", (0, 0, 1)),
+                    (f"shoulder_adduction_{side}", (s, 0, 0)),
+                    (f"shoulder_rotation_{side}", (0, s, 0)),
+                ),
+            ),
+        )
+        fore = _body(f"forearm_{side}", mass("forearm"), P.forearm * h, 0.025 * h)
+        add(
+            fore,
+            _custom_joint(
+                f"elbow_{side}", hum, P(0, -P.upper_arm, 0), fore, ((f"elbow_flexion_{side}", (0, 0, 1)),)
+            ),
+        )
+        hand = _body(f"hand_{side}", mass("hand"), P.hand * h, 0.02 * h)
+        add(hand, _weld(f"wrist_{side}", fore, P(0, -P.forearm, 0), hand))
+
+        hip = P(0.0, 0.0, s * P.hip_half_width)
+        femur = _body(f"femur_{side}", mass("femur"), P.thigh * h, 0.05 * h)
+        add(
+            femur,
+            _custom_joint(
+                f"hip_{side}",
+                pelvis,
+                hip,
+                femur,
+                (
+                    (f"hip_flexion_{side}", (0, 0, 1)),
+                    (f"hip_adduction_{side}", (s, 0, 0)),
+                    (f"hip_rotation_{side}", (0, s, 0)),
+                ),
+            ),
+        )
+        tibia = _body(f"tibia_{side}", mass("tibia"), P.shank * h, 0.035 * h)
+        add(
+            tibia,
+            _custom_joint(
+                f"knee_{side}", femur, P(0, -P.thigh, 0), tibia, ((f"knee_flexion_{side}", (0, 0, -1)),)
+            ),
+        )
+        foot = _body(f"foot_{side}", mass("foot"), 0.1 * h, 0.03 * h)
+        add(
+            foot,
+            _custom_joint(
+                f"ankle_{side}", tibia, P(0, -P.shank, 0), foot, ((f"ankle_dorsiflexion_{side}", (0, 0, 1)),)
+            ),
+        )
+        toes = _body(f"toes_{side}", mass("toes"), 0.04 * h, 0.012 * h)
+        add(toes, _weld(f"mtp_{side}", foot, P(*P.mtp), toes))
+
+    # lumbar coupling: every level above L5/S1 follows L5/S1 in proportion to its range of motion
+    for dof in LUMBAR_DOFS if coupled_lumbar else ():
+        share = lumbar_share(dof)
+        for i in range(1, len(LUMBAR_LEVELS)):
+            cc = osim.CoordinateCouplerConstraint()
+            cc.setName(f"couple_{lumbar_coordinate(i, dof)}")
+            names = osim.ArrayStr()
+            names.append(lumbar_coordinate(0, dof))
+            cc.setIndependentCoordinateNames(names)
+            cc.setDependentCoordinateName(lumbar_coordinate(i, dof))
+            cc.setFunction(osim.LinearFunction(share[i] / share[0], 0.0))
+            model.addConstraint(cc)
+
+    attach_markers(model, anatomy.marker_map)
+    model.finalizeConnections()
+    if ranges == "anatomical":
+        set_anatomical_ranges(model)
+    else:
+        _set_default_ranges(model)
+    model.getCoordinateSet().get("pelvis_ty").setDefaultValue(P.hip_height * h)
+    return model
+
+
+def _set_default_ranges(model: osim.Model) -> None:
+    """Wide but finite ranges: IK must be free to follow any animation (no clamping)."""
+    cs = model.getCoordinateSet()
+    for i in range(cs.getSize()):
+        c = cs.get(i)
+        if c.getMotionType() == osim.Coordinate.Translational:
+            c.setRangeMin(-100.0)
+            c.setRangeMax(100.0)
+        else:
+            c.setRangeMin(-4 * math.pi)
+            c.setRangeMax(4 * math.pi)
+        c.set_clamped(False)
+
+
+def set_anatomical_ranges(model: osim.Model) -> None:
+    """Bound every rotational coordinate of the default model by `JOINT_RANGES_DEG` (clamped).
+
+    The root yaw and translations stay free: where a person stands and faces is not a joint limit.
+    """
+    _set_default_ranges(model)
+    cs = model.getCoordinateSet()
+    for i in range(cs.getSize()):
+        c = cs.get(i)
+        limits = joint_range_deg(c.getName())
+        if limits is None or c.getMotionType() == osim.Coordinate.Translational:
+            continue
+        c.setRangeMin(math.radians(limits[0]))
+        c.setRangeMax(math.radians(limits[1]))
+        c.set_clamped(True)
+
+
+def attach_markers(model: osim.Model, marker_map: MarkerMap) -> None:
+    """Add ``ue_<bone>`` and ``kp_<landmark>`` markers described by `marker_map` to `model`."""
+    bodies = model.getBodySet()
+    for prefix, specs in ((BONE_PREFIX, marker_map.bones), (LANDMARK_PREFIX, marker_map.landmarks)):
+        for name, spec in specs.items():
+            if not bodies.contains(spec.body):
+                raise ValueError(f"marker map names body {spec.body!r} that model {model.getName()!r} lacks")
+            marker = osim.Marker(prefix + name, bodies.get(spec.body), _vec(spec.offset))
+            model.addMarker(marker)
+
+
+def pose_state(model: osim.Model, state: osim.State, pose: Mapping[str, float]) -> osim.State:
+    """Set coordinates from `pose` (see `expand_pose`), others to their defaults; realize positions.
+
+    Values are written directly (no assembly): coupled coordinates are computed by `expand_pose`, so
+    the state satisfies the default model's constraints exactly. Unknown names raise KeyError.
+    """
+    values = expand_pose(pose)
+    cs = model.getCoordinateSet()
+    for name in values:
+        if not cs.contains(name):
+            raise KeyError(f"model {model.getName()!r} has no coordinate {name!r}")
+    for i in range(cs.getSize()):
+        c = cs.get(i)
+        c.setValue(state, values.get(c.getName(), c.getDefaultValue()), False)
+    model.realizePosition(state)
+    return state
+
+
+def marker_positions(model: osim.Model, state: osim.State, names: Iterable[str]) -> NDArray[np.float64]:
+    """Ground positions (N, 3) in metres of the named markers (full marker names, e.g. ``kp_nose``)."""
+    ms = model.getMarkerSet()
+    rows = [ms.get(n).getLocationInGround(state).to_numpy() for n in names]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def body_transforms(
+    model: osim.Model, state: osim.State, bodies: Sequence[str]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Rotation matrices (N, 3, 3) and origins (N, 3) of bodies in ground, for the renderer."""
+    bs = model.getBodySet()
+    rots = np.empty((len(bodies), 3, 3))
+    origins = np.empty((len(bodies), 3))
+    for i, name in enumerate(bodies):
+        tr = bs.get(name).getTransformInGround(state)
+        mat = tr.R().asMat33()
+        rots[i] = [[mat.get(r, c) for c in range(3)] for r in range(3)]
+        origins[i] = tr.p().to_numpy()
+    return rots, origins
