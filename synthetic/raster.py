@@ -25,6 +25,37 @@ class RayCast:
     normal: NDArray[np.float32]
 
 
+def _capsule_hits(
+    bard: NDArray[np.float64],
+    rdoa: NDArray[np.float64],
+    rdob: NDArray[np.float64],
+    baba: NDArray[np.float64] | float,
+    baoa: NDArray[np.float64] | float,
+    oaoa: NDArray[np.float64] | float,
+    obob: NDArray[np.float64] | float,
+    r2: NDArray[np.float64] | float,
+) -> NDArray[np.float64]:
+    """The capsule-ray quadratic, from the dot products of unit ray d, axis ba = b - a and the
+    origin offsets oa = o - a, ob = o - b: nearest hit distance, +inf for a miss or a hit behind."""
+    # infinite cylinder around the axis
+    aa = baba - bard * bard
+    bb = baba * rdoa - baoa * bard
+    cc = baba * oaoa - baoa * baoa - r2 * baba
+    h = bb * bb - aa * cc
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tc = (-bb - np.sqrt(np.maximum(h, 0.0))) / aa
+    y = baoa + tc * bard
+    body = (h >= 0) & (aa > 1e-12) & (y > 0) & (y < baba) & (tc > 0)
+    # caps: the sphere at whichever end the infinite-cylinder hit falls beyond
+    low = y <= 0
+    bs = np.where(low, rdoa, rdob)
+    cs = np.where(low, oaoa, obob) - r2
+    hs = bs * bs - cs
+    ts = -bs - np.sqrt(np.maximum(hs, 0.0))
+    cap = ~body & (hs >= 0) & (ts > 0)
+    return np.where(body, tc, np.where(cap, ts, np.inf))
+
+
 def intersect_capsule(
     origin: NDArray[np.float64],
     dirs: NDArray[np.float64],
@@ -39,30 +70,17 @@ def intersect_capsule(
     """
     ba = b - a
     oa = origin - a
-    r2 = np.asarray(radius, dtype=np.float64) ** 2
-    baba = np.sum(ba * ba, axis=-1)
-    bard = np.sum(dirs * ba, axis=-1)
-    baoa = np.sum(ba * oa, axis=-1)
-    rdoa = np.sum(dirs * oa, axis=-1)
-    oaoa = np.sum(oa * oa, axis=-1)
-    # infinite cylinder around the axis
-    aa = baba - bard * bard
-    bb = baba * rdoa - baoa * bard
-    cc = baba * oaoa - baoa * baoa - r2 * baba
-    h = bb * bb - aa * cc
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tc = (-bb - np.sqrt(np.maximum(h, 0.0))) / aa
-    y = baoa + tc * bard
-    body = (h >= 0) & (aa > 1e-12) & (y > 0) & (y < baba) & (tc > 0)
-    # caps: the sphere at whichever end the infinite-cylinder hit falls beyond
-    low = y <= 0
-    oc = np.where(low[..., None], oa, origin - b)
-    bs = np.sum(dirs * oc, axis=-1)
-    cs = np.sum(oc * oc, axis=-1) - r2
-    hs = bs * bs - cs
-    ts = -bs - np.sqrt(np.maximum(hs, 0.0))
-    cap = ~body & (hs >= 0) & (ts > 0)
-    return np.where(body, tc, np.where(cap, ts, np.inf))
+    ob = origin - b
+    return _capsule_hits(
+        bard=np.sum(dirs * ba, axis=-1),
+        rdoa=np.sum(dirs * oa, axis=-1),
+        rdob=np.sum(dirs * ob, axis=-1),
+        baba=np.sum(ba * ba, axis=-1),
+        baoa=np.sum(ba * oa, axis=-1),
+        oaoa=np.sum(oa * oa, axis=-1),
+        obob=np.sum(ob * ob, axis=-1),
+        r2=np.asarray(radius, dtype=np.float64) ** 2,
+    )
 
 
 def capsule_normals(
@@ -135,32 +153,21 @@ def _intersect_one(
     b: NDArray[np.float64],
     radius: float,
 ) -> NDArray[np.float64]:
-    """`intersect_capsule` for one capsule and a block of rays: dot products become matrix-vector
-    products (the renderer's hot loop; same formulas)."""
+    """`intersect_capsule` for one capsule and a block of rays: the per-ray dot products become
+    matrix-vector products and the per-capsule ones scalars (the renderer's hot loop)."""
     ba = b - a
     oa = origin - a
     ob = origin - b
-    r2 = radius * radius
-    baba = float(ba @ ba)
-    baoa = float(ba @ oa)
-    oaoa = float(oa @ oa)
-    bard = dirs @ ba
-    rdoa = dirs @ oa
-    aa = baba - bard * bard
-    bb = baba * rdoa - baoa * bard
-    cc = baba * oaoa - baoa * baoa - r2 * baba
-    h = bb * bb - aa * cc
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tc = (-bb - np.sqrt(np.maximum(h, 0.0))) / aa
-    y = baoa + tc * bard
-    body = (h >= 0) & (aa > 1e-12) & (y > 0) & (y < baba) & (tc > 0)
-    low = y <= 0
-    bs = np.where(low, rdoa, dirs @ ob)
-    cs = np.where(low, oaoa, float(ob @ ob)) - r2
-    hs = bs * bs - cs
-    ts = -bs - np.sqrt(np.maximum(hs, 0.0))
-    cap = ~body & (hs >= 0) & (ts > 0)
-    return np.where(body, tc, np.where(cap, ts, np.inf))
+    return _capsule_hits(
+        bard=dirs @ ba,
+        rdoa=dirs @ oa,
+        rdob=dirs @ ob,
+        baba=float(ba @ ba),
+        baoa=float(ba @ oa),
+        oaoa=float(oa @ oa),
+        obob=float(ob @ ob),
+        r2=radius * radius,
+    )
 
 
 def raycast(
