@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy import select
 
 from pipeline.calibration import DEFAULT_Z, AcceptThreshold, calibrate_threshold
+from pipeline.coco_writer import coco_annotation, coco_image, coco_result
 from pipeline.rounds import (
     ROUND_STEPS,
     VALIDATION_REASON,
@@ -327,15 +328,9 @@ def validate(store: Store, model: Any, *, flip_test: bool = True,
         ref = truth[inst_id]
         if image_id not in seen_images:
             seen_images.add(image_id)
-            gt["images"].append({"id": image_id, "width": width, "height": height,
-                                 "file_name": str(image_id)})
-        gt["annotations"].append({
-            "id": inst_id, "image_id": image_id, "category_id": 1, "keypoints": list(ref.keypoints),
-            "bbox": list(ref.bbox), "area": ref.area, "iscrowd": 0,
-            "num_keypoints": sum(1 for i in range(NUM_KEYPOINTS) if ref.keypoints[3 * i + 2] > 0),
-        })
-        results.append({"image_id": image_id, "category_id": 1, "keypoints": pred.coco_keypoints(),
-                         "score": pred.score})
+            gt["images"].append(coco_image(image_id, str(image_id), width, height))
+        gt["annotations"].append(coco_annotation(inst_id, image_id, ref.keypoints, ref.bbox, area=ref.area))
+        results.append(coco_result(image_id, pred.coco_keypoints(), pred.score))
         value = expected_oks(pred.coco_keypoints(), ref.keypoints, area=ref.area)
         u = instance_uncertainty(pred.plain_keypoints if flip_test else pred.keypoints, pred.confidence,
                                  ref.bbox, flip_keypoints=pred.flip_keypoints, stats=stats).combined

@@ -223,6 +223,7 @@ class PseudoLabelQuality:
 def pseudo_label_quality(store: Store, model_version: str) -> PseudoLabelQuality:
     """Mean expected OKS and COCO AP of a model's pseudo-labels on the instances that have ground
     truth (ground-truth boxes, one prediction per person, as SpineTrack validation is run)."""
+    from pipeline.coco_writer import coco_annotation, coco_dataset, coco_image, coco_result
     from pipeline.evaluate import evaluate_keypoints, expected_oks, summary
     from pipeline.uncertainty import spearman
     from schemas.keypoints import PARTITIONS
@@ -248,19 +249,13 @@ def pseudo_label_quality(store: Store, model_version: str) -> PseudoLabelQuality
                     unc.append(pred.uncertainty)
                     err.append(1.0 - value)
     means = {name: float(np.mean(v)) if v else math.nan for name, v in oks.items()}
-    gt_coco = {
-        "images": [{"id": i} for i in sorted(set(image_of.values()))],
-        "annotations": [
-            {"id": n + 1, "image_id": image_of[i], "keypoints": list(gt.keypoints), "bbox": list(gt.bbox),
-             "area": gt.area, "iscrowd": 0, "category_id": 1}
-            for n, (i, gt) in enumerate(truth.items())
-        ],
-    }
-    results = [
-        {"image_id": image_of[i], "keypoints": list(pseudo[i].keypoints),
-         "score": float(np.mean(pseudo[i].scores or [1.0]))}
-        for i in truth
-    ]
+    gt_coco = coco_dataset(
+        [coco_image(i, str(i), None, None) for i in sorted(set(image_of.values()))],
+        [coco_annotation(n + 1, image_of[i], gt.keypoints, gt.bbox, area=gt.area)
+         for n, (i, gt) in enumerate(truth.items())],
+    )
+    results = [coco_result(image_of[i], pseudo[i].keypoints, float(np.mean(pseudo[i].scores or [1.0])))
+               for i in truth]
     ap = summary(evaluate_keypoints(gt_coco, results)) if truth else {}
     return PseudoLabelQuality(
         model_version=model_version,
