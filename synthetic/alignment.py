@@ -11,11 +11,11 @@ Pipeline for one actor of one sequence (all positions in OpenSim ground metres, 
    crouched frames (a bent knee shortens hip-ankle pairs); "isotropic_first_frames" (the old fit):
    one factor per body, the median over the first frames. Both drive ``Model.scale``, the call the
    ScaleTool makes.
-3. IK: one ``InverseKinematicsSolver`` for the whole sequence, with graded bone weights and, for the
-   default model, a coordinate task holding each lumbar level near neutral (a weak prior that shares
-   trunk flexion over the levels instead of letting one level take it) and anatomical joint ranges.
-   Frame 0 starts from a root pose found by a yaw search (a local solver started facing the wrong
-   way converges to a mirrored person); later frames ``track`` from the previous solution.
+3. IK: one ``InverseKinematicsSolver`` for the whole sequence, with anatomical joint ranges for the
+   default model; optional graded bone weights and a coordinate task holding each lumbar level near
+   neutral (the authors' choices, `FitSettings.authors()`; measured worse on exact bones, so off by
+   default). Frame 0 starts from a root pose found by a yaw search (a local solver started facing
+   the wrong way converges to a mirrored person); later frames ``track`` from the previous solution.
 4. Quality: per-frame RMS and max distance between the bone markers and their targets. Frames above
    `rms_threshold_m` are re-solved from scratch once; if still above, they are flagged, not hidden.
 

@@ -19,13 +19,14 @@ GROUND_TRUTH = "ground_truth.json"
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    """One sequence to render: a motion, a seed, a length."""
+    """One sequence to render: a motion, a seed, a length (and which character, see synthetic.renderer)."""
 
     motion: str
     seed: int
     frames: int
     width: int = 320
     height: int = 256
+    character: str = "mannequin"
 
     @property
     def name(self) -> str:
@@ -54,7 +55,7 @@ def render_set(root: str | Path, specs: list[SequenceSpec]) -> list[Path]:
             if folder.exists():
                 shutil.rmtree(folder)
             render_sequence(folder, frames=spec.frames, seed=spec.seed, motion=spec.motion,
-                            width=spec.width, height=spec.height)
+                            width=spec.width, height=spec.height, character=spec.character)
         folders.append(folder)
     return folders
 

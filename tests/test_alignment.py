@@ -180,3 +180,58 @@ def test_marker_map_errors_name_file_and_field(tmp_path: Path) -> None:
     path.write_text(json.dumps(wrong_body))
     with pytest.raises(ValueError, match="no_such_body"):
         fit_sequence([{}], 1.7, 70, model=build_default_model(), marker_map=path)
+
+
+def test_scaling_frames_drop_fast_frozen_and_crouched_frames() -> None:
+    from synthetic.alignment import FitSettings, scaling_frames
+
+    model = build_default_model(HEIGHT, MASS)
+    state = model.initSystem()
+    names = list(bone_names())
+    targets = []
+    for f in range(20):
+        knee = 1.6 if f == 12 else 0.2  # frame 12 crouches
+        pose = {"pelvis_ty": 0.9, "pelvis_tx": 0.01 * f, "knee_flexion_l": knee, "knee_flexion_r": knee}
+        pose_state(model, state, pose)
+        targets.append(marker_positions(model, state, ["ue_" + n for n in names]))
+    arr = np.asarray(targets)
+    arr[5] = arr[4]  # an exporter repeated a frame
+    arr[8:] += np.array([0.5, 0.0, 0.0])  # a jump: frame 8 is the fastest
+    keep = scaling_frames(arr, names, FitSettings())
+    assert not keep[5] and not keep[8] and not keep[12]
+    assert keep.sum() >= 15
+
+
+def test_lumbar_task_pulls_the_levels_towards_neutral(truth) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from synthetic.alignment import FitSettings
+
+    frames, _ = truth
+    free = fit_sequence(frames[:6], HEIGHT, MASS)
+    held = fit_sequence(frames[:6], HEIGHT, MASS, settings=replace(FitSettings(), lumbar_regularisation=1.0))
+    levels = [free.coordinate_names.index(f"{j}_bending") for j, _ in LUMBAR_LEVELS]
+    assert np.abs(held.coordinates[:, levels]).sum() < 0.5 * np.abs(free.coordinates[:, levels]).sum()
+    assert held.rms_m.mean() > free.rms_m.mean()  # it is a trade-off against the bones, not free
+
+
+def test_anatomical_ranges_bound_the_solution() -> None:
+    """A knee bent backwards in the targets stays within the anatomical range, unlike open ranges."""
+    from synthetic.alignment import FitSettings
+    from synthetic.anatomy import JOINT_RANGES_DEG
+
+    model = build_default_model(HEIGHT, MASS)
+    state = model.initSystem()
+    names = list(bone_names())
+    frames = []
+    for f in range(3):
+        pose_state(model, state, {"pelvis_ty": 0.9, "knee_flexion_l": -0.6 - 0.01 * f})  # hyperextended
+        positions = marker_positions(model, state, ["ue_" + n for n in names])
+        frames.append(dict(zip(names, positions, strict=True)))
+    bounded = fit_sequence(frames, HEIGHT, MASS)
+    knee = bounded.coordinate_names.index("knee_flexion_l")
+    assert bounded.coordinates[:, knee].min() >= math.radians(JOINT_RANGES_DEG["knee_flexion"][0]) - 1e-6
+    from dataclasses import replace
+
+    open_fit = fit_sequence(frames, HEIGHT, MASS, settings=replace(FitSettings(), ranges="open"))
+    assert open_fit.coordinates[:, knee].max() < -0.5

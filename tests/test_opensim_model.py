@@ -128,3 +128,33 @@ def test_capsules_cover_every_segment() -> None:
     names = {model.getBodySet().get(i).getName() for i in range(model.getBodySet().getSize())}
     assert bodies == names
     assert all(c.radius > 0 for c in anatomy.capsules)
+
+
+def test_revision_2_puts_hip_and_clavicles_where_the_authors_do() -> None:
+    new = default_anatomy(1.75).marker_map.landmarks
+    old = default_anatomy(1.75, revision=1).marker_map.landmarks
+    # the authors' Hip marker: ~9 cm behind and ~8.5 cm above the hip-joint midpoint (pelvis origin)
+    assert new["hip"].body == "pelvis" and new["hip"].offset[0] == pytest.approx(-0.091, abs=0.005)
+    assert new["hip"].offset[1] == pytest.approx(0.084, abs=0.005)
+    assert old["hip"].offset == (0.0, 0.0, 0.0)
+    # clavicle points near the sternal end: within 2 cm of the sternoclavicular joint (the body origin)
+    near, mid = (float(np.linalg.norm(m["left_clavicle"].offset)) for m in (new, old))
+    assert near < 0.02 < mid
+    with pytest.raises(ValueError, match="revision"):
+        default_anatomy(1.75, revision=7)
+
+
+def test_anatomical_ranges_are_finite_and_clamped() -> None:
+    import opensim as osim
+
+    model = build_default_model(1.75, ranges="anatomical")
+    cs = model.getCoordinateSet()
+    knee = cs.get("knee_flexion_l")
+    assert knee.get_clamped() and knee.getRangeMin() == pytest.approx(math.radians(-10))
+    assert knee.getRangeMax() == pytest.approx(math.radians(160))
+    assert cs.get(lumbar_coordinate(2, "rotation")).getRangeMax() == pytest.approx(math.radians(10))
+    yaw = cs.get("pelvis_rotation")  # where a person faces is no joint limit
+    assert not yaw.get_clamped() and yaw.getRangeMax() > 2 * math.pi
+    assert cs.get("pelvis_tx").getMotionType() == osim.Coordinate.Translational
+    wide = build_default_model(1.75)
+    assert not wide.getCoordinateSet().get("knee_flexion_l").get_clamped()

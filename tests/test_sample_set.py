@@ -17,3 +17,12 @@ def test_render_set_skips_finished_and_redoes_partial(tmp_path: Path) -> None:
     assert (first / "ground_truth.json").stat().st_mtime_ns == stamp
     assert is_complete(second, 2)
     assert not is_complete(first, 4)
+
+
+def test_render_set_draws_the_requested_character(tmp_path: Path) -> None:
+    import json
+
+    (folder,) = render_set(tmp_path, [SequenceSpec("twist", 3, 1, 48, 40, character="opensim")])
+    assert json.loads((folder / "sequence.json").read_text())["renderer"].endswith("character=opensim")
+    (default,) = render_set(tmp_path / "d", [SequenceSpec("twist", 3, 1, 48, 40)])
+    assert json.loads((default / "sequence.json").read_text())["renderer"].endswith("character=mannequin")
