@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.coco_writer import coco_annotation
 from schemas.keypoints import NAMES, coco_category
 from schemas.render import (
     BONES_FILE,
@@ -516,19 +517,8 @@ def render_sequence(
                     else:
                         kps += [round(float(u), 3), round(float(v), 3), int(flag)]
                 bbox, area = _bbox_from_mask(mask, actor.actor_id)
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": 1,
-                        "keypoints": kps,
-                        "num_keypoints": int((vis > 0).sum()),
-                        "bbox": bbox,
-                        "area": area,
-                        "iscrowd": 0,
-                        "actor": actor.actor_id,
-                    }
-                )
+                annotations.append(coco_annotation(len(annotations) + 1, image_id, kps, bbox, area=area,
+                                                   extra={"actor": actor.actor_id}))
     (out_dir / SEQUENCE_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     coco = {
         "info": {"description": f"ground truth of {sequence_id} ({RENDERER_NAME})", "version": "1.0"},

@@ -25,6 +25,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner, set_random_seed
 from torch import nn
 
+from pipeline.coco_writer import coco_result
 from pipeline.model.configs import CONFIG_NAMES, SPECS, build_config
 from pipeline.model.init_checkpoint import init_from_checkpoint
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
@@ -116,11 +117,7 @@ def evaluate_model(
     files = [_resolve(path, img["file_name"]) for img in images]
     preds = predict(model, files, [np.asarray(boxes[img["id"]], np.float32) for img in images],
                     batch_size=batch_size, flip_test=flip_test)
-    results = [
-        {"image_id": images[p.image_index]["id"], "category_id": 1,
-         "keypoints": p.coco_keypoints(), "score": p.score}
-        for p in preds
-    ]
+    results = [coco_result(images[p.image_index]["id"], p.coco_keypoints(), p.score) for p in preds]
     return {k: round(float(v), 4) for k, v in summary(evaluate_keypoints(gt, results)).items()}
 
 
