@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.store import Store, file_sha256
 from pipeline.store.store import NewImage, NewLabel, NewRevision, chunked
 from schemas.enums import RevisionSource
 from schemas.errors import InputError
+from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
 
 #: Keypoint counts a file may have, and how many of its leading points map to SpineTrack indices.
@@ -75,14 +78,16 @@ def map_keypoints(values: list[float], where: str, fld: str) -> tuple[list[float
             field=fld,
         )
     layout, mapped = KNOWN_LAYOUTS[count]
-    out = [0.0] * (NUM_KEYPOINTS * 3)
-    for i in range(mapped):
-        x, y, v = (float(t) for t in values[3 * i : 3 * i + 3])
-        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(v)):
-            raise InputError(where, f"keypoint {i} is not finite", field=fld)
-        v = 2.0 if v >= 2 else (1.0 if v > 0 else 0.0)  # mmpose-style scores >0 count as labelled
-        out[3 * i : 3 * i + 3] = [x, y, v] if v > 0 else [0.0, 0.0, 0.0]
-    return out, layout
+    source = np.asarray(values, dtype=np.float64).reshape(count, 3)[:mapped]
+    bad = np.flatnonzero(~np.isfinite(source).all(axis=1))
+    if bad.size:
+        raise InputError(where, f"keypoint {int(bad[0])} is not finite", field=fld)
+    out = KeypointArray.zeros()
+    # mmpose-style scores > 0 count as labelled; unlabelled points keep no position
+    flags = np.where(source[:, 2] >= 2, 2.0, np.where(source[:, 2] > 0, 1.0, 0.0))
+    out.data[:mapped, :2] = np.where(flags[:, None] > 0, source[:, :2], 0.0)
+    out.data[:mapped, 2] = flags
+    return out.data.ravel().tolist(), layout
 
 
 def _box(value: Any, where: str, fld: str) -> list[float]:

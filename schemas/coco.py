@@ -11,9 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.errors import load_json_model
+from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import NUM_KEYPOINTS, coco_category
 
 
@@ -57,12 +59,11 @@ class CocoAnnotation(BaseModel):
             raise ValueError(
                 f"expected {NUM_KEYPOINTS} keypoints ({NUM_KEYPOINTS * 3} numbers), got {len(value)} numbers"
             )
-        for i in range(NUM_KEYPOINTS):
-            x, y, v = value[3 * i : 3 * i + 3]
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise ValueError(f"keypoint {i} has a non-finite coordinate")
-            if v not in (0, 1, 2):
-                raise ValueError(f"keypoint {i} has visibility {v}, expected 0, 1 or 2")
+        kps = KeypointArray.from_flat(value)
+        for i in np.flatnonzero(~np.isfinite(kps.xy).all(axis=1)):
+            raise ValueError(f"keypoint {i} has a non-finite coordinate")
+        for i in np.flatnonzero(~np.isin(kps.v, (0, 1, 2))):
+            raise ValueError(f"keypoint {i} has visibility {kps.v[i]:g}, expected 0, 1 or 2")
         return value
 
     @field_validator("bbox")
@@ -76,7 +77,7 @@ class CocoAnnotation(BaseModel):
 
     @model_validator(mode="after")
     def _fill(self) -> CocoAnnotation:
-        labelled = sum(1 for i in range(NUM_KEYPOINTS) if self.keypoints[3 * i + 2] > 0)
+        labelled = KeypointArray.from_flat(self.keypoints).num_labelled
         if self.num_keypoints is None:
             self.num_keypoints = labelled
         if self.area is None:
