@@ -5,8 +5,12 @@ Real FiftyOne with its bundled MongoDB (started once for this module, stopped wi
 
 from __future__ import annotations
 
+import http.client
+import json
 import math
 import socket
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -21,6 +25,7 @@ from annotation.fiftyone_review import (
     NEEDS_FIX,
     VIEW_NAMES,
     fiftyone_module,
+    keep_serving,
     launch,
     load_into_fiftyone,
     sync_review_tags,
@@ -28,7 +33,7 @@ from annotation.fiftyone_review import (
 from pipeline.release import create_release
 from pipeline.store import Store
 from pipeline.store.models import ReviewTag
-from schemas.keypoints import INDEX, NAMES, NUM_KEYPOINTS, SKELETON
+from schemas.keypoints import GROUP_COLOURS, INDEX, KEYPOINTS, NAMES, NUM_KEYPOINTS, SKELETON
 
 pytestmark = pytest.mark.fiftyone
 
@@ -122,6 +127,9 @@ def test_working_set_fields(fo: Any, store: Store, small: dict[str, int], name: 
 
     syn = samples[small["syn_image"]]
     assert Path(syn.filepath).name == "syn.png"
+    meta = syn.metadata  # from the store and the file: the App shows it, nothing is "None"
+    assert (meta.width, meta.height, meta.mime_type) == (W, H, "image/png")
+    assert meta.size_bytes == Path(syn.filepath).stat().st_size
     assert (syn.image_source, syn.subset, syn.group_key, syn.frame_index) == ("synthetic", "train-unreal",
                                                                                "seq-a", 3)
     assert syn.revision_sources == ["synthetic"] and syn.ik_residual == pytest.approx(0.004)
@@ -134,6 +142,13 @@ def test_working_set_fields(fo: Any, store: Store, small: dict[str, int], name: 
     assert all(math.isnan(c) for c in kp.points[INDEX["spine_03"]])  # v=0 -> NaN, order kept
     assert kp.visibility[INDEX["spine_03"]] == 0 and kp.visibility[INDEX["nose"]] == 1
     assert kp.ik_residual == pytest.approx(0.004)
+    (spine,) = syn.spine.keypoints  # the spine group again, drawn in its own colour over the body
+    spine_names = dataset.skeletons["spine"].labels
+    assert set(spine_names) == {k.name for k in KEYPOINTS if k.group == "spine"}
+    assert spine.points[spine_names.index("hip")] == pytest.approx(kp.points[hip])
+    assert spine.store_instance_id == small["syn"] and spine.instance.id == kp.instance.id
+    colours = {f["path"]: f["fieldColor"] for f in dataset.app_config.color_scheme.fields}
+    assert colours["spine"] == GROUP_COLOURS["spine"] != colours["ground_truth"] == GROUP_COLOURS["body"]
     (box,) = syn.boxes.detections
     assert box.bounding_box == pytest.approx([4 / W, 8 / H, 40 / W, 30 / H])
     assert box.store_instance_id == small["syn"] and box.instance.id == kp.instance.id
@@ -231,15 +246,58 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _open_tab(port: int, dataset: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """What a browser tab of the App does: subscribe to /events as an App (its first event arrives)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = {"initializer": {"dataset": dataset}, "events": ["state_update"],
+            "subscription": uuid.uuid4().hex, "polling": False}
+    conn.request("POST", "/events", json.dumps(body),
+                 {"Accept": "text/event-stream", "Content-type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"event:")
+    return conn, response
+
+
+def _close_tab(tab: tuple[http.client.HTTPConnection, http.client.HTTPResponse]) -> None:
+    tab[1].close()
+    tab[0].close()
+
+
+def _page(port: int) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+        assert response.status == 200
+        return bytes(response.read())
+
+
 @pytest.mark.slow
-def test_app_answers_http_on_loopback(fo: Any, store: Store, small: dict[str, int], name: str) -> None:
+def test_app_survives_a_reload_of_the_page(fo: Any, store: Store, small: dict[str, int], name: str) -> None:
+    """A reload closes the tab's event stream and opens a new one. FiftyOne's default wait returns
+    then (the control below); `spinetrack review` (keep_serving) goes on serving."""
     dataset = load_into_fiftyone(store, name=name)
     port = _free_port()
     session = launch(dataset, port=port)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
-            assert response.status == 200
-            assert b"<html" in response.read().lower()
+        assert b"<html" in _page(port).lower()
+        deadline = time.monotonic() + 60  # the session's own event stream, on which "App closed" arrives
+        while not session._client._connected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        tab = _open_tab(port, dataset.name)
+        serving = threading.Thread(target=keep_serving, args=(session,), daemon=True)
+        default = threading.Thread(target=session.wait, args=(1,), daemon=True)
+        serving.start()
+        default.start()
+        time.sleep(1.5)
+        assert serving.is_alive() and default.is_alive()  # a tab is open: both wait
+        _close_tab(tab)  # the reload: the old page goes ...
+        default.join(timeout=20)
+        assert not default.is_alive()  # FiftyOne saw the App closed and stopped waiting
+        assert serving.is_alive()
+        assert b"<html" in _page(port).lower()  # ... and the new page loads from the same App
+        _close_tab(_open_tab(port, dataset.name))
+        time.sleep(2)
+        assert serving.is_alive() and b"<html" in _page(port).lower()
     finally:
         session.close()
 

@@ -1,0 +1,389 @@
+"""The store's labels as FiftyOne samples: fields, colours, saved views; bulk-loaded.
+
+One FiftyOne sample per image. `ground_truth` holds each instance's label (a release's recorded
+revision, or the store's current one) as fo.Keypoints with the 37 SpineTrack points in order,
+normalised to [0, 1], unlabelled points (v=0) as NaN the way FiftyOne expects; `spine` repeats the
+spine group (sacrum to skull, head top) of the same labels so that the App draws it in its own
+colour over the body; `boxes` holds the matching boxes and `predictions` the latest model proposal
+of each instance. Every label carries `store_instance_id` and `store_revision_id` (FiftyOne
+reserves `instance_id` for its own fo.Instance links, which also tie each instance's keypoints, box
+and prediction together), so a reviewer's tag maps back to exactly one store instance and the
+revision the reviewer saw. Each sample's `metadata` (size, type, bytes) comes from the store and
+the file, so the App never has to compute it.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+import os
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import select
+
+from annotation.fiftyone.setup import SPINE_POINTS, dataset_name, fiftyone_module, skeleton, spine_skeleton
+from annotation.fiftyone.tags import NEEDS_FIX, revision_times, sync_review_tags, tag_times
+from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
+from pipeline import progress
+from pipeline.release import get_release, labels_for_revisions
+from pipeline.store import Label, Store
+from pipeline.store.models import Revision
+from schemas import enums
+from schemas.keypoints import GROUP_COLOURS, NAMES, NUM_KEYPOINTS
+
+#: Revision sources that are model proposals.
+PREDICTION_SOURCES = enums.PREDICTION_SOURCES
+#: quality keys holding inter-annotator agreement (mean pairwise OKS, 0-1), newest name first.
+AGREEMENT_KEYS = ("agreement_oks", "agreement")
+#: Saved views, by name (see `save_views`).
+VIEW_NAMES = ("most-uncertain", "annotator-disagreement", "auto-accepted", "needs-fix",
+              "source-synthetic", "source-real")
+#: App colour of each label field: spine over body in the keypoint spec's group colours.
+COLOURS = {
+    "ground_truth": GROUP_COLOURS["body"],
+    "spine": GROUP_COLOURS["spine"],
+    "predictions": "#f5f5f5",
+    "boxes": "#9e9e9e",
+}
+#: Samples written per insert (FiftyOne's own default batching is by size; this bounds memory too).
+BATCH = 1000
+
+
+# -- reading the store ---------------------------------------------------------------------------
+def latest_predictions(store: Store, instance_ids: Iterable[int] | None = None) -> list[Label]:
+    """The latest model proposal of each instance (accepted or not), as Labels."""
+    return store.latest_labels(accepted_only=False, among_sources=PREDICTION_SOURCES,
+                               instance_ids=None if instance_ids is None else list(instance_ids))
+
+
+def _revision_scores(store: Store, revision_ids: Sequence[int]) -> dict[int, tuple[list[float] | None, bool]]:
+    q = select(Revision.id, Revision.scores, Revision.accepted)
+    return {rid: (scores, accepted)
+            for rid, scores, accepted in store.rows_in(q, Revision.id, sorted(set(revision_ids)))}
+
+
+# -- building samples ------------------------------------------------------------------------------
+def _quality_number(quality: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = quality.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def _ik_residual(label: Label) -> float | None:
+    """RMS bone-marker residual of the OpenSim fit (metres), for synthetic labels."""
+    return _quality_number(label.quality, "ik_rms_m", "ik_residual")
+
+
+def _points(label: Label, ids: Sequence[int] = range(NUM_KEYPOINTS)) -> tuple[list[tuple[float, float]],
+                                                                              list[int]]:
+    """Normalised (x, y) of keypoints `ids`; unlabelled points (v=0) as NaN."""
+    points, visibility = [], []
+    kps = label.keypoints
+    for i in ids:
+        x, y, v = kps[3 * i], kps[3 * i + 1], kps[3 * i + 2]
+        visibility.append(int(v))
+        points.append((x / label.width, y / label.height) if v > 0 else (math.nan, math.nan))
+    return points, visibility
+
+
+def _common(label: Label) -> dict[str, Any]:
+    return {
+        "store_instance_id": label.instance_id,
+        "instance_key": label.instance_key,
+        "store_revision_id": label.revision_id,
+        "source": label.source,
+        "model_version": label.model_version,
+        "annotator": label.annotator,
+        "round": label.round,
+        "uncertainty": label.uncertainty,
+        "agreement": _quality_number(label.quality, *AGREEMENT_KEYS),
+        "ik_residual": _ik_residual(label),
+    }
+
+
+def _keypoint(fo: ModuleType, label: Label, instance: Any, scores: list[float] | None = None,
+              **extra: Any) -> Any:
+    points, visibility = _points(label)
+    confidence = [float(c) for c in scores] if scores and len(scores) == NUM_KEYPOINTS else None
+    return fo.Keypoint(label="person", points=points, confidence=confidence, visibility=visibility,
+                       instance=instance, **_common(label), **extra)
+
+
+def _spine(fo: ModuleType, label: Label, instance: Any) -> Any:
+    points, visibility = _points(label, SPINE_POINTS)
+    return fo.Keypoint(label="spine", points=points, visibility=visibility, instance=instance,
+                       store_instance_id=label.instance_id, store_revision_id=label.revision_id)
+
+
+def _box(fo: ModuleType, label: Label, instance: Any) -> Any:
+    x, y, w, h = label.bbox
+    box = [x / label.width, y / label.height, w / label.width, h / label.height]
+    return fo.Detection(label="person", bounding_box=box, instance=instance, **_common(label))
+
+
+def _metadata(fo: ModuleType, label: Label) -> Any:
+    """Width and height from the store; bytes and type from the file (None when it is missing)."""
+    try:
+        size: int | None = os.stat(label.image_path).st_size
+    except OSError:
+        size = None
+    mime = mimetypes.guess_type(label.image_path)[0]
+    return fo.ImageMetadata(width=label.width, height=label.height, size_bytes=size, mime_type=mime,
+                            num_channels=label.image_meta.get("channels", 3) if label.image_meta else 3)
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _min(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def build_samples(
+    fo: ModuleType,
+    labels: Sequence[Label],
+    predictions: Sequence[Label],
+    *,
+    splits: dict[int, str] | None = None,
+    scores: dict[int, tuple[list[float] | None, bool]] | None = None,
+    open_tags: dict[int, list[str]] | None = None,
+) -> list[Any]:
+    """One fo.Sample per image of `labels` or `predictions` (ordered by image id)."""
+    by_image: dict[int, dict[str, Any]] = {}
+    for lab in [*labels, *predictions]:
+        by_image.setdefault(lab.image_id, {"first": lab, "labels": [], "predictions": []})
+    for lab in labels:
+        by_image[lab.image_id]["labels"].append(lab)
+    for lab in predictions:
+        by_image[lab.image_id]["predictions"].append(lab)
+    scores = scores or {}
+    open_tags = open_tags or {}
+    samples = []
+    for image_id in sorted(by_image):
+        entry = by_image[image_id]
+        first: Label = entry["first"]
+        instances: dict[int, Any] = {}
+        gt, spine, boxes, preds = [], [], [], []
+        for lab in entry["labels"]:
+            inst = instances.setdefault(lab.instance_id, fo.Instance())
+            kp = _keypoint(fo, lab, inst, split=(splits or {}).get(lab.instance_id))
+            box = _box(fo, lab, inst)
+            kp.tags = list(open_tags.get(lab.instance_id, []))
+            box.tags = list(kp.tags)
+            gt.append(kp)
+            spine.append(_spine(fo, lab, inst))
+            boxes.append(box)
+        labelled = {lab.instance_id for lab in entry["labels"]}
+        for lab in entry["predictions"]:
+            inst = instances.setdefault(lab.instance_id, fo.Instance())
+            pred_scores, accepted = scores.get(lab.revision_id, (None, False))
+            pred = _keypoint(fo, lab, inst, pred_scores, accepted=bool(accepted))
+            if lab.instance_id not in labelled:
+                pred.tags = list(open_tags.get(lab.instance_id, []))  # a proposal-only instance
+            preds.append(pred)
+        everything = entry["labels"] + entry["predictions"]
+        sample = fo.Sample(
+            filepath=first.image_path,
+            metadata=_metadata(fo, first),
+            image_id=image_id,
+            image_source=first.image_source,
+            subset=first.subset,
+            group_key=first.group_key,
+            frame_index=first.frame_index,
+            split=_first_split(splits, entry["labels"]),
+            ground_truth=fo.Keypoints(keypoints=gt),
+            spine=fo.Keypoints(keypoints=spine),
+            boxes=fo.Detections(detections=boxes),
+            predictions=fo.Keypoints(keypoints=preds),
+            num_instances=len(instances),
+            revision_sources=sorted({lab.source for lab in entry["labels"]}),
+            model_versions=sorted({lab.model_version for lab in everything if lab.model_version}),
+            annotators=sorted({lab.annotator for lab in entry["labels"] if lab.annotator}),
+            round=max((lab.round for lab in entry["labels"] if lab.round is not None), default=None),
+            uncertainty=_sample_uncertainty(entry["labels"], entry["predictions"]),
+            agreement=_min(_quality_number(lab.quality, *AGREEMENT_KEYS) for lab in entry["labels"]),
+            ik_residual=_max(_ik_residual(lab) for lab in entry["labels"]),
+        )
+        samples.append(sample)
+    return samples
+
+
+def _sample_uncertainty(labels: Sequence[Label], predictions: Sequence[Label]) -> float | None:
+    """The largest instance uncertainty on the image. A human label has none of its own: the
+    model's proposal for the same instance stands in for it."""
+    proposed = {p.instance_id: p.uncertainty for p in predictions}
+    values = [lab.uncertainty if lab.uncertainty is not None else proposed.get(lab.instance_id)
+              for lab in labels]
+    labelled = {lab.instance_id for lab in labels}
+    values += [p.uncertainty for p in predictions if p.instance_id not in labelled]
+    return _max(values)
+
+
+def _first_split(splits: dict[int, str] | None, labels: Sequence[Label]) -> str | None:
+    if not splits:
+        return None
+    return next((splits[lab.instance_id] for lab in labels if lab.instance_id in splits), None)
+
+
+def _open_tags(store: Store, labels: Sequence[Label], predictions: Sequence[Label]) -> dict[int, list[str]]:
+    """Store tags still open: given after the label now shown (or to an instance with no label yet)."""
+    written = revision_times(store, [lab.revision_id for lab in labels])
+    shown = {lab.instance_id: written[lab.revision_id] for lab in labels}
+    proposed_only = {p.instance_id for p in predictions} - set(shown)
+    open_tags: dict[int, list[str]] = {}
+    for (inst, tag), at in sorted(tag_times(store).items()):
+        if (inst in shown and at >= shown[inst]) or inst in proposed_only:
+            open_tags.setdefault(inst, []).append(tag)
+    return open_tags
+
+
+# -- the dataset ------------------------------------------------------------------------------------
+def load_into_fiftyone(
+    store: Store,
+    *,
+    release: str | None = None,
+    name: str | None = None,
+    with_predictions: bool = True,
+) -> Any:
+    """Load a release (or the store's working set) into a persistent FiftyOne dataset.
+
+    Re-running replaces the dataset; before that, tags a reviewer left on the old one are synced
+    into the store, and open store tags (needs-fix, annotator-disagreement) are put back on the
+    labels they were given to, so no review work is lost. Samples are written in batches of BATCH
+    into a schema declared up front (bench/fiftyone_load.py measures it).
+    """
+    fo = fiftyone_module(store.home)
+    name = name or dataset_name(release)
+    splits: dict[int, str] | None = None
+    if release:
+        manifest = get_release(store, release).manifest
+        labels = labels_for_revisions(store, list(manifest.instance_revisions().values()))
+        splits = {inst: split for split, pairs in manifest.revisions.items() for inst, _ in pairs}
+        predictions = latest_predictions(store, splits) if with_predictions else []
+    else:
+        labels = store.current_labels()
+        predictions = latest_predictions(store) if with_predictions else []
+    if fo.dataset_exists(name):
+        sync_review_tags(store, fo.load_dataset(name))
+        fo.delete_dataset(name)
+    open_tags = _open_tags(store, labels, predictions)
+    scores = _revision_scores(store, [p.revision_id for p in predictions])
+    dataset = new_dataset(fo, name, release, store)
+    samples = build_samples(fo, labels, predictions, splits=splits, scores=scores, open_tags=open_tags)
+    add_in_batches(dataset, samples)
+    save_views(dataset)
+    return dataset
+
+
+def new_dataset(fo: ModuleType, name: str, release: str | None, store: Store) -> Any:
+    """An empty persistent dataset with SpineTrack's schema, skeletons and colours."""
+    dataset = fo.Dataset(name)
+    dataset.persistent = True
+    dataset.info = {"spinetrack_release": release, "keypoints": list(NAMES),
+                    "store": store.engine.url.render_as_string(hide_password=True)}
+    dataset.skeletons = {"ground_truth": skeleton(fo), "predictions": skeleton(fo),
+                         "spine": spine_skeleton(fo)}
+    dataset.default_skeleton = skeleton(fo)
+    dataset.app_config.color_scheme = fo.ColorScheme(
+        color_by="field", show_skeletons=True,
+        fields=[{"path": path, "fieldColor": colour} for path, colour in COLOURS.items()],
+    )
+    dataset.save()
+    declare_fields(fo, dataset)
+    return dataset
+
+
+def add_in_batches(dataset: Any, samples: Sequence[Any], batch: int = BATCH) -> None:
+    """Insert samples BATCH at a time into the declared schema (no per-sample schema inference)."""
+    with progress.step("FiftyOne load", total=len(samples)) as advance:
+        for start in range(0, len(samples), batch):
+            chunk = samples[start:start + batch]
+            dataset.add_samples(chunk, expand_schema=False, validate=False, progress=False)
+            advance(len(chunk))
+
+
+def declare_fields(fo: ModuleType, dataset: Any) -> None:
+    """Give every sample field and label attribute its type up front: a field whose first values
+    are all None would otherwise be missing from the schema (and from the App's sidebar), and
+    batches can then be written without FiftyOne inferring the schema sample by sample."""
+    string_list = {"ftype": fo.ListField, "subfield": fo.StringField}
+    fields: dict[str, dict[str, Any]] = {
+        "image_id": {"ftype": fo.IntField},
+        "image_source": {"ftype": fo.StringField},
+        "subset": {"ftype": fo.StringField},
+        "group_key": {"ftype": fo.StringField},
+        "frame_index": {"ftype": fo.IntField},
+        "split": {"ftype": fo.StringField},
+        "num_instances": {"ftype": fo.IntField},
+        "revision_sources": string_list,
+        "model_versions": string_list,
+        "annotators": string_list,
+        "round": {"ftype": fo.IntField},
+        "uncertainty": {"ftype": fo.FloatField},
+        "agreement": {"ftype": fo.FloatField},
+        "ik_residual": {"ftype": fo.FloatField},
+        "ground_truth": {"ftype": fo.EmbeddedDocumentField, "embedded_doc_type": fo.Keypoints},
+        "spine": {"ftype": fo.EmbeddedDocumentField, "embedded_doc_type": fo.Keypoints},
+        "boxes": {"ftype": fo.EmbeddedDocumentField, "embedded_doc_type": fo.Detections},
+        "predictions": {"ftype": fo.EmbeddedDocumentField, "embedded_doc_type": fo.Keypoints},
+    }
+    for field_name, spec in fields.items():
+        dataset.add_sample_field(field_name, **spec)
+    common: dict[str, Any] = {
+        "store_instance_id": fo.IntField, "instance_key": fo.StringField, "store_revision_id": fo.IntField,
+        "source": fo.StringField, "model_version": fo.StringField, "annotator": fo.StringField,
+        "round": fo.IntField, "uncertainty": fo.FloatField, "agreement": fo.FloatField,
+        "ik_residual": fo.FloatField,
+    }
+    attributes = {
+        "ground_truth.keypoints": {**common, "split": fo.StringField},
+        "predictions.keypoints": {**common, "accepted": fo.BooleanField},
+        "boxes.detections": common,
+        "spine.keypoints": {"store_instance_id": fo.IntField, "store_revision_id": fo.IntField},
+    }
+    for path, attrs in attributes.items():
+        for attr, ftype in attrs.items():
+            dataset.add_sample_field(f"{path}.{attr}", ftype)
+
+
+def _tagged_expression(tag: str) -> Any:
+    """Samples tagged `tag`, or with any label tagged `tag`."""
+    from fiftyone import ViewField as F
+
+    expr = F("tags").contains(tag)
+    for field, kind in (("ground_truth", "keypoints"), ("boxes", "detections"), ("predictions", "keypoints")):
+        labels = F(f"{field}.{kind}").filter(F("tags").contains(tag))
+        expr = expr | (labels.length() > 0)
+    return expr
+
+
+def save_views(dataset: Any) -> None:
+    """The reviewer's saved views (see VIEW_NAMES)."""
+    from fiftyone import ViewField as F
+
+    views = {
+        "most-uncertain": dataset.exists("uncertainty").sort_by("uncertainty", reverse=True),
+        "annotator-disagreement": dataset.exists("agreement").match(F("agreement") < DISAGREEMENT_BELOW)
+        .sort_by("agreement"),
+        "auto-accepted": dataset.filter_labels("ground_truth", F("source") == "pseudo-accepted"),
+        "needs-fix": dataset.match(_tagged_expression(NEEDS_FIX)),
+        "source-synthetic": dataset.match(F("image_source") == "synthetic"),
+        "source-real": dataset.match(F("image_source") == "real"),
+    }
+    for view_name, view in views.items():
+        dataset.save_view(view_name, view, overwrite=True)
+
+
+def review_counts(dataset: Any) -> dict[str, int]:
+    """Sizes of the dataset and its saved views, for the CLI's summary."""
+    counts = {"samples": len(dataset)}
+    for view_name in dataset.list_saved_views():
+        counts[view_name] = len(dataset.load_saved_view(view_name))
+    return counts
