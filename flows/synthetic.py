@@ -14,7 +14,6 @@ import typer
 from flows import lazy
 from flows.app import app
 from flows.console import emit
-from schemas.errors import InputError
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
@@ -48,6 +47,8 @@ class IngestFailed(RuntimeError):
 
 
 def _retry_transient(_task: Any, _run: TaskRun, state: State[Any]) -> bool:
+    from schemas.errors import InputError
+
     exc = state.result(raise_on_failure=False)
     return isinstance(exc, _transient_errors()) and not isinstance(exc, InputError)
 
@@ -158,6 +159,8 @@ def ingest_command(
         None, help="run on an existing Dask cluster, e.g. tcp://scheduler:8786 (docs/deployment.md)"),
 ) -> None:
     """Ingest rendered sequences into the store (OpenSim IK, projection, visibility)."""
+    from schemas.errors import InputError
+
     for folder in render_dirs:  # before any flow or server starts: a typo fails at once
         if not (folder / "sequence.json").is_file():
             raise InputError(folder / "sequence.json", "not a rendered sequence folder (no sequence.json; "

@@ -92,11 +92,15 @@ def test_json_output_is_one_document_on_stdout(home: Path) -> None:
 
 
 def test_flows_take_their_defaults_from_the_code_they_run() -> None:
-    """The CLI repeats two defaults to stay light; they must not drift from the real ones."""
+    """The CLI repeats a default and a list of names to stay light; they must not drift."""
     from flows.synthetic import DEFAULT_RESIDUAL_THRESHOLD_M
     from synthetic.ingest import DEFAULT_RESIDUAL_THRESHOLD_M as REAL
 
     assert DEFAULT_RESIDUAL_THRESHOLD_M == REAL
+    from flows.active_learning import STRATEGY_NAMES
+    from pipeline.selection import STRATEGIES
+
+    assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
 
 
 def test_lazy_flows_are_real_prefect_flows_once_used() -> None:
