@@ -420,7 +420,7 @@ def default_axis_scale_segments() -> dict[str, dict[str, tuple[tuple[str, str], 
         "thorax": {
             "x": (("spine_05", "clavicle_l"), ("spine_05", "clavicle_r")),
             "y": (("spine_03", "spine_04"), ("spine_03", "spine_05"), ("spine_03", "neck_01")),
-            "z": (("upperarm_l", "upperarm_r"),),
+            "z": (("clavicle_l", "clavicle_r"),),
         },
         "neck": {"y": (("neck_01", "head"),)},
         "head": {

@@ -162,3 +162,26 @@ def test_example_folder_reads_and_its_truth_projects() -> None:
         np.testing.assert_allclose(kps[on, :2], uv[on], atol=0.01)
         mask = seq.load_mask(f)
         assert mask is not None and (mask == ann["actor"]).sum() == ann["area"]
+
+
+def test_version_1_0_folders_still_read(tmp_path: Path) -> None:
+    """Folders written before 1.1 (no rig, no stencil, .npy depth) read unchanged: nothing to migrate."""
+    folder = shutil.copytree(EXAMPLE, tmp_path / "old")
+    info = json.loads((folder / "sequence.json").read_text())
+    info["schema_version"] = "1.0"
+    del info["rig"]
+    for actor in info["actors"]:
+        del actor["stencil"]
+    (folder / "sequence.json").write_text(json.dumps(info))
+    for f in range(3):
+        depth = read_sequence(EXAMPLE).load_depth(f)
+        assert depth is not None
+        (folder / "depth" / f"{f:06d}.exr").unlink()
+        np.save(folder / "depth" / f"{f:06d}.npy", depth)
+        mask = read_sequence(EXAMPLE).load_mask(f)
+        assert mask is not None
+        cv2.imwrite(str(folder / "mask" / f"{f:06d}.png"), mask.astype(np.uint8))
+    seq = read_sequence(folder)
+    assert seq.info.rig == "ue5_mannequin" and seq.info.stencil_to_actor is None
+    assert seq.depth_suffix == ".npy"
+    np.testing.assert_array_equal(seq.load_mask(2), read_sequence(EXAMPLE).load_mask(2))
