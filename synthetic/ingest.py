@@ -157,17 +157,12 @@ def _open(folder: str | Path, model: str | Path | None, marker_map: str | Path |
 def _claim(store: Store, seq: RenderSequence, digest: str) -> IngestRecord | None:
     """Start (or resume) the sequence's IngestRecord; return the record if it is already done."""
     with store.session() as s:
+        # race-safe: a worker claiming the same sequence at the same moment finds this one's record
+        row = {"sequence_key": seq.sequence_id, "path": str(seq.folder), "content_sha256": digest,
+               "summary": {"status": "started"}}
+        store.insert_ignore(s, IngestRecord, [row], ["sequence_key"])
         rec = s.scalar(select(IngestRecord).where(IngestRecord.sequence_key == seq.sequence_id))
-        if rec is None:
-            s.add(
-                IngestRecord(
-                    sequence_key=seq.sequence_id,
-                    path=str(seq.folder),
-                    content_sha256=digest,
-                    summary={"status": "started"},
-                )
-            )
-            return None
+        assert rec is not None
         if rec.content_sha256 != digest:
             raise InputError(
                 seq.folder / "sequence.json",

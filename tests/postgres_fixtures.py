@@ -131,3 +131,17 @@ def write_frames_worker(url: str, home: str, frames: list[tuple[str, str]], batc
     except BaseException as exc:
         errors.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
         raise
+
+
+def ingest_worker(url: str, home: str, folder: str, start: object, errors: object) -> None:
+    """One concurrent worker running the real synthetic ingest of `folder` (own process)."""
+    from pipeline.store import Store
+    from synthetic.ingest import ingest_sequence
+
+    try:
+        with Store.open(url, home=Path(home)) as store:
+            start.wait()  # type: ignore[attr-defined]
+            ingest_sequence(store, folder, batch_frames=2)
+    except BaseException as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+        raise

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -19,7 +21,7 @@ from sqlalchemy import create_engine, func, inspect, select
 from pipeline.store import Store
 from pipeline.store.migrate import downgrade, upgrade
 from pipeline.store.models import Base, Image, Instance, Revision
-from tests.postgres_fixtures import write_frames_worker
+from tests.postgres_fixtures import ingest_worker, write_frames_worker
 
 TABLES = {"images", "instances", "revisions", "model_versions", "annotation_tasks", "releases",
           "split_assignments", "rounds", "ingests", "review_tags", "sync_state"}
@@ -52,11 +54,15 @@ def test_migrations_reach_the_models_and_reverse(db_url: str) -> None:
 def _race(db_url: str, home: Path, batched: tuple[bool, bool], frames: int = 40) -> list[str]:
     frame_list = [(str(home / f"frame_{n:04d}.png"), hashlib.sha256(f"frame {n}".encode()).hexdigest())
                   for n in range(frames)]
+    # the same frames in the same order: both race for each one
+    return _run_workers(write_frames_worker, [(db_url, str(home), frame_list, b) for b in batched])
+
+
+def _run_workers(target: Callable[..., None], arguments: list[tuple[Any, ...]]) -> list[str]:
+    """Run `target(*args, start, errors)` in one process per args, released at the same moment."""
     ctx = multiprocessing.get_context("spawn")
     start, errors = ctx.Event(), ctx.Queue()
-    orders = [frame_list, frame_list]  # the same frames in the same order: both race for each one
-    workers = [ctx.Process(target=write_frames_worker, args=(db_url, str(home), order, b, start, errors))
-               for order, b in zip(orders, batched, strict=True)]
+    workers = [ctx.Process(target=target, args=(*args, start, errors)) for args in arguments]
     for w in workers:
         w.start()
     start.set()
@@ -92,3 +98,25 @@ def test_two_workers_migrating_a_new_store_at_once(postgres_url: str, home: Path
     assert _race(postgres_url, home, (True, False), frames=5) == []
     with Store.open(postgres_url, home=home) as store:
         assert store.count_revisions() == 10
+
+
+@pytest.mark.slow  # two processes import the OpenSim/ingest stack (~20 s)
+def test_two_workers_running_the_real_ingest_on_the_same_sequence(
+    db_url: str, home: Path, tmp_path: Path
+) -> None:
+    from synthetic.ingest import ingest_sequence
+    from synthetic.renderer import render_sequence
+
+    folder = render_sequence(tmp_path / "seq", frames=4, seed=11, actors=2, character="opensim")
+    with Store.open(db_url, home=home):
+        pass
+    assert _run_workers(ingest_worker, [(db_url, str(home), str(folder))] * 2) == []
+    with Store.open(db_url, home=home) as store:
+        labels = store.latest_labels(accepted_only=False)
+        with store.session() as s:
+            counts = [s.scalar(select(func.count(Image.id))), s.scalar(select(func.count(Revision.id)))]
+        keys = [(lab.image_id, lab.instance_key) for lab in labels]
+        assert len(keys) == len(set(keys)) and counts[0] == 4 and counts[1] == len(labels) > 0
+        # a third, single ingest finds every frame stored: nothing was lost
+        again = ingest_sequence(store, folder)
+        assert again.status == "unchanged" or again.annotations_added == 0
