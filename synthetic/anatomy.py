@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -514,3 +515,12 @@ def capsules_in_ground(
     local = np.array([[c.p0, c.p1] for c in capsules])  # (N, 2, 3)
     world = np.einsum("nij,nkj->nki", rots[idx], local) + origins[idx][:, None, :]
     return world, np.array([c.radius for c in capsules])
+
+
+def builtin_model_files() -> tuple[Path, ...]:
+    """The source files that define the built-in model (for provenance hashes; no OpenSim import).
+
+    synthetic/opensim_model.py only re-exports these two, so hashing it would miss anatomy changes.
+    """
+    here = Path(__file__).resolve().parent
+    return (here / "anatomy.py", here / "opensim_builder.py")
