@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Engine, Select, create_engine, event, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
-from pipeline.store.models import AnnotationTask, Base, Image, Instance, Revision, SyncState
+from pipeline.store.models import AnnotationTask, Base, Image, Instance, Revision, SyncState, utcnow
 from schemas.enums import HUMAN_SOURCES, PREDICTION_SOURCES, RevisionSource, RevisionStatus
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS
@@ -551,9 +551,15 @@ class Store:
             return None if row is None else dict(row.value)
 
     def set_sync_value(self, key: str, value: dict[str, Any], *, session: Session | None = None) -> None:
-        """Store a cursor (SyncState), replacing the old value."""
+        """Store a cursor (SyncState), replacing the old value (an upsert: safe with concurrent writers)."""
+        row = {"key": key, "value": value, "updated_at": utcnow()}
         with self._use(session) as s:
-            s.merge(SyncState(key=key, value=value))
+            stmt = _dialect_insert(s, SyncState)
+            if stmt is None:  # pragma: no cover - neither SQLite nor PostgreSQL
+                s.merge(SyncState(**row))
+                return
+            update = {"value": value, "updated_at": row["updated_at"]}
+            s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=update), row)
 
     # -- reading labels ---------------------------------------------------------------------
     def current_labels(
@@ -707,15 +713,21 @@ def _revision_row(instance_id: int, rev: NewRevision) -> dict[str, Any]:
     }
 
 
-def _on_conflict_do_nothing(s: Session, model: type[Base], conflict: Sequence[str]) -> Any:
-    """`INSERT ... ON CONFLICT (conflict) DO NOTHING` for the session's database, or None."""
+def _dialect_insert(s: Session, model: type[Base]) -> Any:
+    """The session database's own INSERT (with ON CONFLICT clauses), or None."""
     dialect = s.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(model).on_conflict_do_nothing(index_elements=list(conflict))
+        return pg_insert(model)
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(model).on_conflict_do_nothing(index_elements=list(conflict))
+        return sqlite_insert(model)
     return None  # pragma: no cover
+
+
+def _on_conflict_do_nothing(s: Session, model: type[Base], conflict: Sequence[str]) -> Any:
+    """`INSERT ... ON CONFLICT (conflict) DO NOTHING` for the session's database, or None."""
+    stmt = _dialect_insert(s, model)
+    return None if stmt is None else stmt.on_conflict_do_nothing(index_elements=list(conflict))
