@@ -484,6 +484,12 @@ class Store:
         found = self.scalars_in(q, Revision.instance_id, instance_ids)
         return sorted(found, key=lambda r: r.id)
 
+    def revoked_revision_ids(self) -> set[int]:
+        """Revisions a later `revoked` revision took back (its `supersedes`)."""
+        with self.session() as s:
+            q = select(Revision.supersedes).where(Revision.supersedes.is_not(None))
+            return {int(i) for i in s.scalars(q) if i is not None}
+
     def count_revisions(
         self, *, sources: Sequence[str] | None = None, round: int | None = None, accepted: bool | None = None
     ) -> int:
