@@ -95,3 +95,21 @@ def test_ground_truth_visibility_reflects_occlusion(bend: Path) -> None:
     gt = json.loads((bend / GROUND_TRUTH_FILE).read_text())
     v = np.array([a["keypoints"][2::3] for a in gt["annotations"]])
     assert {1, 2} <= set(np.unique(v).tolist())  # a bending person hides some of its own points
+
+
+@pytest.mark.slow  # 30 small fits: every motion x every fit variant, to keep the bench runnable
+def test_fidelity_bench_runs_and_reports_every_group(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import synthetic_fidelity as bench
+
+    result = bench.run(subjects=1, frames=2, width=64, height=36, seed=3, actors=1, work=tmp_path)
+    assert set(result["variants"]) == {"current", "improved", "authors_weights_lumbar_task", "open_ranges",
+                                       "coupled_lumbar"}
+    for variant in result["variants"].values():
+        assert set(variant["groups"]) == set(bench.GROUPS)
+        assert variant["groups"]["spine"]["mm_3d"]["n"] == 6 * 2 * 9
+    assert 0.0 < result["occlusion"]["agreement"] <= 1.0
+    assert set(result["targets"]) == {"spine_median_px_render_le_1", "spine_median_mm_le_15",
+                                      "occlusion_agreement_ge_0.97"}
