@@ -1,38 +1,49 @@
-"""Does our selection beat random? Active-learning rounds on rendered data with known ground truth.
+"""Does active learning save human work? The PRODUCTION round against random, over seeds, with intervals.
 
-Usage: python bench/active_learning.py [--rounds 3] [--budget 15] [--seeds 0 1]
-       [--strategies random uncertainty diversity spine] [--work DIR] [--auto-accept] ...
+Smoke (minutes): python bench/active_learning.py --seeds 2 --rounds 2 --budget small --round-iters small
+Full (hours):    python bench/active_learning.py --seeds 5 --rounds 5 --budget full --round-iters full
 
-The data: a few rendered sequences are ingested as synthetic training labels (OpenSim IK) and train
-a deliberately weak start model; rendered sequences of OTHER motions and seeds are imported as the
-"real" pool with their ground truth hidden (`import` revisions, accepted=False), and one of them is
-pinned to `val`: the fixed validation split every round is scored on. The base store is built
-once; every (strategy, seed) run starts from a copy of it, so all runs see the same start model,
-pool and validation split and differ only in what they select (and the training seed).
+What runs is the product, not a copy of it: every round is `pipeline.active_learning`'s own
+`resolve_settings` → `start_round` → `RoundContext` → `advance_round`, with `RoundSettings` as the
+only source of defaults (the bench overrides what it measures: strategy, budget, iterations,
+auto-accept, seed; and `val_size=0`, see below). Tasks go to a real Label Studio server this bench
+starts on 127.0.0.1 (annotation/labelstudio/server.py), pre-annotated by the round's push; the
+simulated annotator (annotation/simulated_annotator.py, the only stand-in for people) answers them
+through the server's API from the hidden ground truth with click noise; the round's pull stores them.
 
-Each run walks R rounds of pipeline.active_learning with budget B. Annotation is an in-process
-oracle (`OracleAnnotations`): it copies the hidden ground truth of exactly the selected instances
-as `human` labels, so the benchmark measures the selection strategies, not Label Studio. By default
-auto-accept is off, so the budgeted human labels are the only thing that differs between strategies.
-Training: `--batch-size` and `--loss-weights` go to the start model and to every round's retrain
-(`retrain_with_batch`: step_retrain plus those two arguments, which RoundSettings lacks).
+The data (one base store, copied for every run so all runs share start model, pool and splits):
+- synthetic labels: renders of the independent character (synthetic/character.py) stored with their
+  true landmarks (`store_ground_truth`: the loop is measured, not OpenSim IK); one sequence is pinned
+  to `val`: the SYNTHETIC validation split (the only one with spine ground truth);
+- the pool: renders of other motions and characters imported as real images with their truth hidden
+  (`import` revisions, never accepted), plus the real photos of ../shared/data/real_people whose
+  COCO-17 ground truth maps in (coco, ochuman in the pool; posetrack18 pinned to `val`: the REAL
+  validation split, body points only: real photos carry no spine truth, so real spine AP is -1).
+  The real validation labels come from the imported files, so the round's `val-set` sample is off
+  (`val_size=0`): every human label the bench counts was spent on a selected pool instance.
 
-Output: a table of validation AP (mean ± std over seeds) per strategy and round, how many human
-annotations the best strategy needs to reach random's final AP, bench/results/active_learning.json
-and bench/results/active_learning.png (AP against cumulative annotations, one line per strategy).
+Per run (strategy × auto-accept × seed) and round: AP (all, body, feet, spine) on the real and the
+synthetic validation split as the round's own `evaluate` step reports them, human labels spent,
+auto-accepted labels (and how many of them are good against the hidden truth), and the measured
+correction effort (pipeline/correction_effort.py: keypoints the annotator moved, added or deleted
+against the pre-annotation). Over seeds: annotations each strategy needs to reach random's final AP
+with a bootstrap 95 % interval (pipeline/al_stats.py), the equal-budget difference, and a plot of AP
+against annotations with bands (mean ± std over seeds).
+
+Writes bench/results/active_learning.json (+ .png); `--out` elsewhere for a try-out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import platform
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,364 +54,391 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import select  # noqa: E402
 
-from pipeline.active_learning import (  # noqa: E402
-    RoundContext,
-    RoundSettings,
-    pool_instances,
-    run_step,
-    start_round,
-    training_labels,
-    validate,
-    validation_instances,
-)
-from pipeline.real_import import import_coco  # noqa: E402
-from pipeline.rounds import ROUND_STEPS, finish_step, get_round, step_done  # noqa: E402
-from pipeline.selection import STRATEGIES  # noqa: E402
+from bench.common import Run  # noqa: E402
+from pipeline import active_learning as al  # noqa: E402
+from pipeline.al_stats import final_difference, savings  # noqa: E402
+from pipeline.correction_effort import round_effort  # noqa: E402
+from pipeline.rounds import get_round  # noqa: E402
+from pipeline.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
 from pipeline.splits import assign_splits  # noqa: E402
 from pipeline.store import Store  # noqa: E402
-from pipeline.store.models import AnnotationTask, Image, Revision  # noqa: E402
-from synthetic.sample_set import GROUND_TRUTH, SequenceSpec, render_set  # noqa: E402
+from pipeline.store.models import Revision  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+REAL_PEOPLE = REPO.parent / "shared" / "data" / "real_people"
 METRICS = ("all_AP", "body_AP", "feet_AP", "spine_AP")
+PARTS = ("real", "synthetic")
 BASE_INFO = "bench_base.json"
-POOL_TRUTH = "pool_truth.json"  # the renderer's ground truth minus people outside the image
+#: Real sample files whose keypoints map into SpineTrack (COCO-17): (name, file, image dir, split).
+REAL_SETS: tuple[tuple[str, str, str, str], ...] = (
+    ("coco", "coco/test_coco.json", "coco", "train"),
+    ("ochuman", "ochuman/test_ochuman.json", "ochuman", "train"),
+    ("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18", "val"),
+)
+BUDGETS = {"small": [4], "full": [10, 10, 15, 15, 20]}
+ROUND_ITERS = {"small": 5, "full": 60}
+DEFAULT_STRATEGIES = ("random", "uncertainty", "diversity", "kcenter", "spine", "plausibility", "effort")
+#: Headline comparisons: (validation part, metric).
+HEADLINES = (("synthetic", "spine_AP"), ("synthetic", "all_AP"), ("real", "body_AP"), ("real", "all_AP"))
 
 
-# -- the oracle annotator ---------------------------------------------------------------------------
-@dataclass
-class OracleAnnotations:
-    """BENCHMARK ONLY: an annotation backend that answers every task with the hidden ground truth.
-
-    `push` records the round's selected instances as AnnotationTask rows (so `pool_instances` never
-    offers them again), `annotate` writes each task's hidden `import` revision as an accepted `human`
-    revision and closes the task, `pull` has nothing to fetch. A perfect, instant annotator: what a
-    strategy gains here is the upper bound of what it gains with people.
-    """
-
-    annotator: str = "oracle"
-    written: dict[int, int] = field(default_factory=dict)  # round -> human revisions written
-
-    def push(self, store: Store, instance_ids: Sequence[int], number: int) -> dict[str, int]:
-        with store.session() as s:
-            known = set(s.scalars(select(AnnotationTask.instance_id).where(AnnotationTask.round == number)))
-            new = [int(i) for i in dict.fromkeys(instance_ids) if int(i) not in known]
-            s.add_all(AnnotationTask(instance_id=i, round=number, state="open", reason="uncertain")
-                      for i in new)
-        return {"tasks": len(known) + len(new), "created": len(new)}
-
-    def annotate(self, store: Store, number: int) -> int:
-        with store.session() as s:
-            tasks = list(s.scalars(select(AnnotationTask).where(
-                AnnotationTask.round == number, AnnotationTask.state == "open")))
-            ids = [t.instance_id for t in tasks]
-            truth: dict[int, Revision] = {}
-            for hidden in s.scalars(select(Revision).where(
-                    Revision.instance_id.in_(ids), Revision.source == "import").order_by(Revision.id)):
-                truth[hidden.instance_id] = hidden
-        written = 0
-        for task in tasks:
-            rev = truth.get(task.instance_id)
-            if rev is None:
-                continue  # no hidden truth: the task stays open, as with an absent annotator
-            rid = store.add_revision(
-                task.instance_id, rev.keypoints, rev.bbox, area=rev.area, source="human", accepted=True,
-                annotator=self.annotator, round=number, provenance={"oracle_of_revision": rev.id},
-                external_id=f"oracle:{number}:{task.instance_id}",
-            )
-            written += rid is not None
-        with store.session() as s:
-            for task in s.scalars(select(AnnotationTask).where(
-                    AnnotationTask.round == number, AnnotationTask.instance_id.in_(list(truth)))):
-                task.state = "done"
-        self.written[number] = self.written.get(number, 0) + written
-        return written
-
-    def pull(self, store: Store) -> None:
-        """Nothing to fetch: `annotate` wrote the labels straight into the store."""
-
-
-# -- the base store -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataSizes:
     synthetic: tuple[str, ...]  # motions of the synthetic training sequences
-    pool: tuple[str, ...]  # motions of the "real" pool sequences
-    val_motion: str
     synthetic_frames: int
-    pool_frames: int
+    val_motion: str  # the synthetic validation sequence
     val_frames: int
+    pool: tuple[str, ...]  # motions of the rendered pool sequences
+    pool_frames: int
+    start_iters: int  # training iterations of the start model
+    width: int = 320
+    height: int = 256
 
 
+DATA = {
+    "small": DataSizes(("bend", "squat"), 16, "mixed", 12, ("walk", "twist"), 14, 40, 192, 160),
+    "full": DataSizes(("bend", "squat", "mixed"), 40, "reach", 40, ("walk", "twist", "reach", "mixed"), 45,
+                      150),
+}
+
+
+# -- the base store -----------------------------------------------------------------------------------
 def _pool_truth(folder: Path) -> Path:
-    """The renderer's ground truth without people that are not in the image (no box, no keypoints)."""
+    """The renderer's ground truth without people outside the image (no box, no keypoints)."""
+    from synthetic.sample_set import GROUND_TRUTH
+
     data = json.loads((folder / GROUND_TRUTH).read_text())
     data["annotations"] = [a for a in data["annotations"]
                            if a["bbox"][2] > 1 and a["bbox"][3] > 1 and a.get("num_keypoints", 0) > 0]
-    out = folder / POOL_TRUTH
+    out = folder / "pool_truth.json"
     out.write_text(json.dumps(data) + "\n", encoding="utf-8")
     return out
 
 
-def build_base(work: Path, sizes: DataSizes, *, config: str, start_iters: int, batch_size: int | None,
-               log: Callable[[str], None], loss_weights: dict[str, float] | None = None) -> dict[str, Any]:
-    """Render, ingest, import, split, train the start model and pseudo-label the pool, once.
+def _copy_real(work: Path, log: Callable[[str], None]) -> list[tuple[str, Path, Path, str]]:
+    """The real sample sets, copied below the Label Studio document root (work/real)."""
+    if not REAL_PEOPLE.is_dir():
+        log(f"no real sample images at {REAL_PEOPLE}: the pool and validation are renders only")
+        return []
+    out = []
+    for name, rel, image_dir, split in REAL_SETS:
+        src = REAL_PEOPLE / rel
+        if not src.is_file():
+            log(f"real set {name}: {src} missing, skipped")
+            continue
+        dst_dir = work / "real" / name
+        if not dst_dir.is_dir():
+            shutil.copytree(REAL_PEOPLE / image_dir, dst_dir)
+        out.append((name, dst_dir / Path(rel).relative_to(image_dir), dst_dir, split))
+    return out
 
-    Resumable: a finished base (its info file) is reused as it is.
+
+def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Render, store, import, pin splits and train the start model, once (each run's rounds then
+    pseudo-label the pool with the round's annotator, `RoundSettings.annotator`).
+
+    Resumable: a finished base (its info file, same recipe) is reused as it is.
     """
+    from pipeline.model.train import train
+    from pipeline.real_import import import_coco
+    from synthetic.sample_set import SequenceSpec, render_set, store_ground_truth
+
     home = work / "base"
     info_file = home / BASE_INFO
-    recipe = {"sizes": asdict(sizes), "config": config, "start_iters": start_iters, "batch_size": batch_size,
-              "loss_weights": loss_weights}
+    recipe = {"sizes": asdict(sizes), "config": config, "real": [r[0] for r in REAL_SETS]}
     if info_file.is_file():
         info = dict(json.loads(info_file.read_text()))
         if info.get("recipe") == json.loads(json.dumps(recipe)):
             log(f"base store: reusing {home}")
             return info
-        log("base store: built with other settings, building it again")
-    if home.exists():
-        shutil.rmtree(home)
-    renders = work / "renders"
+    shutil.rmtree(home, ignore_errors=True)
     t0 = time.perf_counter()
-    syn_specs = [SequenceSpec(m, 100 + i, sizes.synthetic_frames) for i, m in enumerate(sizes.synthetic)]
-    pool_specs = [SequenceSpec(m, 200 + i, sizes.pool_frames) for i, m in enumerate(sizes.pool)]
-    val_spec = SequenceSpec(sizes.val_motion, 300, sizes.val_frames)
-    syn_dirs = render_set(renders / "synthetic", syn_specs)
-    pool_dirs = render_set(renders / "pool", [*pool_specs, val_spec])
-    log(f"rendered {len(syn_dirs)} synthetic + {len(pool_dirs)} pool sequences "
-        f"in {time.perf_counter() - t0:.0f} s")
+    size = {"width": sizes.width, "height": sizes.height}
+    syn = render_set(work / "renders" / "synthetic", [SequenceSpec(m, 100 + i, sizes.synthetic_frames, **size)
+                                                      for i, m in enumerate(sizes.synthetic)])
+    val = render_set(work / "renders" / "synthetic-val",
+                     [SequenceSpec(sizes.val_motion, 300, sizes.val_frames, **size)])
+    pool = render_set(work / "renders" / "pool",
+                      [SequenceSpec(m, 200 + i, sizes.pool_frames, **size) for i, m in enumerate(sizes.pool)])
+    log(f"rendered {len(syn)} synthetic, 1 validation and {len(pool)} pool sequences in "
+        f"{time.perf_counter() - t0:.0f} s")
 
     os.environ["SPINETRACK_HOME"] = str(home)
     store = Store(home=home)
-    from synthetic.ingest import ingest_sequence  # OpenSim loads slowly: only here
-
-    t = time.perf_counter()
-    for folder in syn_dirs:
-        ingest_sequence(store, folder)
-    log(f"ingested synthetic labels in {time.perf_counter() - t:.0f} s")
-    for folder in pool_dirs:
-        import_coco(store, _pool_truth(folder), image_dir=folder, subset=f"pool-{folder.name}",
+    pinned: dict[str, str] = {}
+    for folder in syn:
+        store_ground_truth(store, folder)
+        pinned[folder.name] = "train"
+    store_ground_truth(store, val[0])
+    pinned[val[0].name] = "val"
+    for folder in pool:
+        group = f"pool/{folder.name}"
+        import_coco(store, _pool_truth(folder), image_dir=folder, subset="pool-render", group=group,
                     keep_ground_truth=True)
-    with store.session() as s:
-        rows = s.execute(select(Image.group_key, Image.subset, Image.source).distinct()).all()
-    val_subset = f"pool-{pool_dirs[-1].name}"
-    pinned = {g: ("val" if subset == val_subset else "train") for g, subset, _src in rows}
+        pinned[group] = "train"
+    real_sets = _copy_real(work, log)
+    for name, coco, image_dir, split in real_sets:
+        group = f"real/{name}"
+        import_coco(store, coco, image_dir=image_dir, subset=f"real-{name}", group=group,
+                    keep_ground_truth=True)
+        pinned[group] = split
     assign_splits(store, pinned, pinned=pinned)
-    val_ids = validation_instances(store)
-    pool_size = len(store.unlabelled_instances(image_source="real")) - len(val_ids)
-    labels = training_labels(store)
-    log(f"store: {len(labels)} synthetic training labels, pool of {pool_size} real instances, "
-        f"{len(val_ids)} validation instances")
-
-    from pipeline.model.registry import load_model
-    from pipeline.model.train import train
-    from pipeline.pseudo_label import pseudo_label
+    validation = {"real": al.real_validation_instances(store),
+                  "synthetic": al.synthetic_validation_instances(store)}
+    labels = al.training_labels(store)
+    pool_ids = al.pool_instances(store)
+    real_pool = _real_photo_instances(store, pool_ids)
+    log(f"store: {len(labels)} synthetic training labels; pool {len(pool_ids)} "
+        f"({len(real_pool)} real photos); "
+        f"validation {len(validation['real'])} real, {len(validation['synthetic'])} synthetic")
 
     t = time.perf_counter()
-    version = train(store, config=config, iters=start_iters, seed=0, labels=labels, batch_size=batch_size,
-                    loss_weights=loss_weights)
+    version = train(store, config=config, iters=sizes.start_iters, seed=0, labels=labels,
+                    name=f"{config}-start")
     train_s = time.perf_counter() - t
-    model, _ = load_model(store, version.name)
-    start_metrics = validate(store, model).metrics
-    log(f"start model {version.name}: {start_iters} iters in {train_s:.0f} s; validation "
-        + ", ".join(f"{k} {start_metrics.get(k, float('nan')):.3f}" for k in METRICS))
-    # round 1 of every run starts by pseudo-labelling the pool with this model: do it once here
-    t = time.perf_counter()
-    pseudo_label(store, model, version.name, instance_ids=pool_instances(store), round=1)
-    log(f"pseudo-labelled the pool with the start model in {time.perf_counter() - t:.0f} s")
-    store.engine.dispose()
+    log(f"start model {version.name}: {sizes.start_iters} iterations in {train_s:.0f} s")
+    store.close()
     info = {
-        "recipe": recipe,
-        "start_model": version.name,
-        "start_metrics": start_metrics,
-        "start_train_s": round(train_s, 1),
-        "synthetic_labels": len(labels),
-        "pool_instances": pool_size,
-        "validation_instances": len(val_ids),
-        "sequences": {"synthetic": [d.name for d in syn_dirs], "pool": [d.name for d in pool_dirs[:-1]],
-                      "val": pool_dirs[-1].name},
+        "recipe": recipe, "start_model": version.name, "start_train_s": round(train_s, 1),
+        "synthetic_labels": len(labels), "pool_instances": len(pool_ids), "pool_real_photos": len(real_pool),
+        "validation_instances": {k: len(v) for k, v in validation.items()},
+        "real_sets": [{"name": n, "file": str(c), "split": sp} for n, c, _d, sp in real_sets],
+        "sequences": {"synthetic": [d.name for d in syn], "val": val[0].name, "pool": [d.name for d in pool]},
         "build_s": round(time.perf_counter() - t0, 1),
     }
     info_file.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     return info
 
 
-# -- one (strategy, seed) run -------------------------------------------------------------------------
-def retrain_with_batch(ctx: RoundContext, batch_size: int | None,
-                       loss_weights: dict[str, float] | None = None) -> dict[str, Any]:
-    """pipeline.active_learning.step_retrain with a batch size and loss weights (RoundSettings has
-    neither): the same labels, parent, seed and model name, only smaller batches so a round fits 2
-    shared CPU cores, and the loss weights the start model was trained with."""
-    from pipeline.model.registry import get_version
-    from pipeline.model.train import train
+def _real_photo_instances(store: Store, ids: Sequence[int]) -> list[int]:
+    from pipeline.store.models import Image, Instance
 
-    s = ctx.settings
-    labels = training_labels(ctx.store)
-    name = f"{s.config}-round{ctx.number}-{ctx.store.snapshot_id(labels)[:10]}"
-    if get_version(ctx.store, name) is None:
-        train(ctx.store, config=s.config, iters=s.train_iters, parent=ctx.state["start_model"],
-              seed=s.seed + ctx.number, device=s.device, labels=labels, name=name, batch_size=batch_size,
-              loss_weights=loss_weights)
-    return {"model_version": name, "train_labels": len(labels)}
+    with store.session() as s:
+        rows = s.execute(select(Instance.id, Image.subset).join(Image, Image.id == Instance.image_id)
+                         .where(Instance.id.in_(list(ids)))).all()
+    return [int(i) for i, subset in rows if str(subset).startswith("real-")]
 
 
-def run_round_step(ctx: RoundContext, step: str, batch_size: int | None,
-                   loss_weights: dict[str, float] | None = None) -> None:
-    """`run_step`, except that `retrain` uses `retrain_with_batch` when a batch size or loss
-    weights are given."""
-    if step != "retrain" or (batch_size is None and loss_weights is None):
-        run_step(ctx, step)
-        return
-    rnd = get_round(ctx.store, ctx.number)
-    assert rnd is not None
-    if step_done(rnd, step):
-        return
-    ctx.state = dict(rnd.state or {})
-    produced = retrain_with_batch(ctx, batch_size, loss_weights)
-    finish_step(ctx.store, ctx.number, step, **produced)
-    ctx.state.update(produced)
+# -- one run: R production rounds ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    strategy: str
+    auto_accept: bool
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy}|aa-{'on' if self.auto_accept else 'off'}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.strategy}-aa{'on' if self.auto_accept else 'off'}-seed{self.seed}"
 
 
-def _silent(_message: str) -> None:
-    """The round steps' own log lines, dropped unless --verbose: the bench prints one line a round."""
+def _auto_accepted_quality(store: Store, number: int, good_oks: float) -> dict[str, Any]:
+    """How many of the round's auto-accepted labels are good (OKS >= good_oks) against hidden truth."""
+    from pipeline.evaluate import expected_oks
+
+    with store.session() as s:
+        auto = list(s.scalars(select(Revision).where(Revision.source == "pseudo-accepted",
+                                                     Revision.round == number)))
+        truth = {r.instance_id: r for r in s.scalars(select(Revision).where(
+            Revision.source == "import", Revision.instance_id.in_([a.instance_id for a in auto])))}
+    oks = [expected_oks(a.keypoints, truth[a.instance_id].keypoints,
+                        area=float(truth[a.instance_id].area or 1.0)) for a in auto if a.instance_id in truth]
+    oks = [v for v in oks if not math.isnan(v)]
+    good = sum(1 for v in oks if v >= good_oks)
+    return {"auto_accepted_scored": len(oks), "auto_accepted_good": good,
+            "auto_accepted_precision": good / len(oks) if oks else None}
 
 
-def run_strategy(work: Path, base: dict[str, Any], strategy: str, seed: int, settings: RoundSettings,
-                 rounds: int, log: Callable[[str], None], step_log: Callable[[str], None] = _silent,
-                 batch_size: int | None = None, loss_weights: dict[str, float] | None = None,
-                 ) -> list[dict[str, Any]]:
-    """R rounds on a fresh copy of the base store; one record per round (round 0 = start model)."""
-    home = work / "runs" / f"{strategy}-seed{seed}"
-    if home.exists():
-        shutil.rmtree(home)
+def _metrics(values: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {part: {k: float((values.get(part) or {}).get(k, math.nan)) for k in (*METRICS, "instances")}
+            for part in PARTS}
+
+
+def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[int], round_iters: int,
+            config: str, annotator: str, hooks: Any, min_real_val: int, log: Callable[[str], None],
+            step_log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """R production rounds on a fresh copy of the base store; one record per round (0 = start model)."""
+    from annotation.simulated_annotator import AnnotatorProfile
+
+    home = work / "runs" / spec.folder
+    shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(work / "base", home)
     os.environ["SPINETRACK_HOME"] = str(home)
     store = Store(home=home)
-    oracle = OracleAnnotations()
-    records: list[dict[str, Any]] = [{"round": 0, "human_labels": 0, "cumulative": 0, "seconds": 0.0,
-                **{k: float(base["start_metrics"].get(k, float("nan"))) for k in METRICS}}]
-    model = base["start_model"]
-    cumulative = 0
-    for number in range(1, rounds + 1):
+    profile = AnnotatorProfile(pixel_noise=1.5, skip_rate=0.0)
+    model = str(base["start_model"])
+    records: list[dict[str, Any]] = []
+    cumulative = effort_total = 0
+    for number, budget in enumerate(budgets, start=1):
         t = time.perf_counter()
-        start_round(store, number, settings, model)
-        ctx = RoundContext(store=store, settings=settings, number=number, push=oracle.push,
-                           pull=oracle.pull, annotate=oracle.annotate, log=step_log)
-        for step in ROUND_STEPS:
-            run_round_step(ctx, step, batch_size, loss_weights)
+        given = {"budget": budget, "strategy": spec.strategy, "config": config, "train_iters": round_iters,
+                 "auto_accept": spec.auto_accept, "seed": spec.seed, "val_size": 0,
+                 "min_real_val": min_real_val, "annotator": annotator}
+        settings, _ignored = al.resolve_settings(store, number, given)
+        al.start_round(store, number, settings, model)
+
+        def annotate(st: Store, n: int, _seed: int = spec.seed) -> Any:
+            return hooks.simulate(st, n, profile=profile, seed=1000 * _seed + n)
+
+        ctx = al.RoundContext(store=store, settings=settings, number=number, push=hooks.push, pull=hooks.pull,
+                              annotate=annotate, log=step_log)
+        status = al.advance_round(ctx)
         rnd = get_round(store, number)
         assert rnd is not None
         state = dict(rnd.state or {})
+        if str(status) != "complete":
+            raise RuntimeError(f"{spec.folder} round {number} ended {status}: {state.get('awaiting')}")
+        if number == 1:
+            records.append({"round": 0, "budget": 0, "human_labels": 0, "cumulative": 0, "effort": 0,
+                            "effort_deleted": 0,
+                            "cumulative_effort": 0, "metrics": _metrics(state.get("start_metrics") or {})})
         model = str(state["model_version"])
         labels = int(state.get("human_labels", 0))
+        effort = round_effort(store, number)
         cumulative += labels
-        metrics = dict(rnd.metrics or {})
-        records.append({"round": number, "human_labels": labels, "cumulative": cumulative,
-                        "auto_accepted": int(state.get("auto_accepted", 0)),
-                        "train_labels": int(state.get("train_labels", 0)), "model": model,
-                        "seconds": round(time.perf_counter() - t, 1),
-                        **{k: float(metrics.get(k, float("nan"))) for k in METRICS}})
-        start_ap = records[0]["all_AP"]
-        if start_ap > 0.05 and records[-1]["all_AP"] < 0.5 * start_ap:
-            log(f"  WARNING: all AP fell from {start_ap:.3f} to {records[-1]['all_AP']:.3f} after "
-                "fine-tuning with more labels: does `train(parent=...)` keep the parent's weights?")
-        log(f"  {strategy:<11} seed {seed} round {number}: +{labels} labels ({cumulative} total), "
-            f"all AP {records[-1]['all_AP']:.3f}, spine AP {records[-1]['spine_AP']:.3f} "
-            f"[{records[-1]['seconds']:.0f} s]")
-    store.engine.dispose()
+        effort_total += effort.moved
+        records.append({
+            "round": number, "budget": budget, "human_labels": labels, "cumulative": cumulative,
+            "effort": effort.moved, "effort_deleted": effort.deleted, "effort_per_task": effort.per_task,
+            "effort_by_group": effort.by_group,
+            "cumulative_effort": effort_total,
+            "auto_accepted": int(state.get("auto_accepted", 0)),
+            "auto_accept_off": state.get("auto_accept_off"),
+            **_auto_accepted_quality(store, number, settings.good_oks),
+            "train_labels": int(state.get("train_labels", 0)), "model": model,
+            "metrics": _metrics(dict(rnd.metrics or {})), "seconds": round(time.perf_counter() - t, 1),
+        })
+        r = records[-1]
+        log(f"  {spec.folder:<28} round {number}: +{labels} labels ({cumulative}), effort {effort.moved} kp, "
+            f"auto {r['auto_accepted']}, synthetic spine AP {r['metrics']['synthetic']['spine_AP']:.3f}, "
+            f"real body AP {r['metrics']['real']['body_AP']:.3f} [{r['seconds']:.0f} s]")
+    store.close()
     return records
 
 
 # -- summaries ----------------------------------------------------------------------------------------
-def mean_curves(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, list[dict[str, float]]]:
-    """Per strategy and round: mean and std over seeds of cumulative labels and each metric."""
-    out: dict[str, list[dict[str, float]]] = {}
-    for strategy, by_seed in runs.items():
-        per_round = zip(*by_seed.values(), strict=True)
+Runs = dict[str, dict[int, list[dict[str, Any]]]]  # run key -> seed -> records
+
+
+def curve(records: Sequence[dict[str, Any]], part: str, metric: str) -> tuple[list[float], list[float]]:
+    return ([float(r["cumulative"]) for r in records], [float(r["metrics"][part][metric]) for r in records])
+
+
+def mean_curves(runs: Runs) -> dict[str, list[dict[str, Any]]]:
+    """Per run key and round: mean and std over seeds of annotations, effort and every metric."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, by_seed in runs.items():
         rows = []
-        for recs in per_round:
-            row: dict[str, float] = {"round": float(recs[0]["round"]),
-                                     "cumulative": float(np.mean([r["cumulative"] for r in recs]))}
-            for k in METRICS:
-                values = np.array([r[k] for r in recs], dtype=float)
-                row[k] = float(np.mean(values))
-                row[f"{k}_std"] = float(np.std(values))
+        for recs in zip(*by_seed.values(), strict=True):
+            row: dict[str, Any] = {"round": recs[0]["round"],
+                                   "cumulative": float(np.mean([r["cumulative"] for r in recs])),
+                                   "effort": float(np.mean([r["effort"] for r in recs])),
+                                   "effort_deleted": float(np.mean([r["effort_deleted"] for r in recs])),
+                                   "cumulative_effort": float(np.mean([r["cumulative_effort"]
+                                                                       for r in recs]))}
+            for part in PARTS:
+                for m in METRICS:
+                    v = np.array([r["metrics"][part][m] for r in recs], dtype=float)
+                    row[f"{part}_{m}"] = float(v.mean())
+                    row[f"{part}_{m}_std"] = float(v.std())
             rows.append(row)
-        out[strategy] = rows
+        out[key] = rows
     return out
 
 
-def labels_to_reach(curve: Sequence[dict[str, float]], target: float, key: str = "all_AP") -> float | None:
-    """Annotations at which a mean curve first reaches `target` (linear between rounds), else None."""
-    xs = [c["cumulative"] for c in curve]
-    ys = [c[key] for c in curve]
-    if ys[0] >= target:
-        return xs[0]
-    for i in range(1, len(xs)):
-        if ys[i] >= target:
-            frac = (target - ys[i - 1]) / (ys[i] - ys[i - 1]) if ys[i] != ys[i - 1] else 1.0
-            return xs[i - 1] + frac * (xs[i] - xs[i - 1])
-    return None
+def compare(runs: Runs, resamples: int) -> dict[str, Any]:
+    """Savings and equal-budget differences of every run key against random with the same auto-accept."""
+    out: dict[str, Any] = {}
+    for key, by_seed in runs.items():
+        strategy, aa = key.split("|")
+        base_key = f"random|{aa}"
+        if strategy == "random" or base_key not in runs:
+            continue
+        seeds = sorted(set(by_seed) & set(runs[base_key]))
+        if not seeds:
+            continue
+        entry: dict[str, Any] = {"seeds": seeds}
+        for part, metric in HEADLINES:
+            name = f"{part}_{metric}"
+            rand = [curve(runs[base_key][s], part, metric) for s in seeds]
+            mine = [curve(by_seed[s], part, metric) for s in seeds]
+            if any(math.isnan(y) or y < 0 for c in rand + mine for y in c[1]):
+                entry[name] = {"note": f"{part} {metric} not measurable here (no ground truth)"}
+                continue
+            sv = savings(rand, mine, resamples=resamples)
+            diff = final_difference([c[1][-1] for c in rand], [c[1][-1] for c in mine], resamples=resamples)
+            entry[name] = {"savings": sv.as_dict(), "final_difference": diff.as_dict()}
+        effort_r = [float(runs[base_key][s][-1]["cumulative_effort"]) for s in seeds]
+        effort_m = [float(by_seed[s][-1]["cumulative_effort"]) for s in seeds]
+        entry["cumulative_effort_difference"] = final_difference(effort_r, effort_m,
+                                                                 resamples=resamples).as_dict()
+        out[key] = entry
+    return out
 
 
-def savings(curves: dict[str, list[dict[str, float]]], key: str = "all_AP") -> dict[str, Any]:
-    """The best non-random strategy (final mean AP) and the annotations it saves to reach random's."""
-    if "random" not in curves:
-        return {"note": "random was not run: nothing to compare against"}
-    random_final = curves["random"][-1][key]
-    random_total = curves["random"][-1]["cumulative"]
-    others = {s: c for s, c in curves.items() if s != "random"}
-    if not others:
-        return {"note": "only random was run"}
-    best = max(others, key=lambda s: others[s][-1][key])
-    needed = labels_to_reach(others[best], random_final, key)
-    result: dict[str, Any] = {
-        "metric": key, "best_strategy": best, "best_final": others[best][-1][key],
-        "random_final": random_final, "random_annotations": random_total,
-        "best_beats_random": others[best][-1][key] > random_final,
-        "annotations_needed": needed,
+def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
+    """The winner on synthetic spine AP at equal budget, and whether the issue's goal is met."""
+    name = "synthetic_spine_AP"
+    scored = {k.split("|")[0]: v[name] for k, v in comparisons.items()
+              if k.endswith(f"|{aa}") and "final_difference" in v.get(name, {})}
+    if not scored:
+        return {"auto_accept": aa, "note": "nothing to compare"}
+    best = max(scored, key=lambda s: scored[s]["final_difference"]["mean"])
+    diff, sv = scored[best]["final_difference"], scored[best]["savings"]
+    beats = diff["ci_low"] > 0
+    goal = sv["saved_fraction"] >= 0.3 and sv["ci_low"] > 0
+    return {
+        "auto_accept": aa, "metric": name, "best_strategy": best,
+        "final_difference_vs_random": diff, "savings_vs_random": sv,
+        "beats_random_at_equal_budget": beats, "goal_30pct_met": goal,
+        "default_now": DEFAULT_STRATEGY,
+        "recommend_default": best if beats else None,
+        "note": (f"{best} beats random on {name} at equal budget (interval above 0)" if beats else
+                 f"no strategy beats random on {name} at equal budget with an interval above 0 "
+                 f"(best: {best}, {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}])"),
     }
-    if needed is None:
-        result["annotations_saved"] = None
-        result["note"] = f"{best} never reached random's final {key} {random_final:.3f}"
-    else:
-        result["annotations_saved"] = random_total - needed
-        result["saved_fraction"] = (random_total - needed) / random_total if random_total else 0.0
-        result["note"] = (f"{best} reaches random's final {key} {random_final:.3f} after {needed:.1f} "
-                          f"annotations instead of {random_total:.0f}")
-    return result
 
 
-def table(curves: dict[str, list[dict[str, float]]], seeds: int) -> str:
-    lines = ["| strategy | round | annotations | " + " | ".join(METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
-    for strategy, rows in curves.items():
-        for r in rows:
-            vals = " | ".join(f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in METRICS)
-            lines.append(f"| {strategy} | {int(r['round'])} | {r['cumulative']:.0f} | {vals} |")
-    lines.append(f"(mean ± std over {seeds} seed(s); round 0 is the start model)")
-    return "\n".join(lines)
+COLOURS = {"random": "black", "uncertainty": "#4a90e2", "diversity": "#7ed321", "kcenter": "#9013fe",
+           "spine": "#d0021b", "plausibility": "#f5a623", "effort": "#50e3c2"}
 
 
-def plot(curves: dict[str, list[dict[str, float]]], out_png: Path, title: str) -> Path:
+def plot(curves: dict[str, list[dict[str, Any]]], out_png: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    colours = {"random": "black", "uncertainty": "#4a90e2", "diversity": "#7ed321", "spine": "#d0021b"}
-    for ax, key in zip(axes, ("all_AP", "spine_AP"), strict=True):
-        for strategy, rows in curves.items():
-            xs = [r["cumulative"] for r in rows]
-            ys = [r[key] for r in rows]
-            err = [r[key + "_std"] for r in rows]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=strategy,
-                        color=colours.get(strategy), linestyle="--" if strategy == "random" else "-")
-        ax.set_xlabel("human annotations (cumulative)")
-        ax.set_ylabel(f"{key} (validation split)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.suptitle(title)
+    panels = [("synthetic_spine_AP", "spine AP, synthetic val"),
+              ("synthetic_all_AP", "all AP, synthetic val"),
+              ("real_body_AP", "body AP, real val"),
+              ("cumulative_effort", "keypoints corrected (cumulative)")]
+    modes = sorted({k.split("|")[1] for k in curves})
+    fig, axes = plt.subplots(len(modes), len(panels), figsize=(4.2 * len(panels), 3.4 * len(modes)), dpi=90,
+                             squeeze=False)
+    for row, mode in enumerate(modes):
+        for col, (key, label) in enumerate(panels):
+            ax = axes[row][col]
+            for run_key, rows in curves.items():
+                strategy, aa = run_key.split("|")
+                if aa != mode:
+                    continue
+                xs = np.array([r["cumulative"] for r in rows])
+                ys = np.array([r[key] for r in rows])
+                sd = np.array([r.get(f"{key}_std", 0.0) for r in rows])
+                colour = COLOURS.get(strategy)
+                ax.plot(xs, ys, marker="o", ms=3, label=strategy, color=colour,
+                        linestyle="--" if strategy == "random" else "-")
+                ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.12)
+            ax.set_title(f"{label} ({mode})", fontsize=9)
+            ax.set_xlabel("human annotations (cumulative)", fontsize=8)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png)
@@ -408,116 +446,159 @@ def plot(curves: dict[str, list[dict[str, float]]], out_png: Path, title: str) -
     return out_png
 
 
+def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, budgets: Sequence[int],
+                  round_iters: int, started: float, *, partial: bool) -> dict[str, Any]:
+    """Curves, comparisons, verdict, JSON and plot from the runs so far (after every run, so a
+    cut-short bench still leaves its numbers; `partial` marks such a file)."""
+    done = {k: v for k, v in runs.items() if v}
+    seeds = min(len(v) for v in done.values())
+    done = {k: dict(sorted(v.items())[:seeds]) for k, v in done.items()}
+    curves = mean_curves(done)
+    comparisons = compare(done, args.resamples)
+    modes = sorted({k.split("|")[1] for k in done})
+    smoke = args.budget == ["small"] or args.round_iters == "small" or len(args.seeds_list) < 5
+    result = {
+        "partial": partial,
+        "scale": "smoke" if smoke else "full",
+        "note": ("SMOKE-SCALE run under load: it shows the benchmark works end to end; its numbers say "
+                 "nothing about which strategy wins" if smoke else "full-scale run"),
+        "settings": {"seeds": args.seeds_list, "rounds": len(budgets), "budgets": list(budgets),
+                     "round_iters": round_iters, "strategies": args.strategies,
+                     "auto_accept": args.auto_accept,
+                     "config": args.config, "annotator": args.annotator, "data": args.data,
+                     "min_real_val": args.min_real_val,
+                     "resamples": args.resamples, "round_settings_defaults": al.RoundSettings().as_dict()},
+        "base": base,
+        "curves": curves,
+        "comparisons": comparisons,
+        "verdict": {m: verdict(comparisons, m) for m in modes},
+        "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    Run().write(result, args.out)
+    plot(curves, args.out.with_suffix(".png"),
+         f"production rounds, budgets {list(budgets)}, {seeds} seed(s), {result['scale']} scale")
+    return result
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    lines = [f"scale: {result['scale']} - {result['note']}", ""]
+    lines.append("| run | annotations | effort (kp) | synthetic spine AP | synthetic all AP | real body AP |")
+    lines.append("|---|---|---|---|---|---|")
+    for key, rows in result["curves"].items():
+        r = rows[-1]
+        lines.append(f"| {key} | {r['cumulative']:.0f} | {r['cumulative_effort']:.0f} | "
+                     f"{r['synthetic_spine_AP']:.3f} ± {r['synthetic_spine_AP_std']:.3f} | "
+                     f"{r['synthetic_all_AP']:.3f} ± {r['synthetic_all_AP_std']:.3f} | "
+                     f"{r['real_body_AP']:.3f} ± {r['real_body_AP_std']:.3f} |")
+    lines.append("")
+    for key, entry in result["comparisons"].items():
+        sp = entry.get("synthetic_spine_AP", {})
+        if "savings" in sp:
+            sv, d = sp["savings"], sp["final_difference"]
+            lines.append(f"{key}: synthetic spine AP saving {sv['saved_fraction']:+.0%} "
+                         f"[{sv['ci_low']:+.0%}, {sv['ci_high']:+.0%}], at equal budget {d['mean']:+.3f} "
+                         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    for mode, v in result["verdict"].items():
+        lines.append(f"verdict ({mode}): {v.get('note')}")
+    return lines
+
+
 # -- main ---------------------------------------------------------------------------------------------
+def _preset(value: list[str], table: dict[str, Any], what: str) -> Any:
+    if len(value) == 1 and value[0] in table:
+        return table[value[0]]
+    try:
+        return [int(v) for v in value]
+    except ValueError:
+        raise SystemExit(f"--{what}: expected {' or '.join(table)} or integers, got {value}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/spinetrack-bench-al"),
-                        help="renders, the base store and one store per run (a finished base is reused)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=15, help="human annotations per round")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--strategies", nargs="+", default=["random", "uncertainty", "diversity", "spine"],
+                        help="renders, the base store, one store per run, Label Studio data")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per strategy (0 .. N-1)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--budget", nargs="+", default=["full"],
+                        help="human annotations per round: small (4 each), full (10 10 15 15 20) or integers")
+    parser.add_argument("--round-iters", default="full", help="fine-tuning iterations per round: small (5), "
+                        "full (60) or an integer")
+    parser.add_argument("--data", choices=sorted(DATA), default=None,
+                        help="render sizes (default: small with --budget small, else full)")
+    parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES),
                         choices=sorted(STRATEGIES))
-    parser.add_argument("--config", default="tiny")
-    parser.add_argument("--start-iters", type=int, default=150, help="training iterations of the start model")
-    parser.add_argument("--round-iters", type=int, default=30, help="fine-tuning iterations per round")
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="training batch size (0: the config's own; the round's retrain step has none)")
-    parser.add_argument("--loss-weights", type=json.loads, default=None,
-                        help='JSON loss weights for every training, '
-                             'e.g. \'{"structure": 0, "smoothness": 0}\'')
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--auto-accept", action="store_true",
-                        help="also auto-accept confident pseudo-labels (default off: only the budget "
-                             "differs)")
-    parser.add_argument("--synthetic", nargs="+", default=["bend", "squat"],
-                        help="motions of the synthetic training sequences")
-    parser.add_argument("--pool", nargs="+", default=["walk", "twist", "reach", "mixed"],
-                        help="motions of the real-pool sequences")
-    parser.add_argument("--val-motion", default="mixed")
-    parser.add_argument("--synthetic-frames", type=int, default=40)
-    parser.add_argument("--pool-frames", type=int, default=50)
-    parser.add_argument("--val-frames", type=int, default=60)
+    parser.add_argument("--auto-accept", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--config", default=al.RoundSettings().config)
+    parser.add_argument("--annotator", default=al.RoundSettings().annotator,
+                        help="RoundSettings.annotator: who pre-labels the pool (pipeline.annotators spec)")
+    parser.add_argument("--min-real-val", type=int, default=10,
+                        help="RoundSettings.min_real_val: the real validation split here is small")
+    parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples")
     parser.add_argument("--verbose", action="store_true", help="print every round step's log line")
     parser.add_argument("--rebuild", action="store_true", help="build the base store again")
     parser.add_argument("--out", type=Path, default=RESULTS / "active_learning.json")
     args = parser.parse_args(argv)
     if "random" not in args.strategies:
         parser.error("random must be among --strategies: it is the baseline")
+    args.seeds_list = list(range(args.seeds))
+    budget_list = _preset(args.budget, BUDGETS, "budget")
+    budgets = [budget_list[min(i, len(budget_list) - 1)] for i in range(args.rounds)]
+    round_iters = ROUND_ITERS[args.round_iters] if args.round_iters in ROUND_ITERS else int(args.round_iters)
+    data = args.data or ("small" if args.budget == ["small"] else "full")
+    args.data = data
 
     started = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    if args.rebuild and (args.work / "base").exists():
-        shutil.rmtree(args.work / "base")
-    sizes = DataSizes(tuple(args.synthetic), tuple(args.pool), args.val_motion, args.synthetic_frames,
-                      args.pool_frames, args.val_frames)
-    if args.threads:
-        import torch
+    def quiet(_msg: str) -> None:
+        """Round steps' own log lines, dropped unless --verbose."""
 
-        torch.set_num_threads(args.threads)
-    batch = args.batch_size or None
-    base = build_base(args.work, sizes, config=args.config, start_iters=args.start_iters, batch_size=batch,
-                      log=log, loss_weights=args.loss_weights)
-    if base["pool_instances"] < args.rounds * args.budget:
-        parser.error(f"pool of {base['pool_instances']} instances is smaller than rounds x budget")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if args.rebuild:
+        shutil.rmtree(work / "base", ignore_errors=True)
+    base = build_base(work, DATA[data], args.config, log)
+    if base["pool_instances"] < sum(budgets):
+        parser.error(f"pool of {base['pool_instances']} instances is smaller than the "
+                     f"{sum(budgets)} budgeted")
 
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {s: {} for s in args.strategies}
-    for seed in args.seeds:
-        for strategy in args.strategies:
-            settings = RoundSettings(budget=args.budget, strategy=strategy, config=args.config,
-                                     train_iters=args.round_iters, auto_accept=args.auto_accept, seed=seed)
-            runs[strategy][seed] = run_strategy(args.work, base, strategy, seed, settings, args.rounds, log,
-                                                step_log=log if args.verbose else _silent, batch_size=batch,
-                                                loss_weights=args.loss_weights)
-            write_results(args, base, runs, started, partial=True)
+    import signal
 
-    curves, saved, png = write_results(args, base, runs, started, partial=False)
+    from annotation.labelstudio.client import connection_of
+    from annotation.labelstudio.hooks import LabelStudioHooks
+    from annotation.labelstudio.server import start_server, stop_server
+
+    def _terminate(_signum: int, _frame: Any) -> None:
+        raise SystemExit(143)  # so `finally` stops the Label Studio server
+
+    signal.signal(signal.SIGTERM, _terminate)
+    shutil.rmtree(work / "labelstudio", ignore_errors=True)
+    t = time.perf_counter()
+    server = start_server(work / "labelstudio", document_root=work)
+    log(f"Label Studio answering at {server.url} after {time.perf_counter() - t:.0f} s")
+    hooks = LabelStudioHooks(connection_of(server))
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.auto_accept]
+    runs: Runs = {}
+    try:
+        for seed in args.seeds_list:
+            for aa in modes:
+                for strategy in args.strategies:
+                    spec = RunSpec(strategy, aa, seed)
+                    runs.setdefault(spec.key, {})[seed] = run_one(
+                        work, base, spec, budgets, round_iters, args.config, args.annotator, hooks,
+                        args.min_real_val, log,
+                        log if args.verbose else quiet)
+            write_results(args, base, runs, budgets, round_iters, started, partial=True)
+    finally:
+        stop_server(server)
+    result = write_results(args, base, runs, budgets, round_iters, started, partial=False)
     print()
-    print(table(curves, len(args.seeds)))
-    print()
-    for key, sv in saved.items():
-        gain = sv.get("annotations_saved")
-        extra = f" -> saves {gain:.1f} annotations ({sv['saved_fraction']:.0%})" if gain is not None else ""
-        print(f"{key}: {sv.get('note')}{extra}")
-    log(f"wrote {args.out} and {png}")
-
-
-def write_results(args: argparse.Namespace, base: dict[str, Any],
-                  runs: dict[str, dict[int, list[dict[str, Any]]]], started: float, *, partial: bool,
-                  ) -> tuple[dict[str, list[dict[str, float]]], dict[str, dict[str, Any]], Path]:
-    """Curves, savings, JSON and plot from the runs so far (after every run, so a cut-short bench
-    still leaves its numbers; `partial` marks such a file)."""
-    done = {s: by_seed for s, by_seed in runs.items() if by_seed}
-    seeds = min(len(by_seed) for by_seed in done.values())
-    done = {s: dict(list(by_seed.items())[:seeds]) for s, by_seed in done.items()}  # equal seeds each
-    curves = mean_curves(done)
-    saved = {key: savings(curves, key) for key in ("all_AP", "spine_AP")}
-    png = plot(curves, args.out.with_suffix(".png"),
-               f"active learning, budget {args.budget}/round, {seeds} seed(s), "
-               f"auto-accept {'on' if args.auto_accept else 'off'}")
-    result = {
-        "partial": partial,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "base": base,
-        "curves": curves,
-        "runs": {s: {str(seed): recs for seed, recs in by_seed.items()} for s, by_seed in runs.items()},
-        "savings": saved,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=_json_default) + "\n", encoding="utf-8")
-    return curves, saved, png
-
-
-def _json_default(value: Any) -> Any:
-    return str(value)
+    print("\n".join(summary_lines(result)))
+    log(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

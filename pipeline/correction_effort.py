@@ -218,22 +218,31 @@ def corrected_tasks(store: Any, rounds: Sequence[int] | None = None) -> list[Cor
 @dataclass(frozen=True)
 class RoundEffort:
     tasks: int
-    moved: int  # keypoints corrected in total
+    moved: int  # keypoints corrected in total (placed, dragged, and deleted if the rule counts them)
     per_task: float  # mean keypoints corrected per task (nan without tasks)
     by_group: dict[str, int]
+    deleted: int = 0  # of `moved`: pre-annotated points the annotator removed
 
     def as_dict(self) -> dict[str, Any]:
         return {"tasks": self.tasks, "moved_keypoints": self.moved, "per_task": self.per_task,
-                "by_group": dict(self.by_group)}
+                "by_group": dict(self.by_group), "deleted": self.deleted}
 
 
 def round_effort(store: Any, number: int, rule: EffortRule | None = None) -> RoundEffort:
-    """Measured correction effort of one round's finished tasks."""
+    """Measured correction effort of one round's finished tasks.
+
+    `deleted` is reported apart because where the truth is a partial file (COCO-17 photos carry no
+    spine), a simulated annotator "deletes" every point the file does not cover: a real annotator
+    would have placed those instead, so with such truth `moved - deleted` is the comparable count.
+    """
+    rule = rule or EffortRule()
     tasks = corrected_tasks(store, [number])
     moved = [moved_keypoints(t.pre, t.final, area=t.area, rule=rule) for t in tasks]
+    deleted = sum(int(((_points(t.pre)[:, 2] > 0) & (_points(t.final)[:, 2] <= 0)).sum()) for t in tasks) \
+        if rule.count_deletions else 0
     total = int(sum(int(m.sum()) for m in moved))
     by_group = {g: int(sum(int(m[list(ids)].sum()) for m in moved)) for g, ids in GROUPS.items()}
-    return RoundEffort(len(moved), total, total / len(moved) if moved else math.nan, by_group)
+    return RoundEffort(len(moved), total, total / len(moved) if moved else math.nan, by_group, deleted)
 
 
 def _stored_signal(quality: dict[str, Any], plausibility: ArrayLike | None) -> Array | None:
