@@ -23,7 +23,7 @@ from sqlalchemy import select
 from annotation.labelstudio.config import instructions_html, label_config
 from annotation.labelstudio.server import STATE_FILE, LabelStudioServer, LabelStudioUnavailable
 from pipeline.store import Store
-from pipeline.store.models import SyncState, utcnow
+from pipeline.store.models import SyncState
 
 DEFAULT_PROJECT_TITLE = "SpineTrack keypoints"
 PROJECT_KEY = "labelstudio:project"
@@ -195,9 +195,8 @@ def ensure_project(
 ) -> int:
     """The store's Label Studio project (created on first use, its id kept in SyncState per server URL)."""
     key = f"{PROJECT_KEY}:{conn.url}"
-    with store.session() as s:
-        row = s.get(SyncState, key)
-        known = int(row.value["project_id"]) if row is not None else None
+    saved = store.sync_value(key)
+    known = int(saved["project_id"]) if saved is not None else None
     with reaching(conn.url):
         if known is not None:
             try:
@@ -216,13 +215,7 @@ def ensure_project(
             maximum_annotations=1,
         )
     project_id = int(project.id or 0)
-    with store.session() as s:
-        row = s.get(SyncState, key)
-        if row is None:
-            s.add(SyncState(key=key, value={"project_id": project_id}, updated_at=utcnow()))
-        else:
-            row.value = {"project_id": project_id}
-            row.updated_at = utcnow()
+    store.set_sync_value(key, {"project_id": project_id})
     return project_id
 
 

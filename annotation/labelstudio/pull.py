@@ -31,7 +31,7 @@ from annotation.labelstudio.agreement import DISAGREEMENT_BELOW, agreement_quali
 from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reaching
 from annotation.labelstudio.convert import from_result, keypoints_bbox
 from pipeline.store import Store
-from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, SyncState, utcnow
+from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
 from schemas.enums import RevisionSource, RevisionStatus, TaskState
 from schemas.keypoints import NUM_KEYPOINTS
 
@@ -72,9 +72,8 @@ def cursor_key(conn: Connection, project_id: int) -> str:
 
 
 def stored_project(store: Store, conn: Connection) -> int | None:
-    with store.session() as s:
-        row = s.get(SyncState, f"{PROJECT_KEY}:{conn.url}")
-        return int(row.value["project_id"]) if row is not None else None
+    saved = store.sync_value(f"{PROJECT_KEY}:{conn.url}")
+    return int(saved["project_id"]) if saved is not None else None
 
 
 def _changed_task_versions(client: LabelStudio, project_id: int, after: datetime | None) -> dict[int, str]:
@@ -133,10 +132,9 @@ def pull(
     if project_id is None:
         return report
     key = cursor_key(conn, project_id)
-    with store.session() as s:
-        row = s.get(SyncState, key)
-        after = _as_datetime(row.value["updated_after"]) if row is not None else None
-        seen: dict[str, str] = dict(row.value.get("seen", {})) if row is not None else {}
+    saved = store.sync_value(key)
+    after = _as_datetime(saved["updated_after"]) if saved is not None else None
+    seen: dict[str, str] = dict(saved.get("seen", {})) if saved is not None else {}
     emails: dict[int, str] = {}
     with reaching(conn.url):
         versions = _changed_task_versions(client, project_id, after)
@@ -162,14 +160,7 @@ def pull(
         window = newest - OVERLAP
         seen.update({str(tid): at for tid, at in versions.items()})
         seen = {tid: at for tid, at in seen.items() if _as_datetime(at) >= window - OVERLAP}
-        with store.session() as s:
-            row = s.get(SyncState, key)
-            value = {"updated_after": report.cursor, "seen": seen}
-            if row is None:
-                s.add(SyncState(key=key, value=value, updated_at=utcnow()))
-            else:
-                row.value = value
-                row.updated_at = utcnow()
+        store.set_sync_value(key, {"updated_after": report.cursor, "seen": seen})
     return report
 
 
