@@ -53,12 +53,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, P
 def test_trained_model_labels_unseen_renders_far_better_than_untrained(trained) -> None:  # type: ignore[no-untyped-def]
     _store, quality, baseline = trained
     assert quality.count == baseline.count == sum(s.frames for s in HELD_OUT)
-    # Measured 2026-11-25 (300 iters, batch 16, contended CPU): mean OKS 0.152 vs 0.004 untrained,
-    # AP 0.0 for both on these unseen motions. The model issue's aim (spine AP >= 0.5) needs a
-    # better-learning `tiny`; until then this guards the measured gap.
+    # README ("Model"): 300 iterations at batch 16 give all AP 0.144 and spine AP 0.778 on these
+    # held-out renders, the untrained model 0.000 everywhere. An untrained model's AP is 0, so "better"
+    # is a strict inequality: equal APs (both 0) mean the trained model places no point within COCO's
+    # tolerances either, and fail here.
     assert quality.mean_oks > baseline.mean_oks + 0.1
     assert quality.by_partition["spine"] > baseline.by_partition["spine"]
-    assert quality.ap["all_AP"] >= baseline.ap["all_AP"]
+    assert quality.ap["spine_AP"] > baseline.ap["spine_AP"]
+    assert quality.ap["all_AP"] > baseline.ap["all_AP"]
 
 
 def test_uncertainty_ranks_worse_predictions_higher(trained) -> None:  # type: ignore[no-untyped-def]
