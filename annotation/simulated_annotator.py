@@ -17,7 +17,7 @@ from typing import Any
 from label_studio_sdk import LabelStudio
 
 from annotation.labelstudio.convert import to_result
-from schemas.keypoints import NUM_KEYPOINTS
+from schemas.keypoint_array import KeypointArray
 
 #: instance id -> (37 x (x, y, v) pixels, bbox [x, y, w, h]) or None when the truth is unknown.
 Truth = Callable[[int], "tuple[Sequence[float], Sequence[float]] | None"]
@@ -56,16 +56,15 @@ def simulated_keypoints(
     truth: Sequence[float], width: int, height: int, profile: AnnotatorProfile, rng: random.Random
 ) -> list[float]:
     """Truth + click noise, clipped to the image, quantised to 1/100 px (a click on a zoomed image)."""
-    out = [0.0] * (NUM_KEYPOINTS * 3)
-    for k in range(NUM_KEYPOINTS):
-        x, y, v = (float(t) for t in truth[3 * k : 3 * k + 3])
+    out = KeypointArray.zeros()
+    for k, (x, y, v) in enumerate(KeypointArray.from_flat(truth).data.tolist()):
         if v <= 0:
             continue  # not visible in truth: the annotator deletes the point
         x = min(max(x + rng.gauss(0.0, profile.pixel_noise), 0.0), float(width))
         y = min(max(y + rng.gauss(0.0, profile.pixel_noise), 0.0), float(height))
         occluded = v < 2 and rng.random() < profile.occlusion_recall
-        out[3 * k : 3 * k + 3] = [round(x, 2), round(y, 2), 1.0 if occluded else 2.0]
-    return out
+        out.data[k] = [round(x, 2), round(y, 2), 1.0 if occluded else 2.0]
+    return [float(v) for v in out.data.ravel()]
 
 
 def _author(annotation: Any) -> int | None:

@@ -31,6 +31,7 @@ from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_frac
 from pipeline.store import Label, Store, file_sha256
 from pipeline.store.models import Image, ModelVersion, Release
 from schemas.errors import InputError
+from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
 from schemas.manifest import (
     Changelog,
@@ -356,8 +357,9 @@ def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
         rounds[name] = dict(sorted(Counter(
             "none" if lab.round is None else str(lab.round) for lab in labs).items()))
         for lab in labs:
+            flags = KeypointArray.from_flat(lab.keypoints).v
             for k in KEYPOINTS:
-                visibility[k.name][int(lab.keypoints[3 * k.index + 2])] += 1
+                visibility[k.name][int(flags[k.index])] += 1
     return Counts(
         splits=splits,
         image_sources=image_sources,

@@ -31,6 +31,7 @@ from pipeline.release import get_release, labels_for_revisions
 from pipeline.store import Label, Store
 from pipeline.store.models import Revision
 from schemas import enums
+from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import GROUP_COLOURS, NAMES, NUM_KEYPOINTS
 
 #: Revision sources that are model proposals.
@@ -82,9 +83,9 @@ def _points(label: Label, ids: Sequence[int] = range(NUM_KEYPOINTS)) -> tuple[li
                                                                               list[int]]:
     """Normalised (x, y) of keypoints `ids`; unlabelled points (v=0) as NaN."""
     points, visibility = [], []
-    kps = label.keypoints
+    kps = KeypointArray.from_flat(label.keypoints)
     for i in ids:
-        x, y, v = kps[3 * i], kps[3 * i + 1], kps[3 * i + 2]
+        x, y, v = kps.point(i)
         visibility.append(int(v))
         points.append((x / label.width, y / label.height) if v > 0 else (math.nan, math.nan))
     return points, visibility

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from annotation.labelstudio.config import IMAGE, OCCLUDED, PERSON, VISIBILITY, keypoint_controls
+from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import INDEX, NAMES, NUM_KEYPOINTS
 
 PIXEL_DECIMALS = 3
@@ -148,11 +149,11 @@ def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) ->
 
 def keypoints_bbox(keypoints: Sequence[float], width: int, height: int, margin: float = 0.1) -> list[float]:
     """A box around the labelled points (with a margin), clipped to the image: used when none was drawn."""
-    xs = [keypoints[3 * i] for i in range(NUM_KEYPOINTS) if keypoints[3 * i + 2] > 0]
-    ys = [keypoints[3 * i + 1] for i in range(NUM_KEYPOINTS) if keypoints[3 * i + 2] > 0]
-    if not xs:
+    kps = KeypointArray.from_flat(keypoints)
+    points = kps.xy[kps.labelled]
+    if not len(points):
         return [0.0, 0.0, 0.0, 0.0]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
     x0, y0 = max(0.0, x0 - mx), max(0.0, y0 - my)
     x1, y1 = min(float(width), x1 + mx), min(float(height), y1 + my)
