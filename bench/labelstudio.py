@@ -97,14 +97,7 @@ def bench_spinetrack(
     repush_s = time.perf_counter() - t0
     assert len(report.created) == len(ids) and got.stored == len(ids) and again.stored == 0
     assert not repush.created
-    from sqlalchemy import select
-
-    from pipeline.store.models import Revision
-
-    with store.session() as s:
-        humans = {
-            r.instance_id: r.keypoints for r in s.scalars(select(Revision).where(Revision.source == "human"))
-        }
+    humans = {r.instance_id: r.keypoints for r in store.revisions_for(sources=["human"])}
     exact = sum(humans[iid] == truth[iid][0] for iid in ids)
     # the simulated annotator (benchmark tool) on a second round: its throughput bounds loop speed
     sub = ids[:simulate]
@@ -148,13 +141,7 @@ def bench_fiftyone(server: Any, store: Store, ids: list[int], named: bool) -> di
     try:
         import fiftyone as fo
 
-        from pipeline.store.models import Image, Instance
-
-        with store.session() as s:
-            rows = {
-                inst.id: img
-                for inst, img in s.query(Instance, Image).join(Image).filter(Instance.id.in_(ids))
-            }
+        rows = store.images_of(ids)
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
         dataset = fo.Dataset(name)
@@ -213,12 +200,7 @@ def bench_sdk_one_by_one(server: Any, store: Store, ids: list[int], truth: dict[
     project = client.projects.create(title="bench one by one", label_config=_config())
     project_id = int(project.id or 0)
     client.import_storage.local.create(project=project_id, path=str(Path(server.document_root) / "images"))
-    with store.session() as s:
-        from pipeline.store.models import Image, Instance
-
-        rows = {
-            inst.id: img for inst, img in s.query(Instance, Image).join(Image).filter(Instance.id.in_(ids))
-        }
+    rows = store.images_of(ids)
     task_ids = []
     t0 = time.perf_counter()
     for iid in ids:
