@@ -136,6 +136,13 @@ class FitResult:
     #: (F, B, 3) fitted bone marker minus target (m), `bones_used` order
     bone_residuals_m: NDArray[np.float64] | None = None
     settings: FitSettings | None = None
+    #: The fitted body's surface, for geometric self-occlusion (default model only, else None):
+    #: capsule ends (F, C, 2, 3) in ground m, radii (C,) m, each capsule's body, and per landmark
+    #: the bodies that do not hide it (its own, its joint neighbours, the trunk for trunk points).
+    capsule_ends_m: NDArray[np.float64] | None = None
+    capsule_radii_m: NDArray[np.float64] | None = None
+    capsule_bodies: list[str] | None = None
+    landmark_home: list[frozenset[str]] | None = None
 
     @property
     def frame_count(self) -> int:
@@ -387,6 +394,64 @@ def _initial_root_pose(
     model.realizePosition(state)
 
 
+#: Bodies of the default model's trunk: they never hide one another's landmarks (as in the renderer).
+TRUNK_BODIES = frozenset(
+    {"pelvis", "lumbar5", "lumbar4", "lumbar3", "lumbar2", "lumbar1", "thorax", "clavicle_l", "clavicle_r"}
+)
+
+
+@dataclass
+class _FittedSurface:
+    """The default model's capsules, scaled like the model, posed frame by frame."""
+
+    bodies: list[str]
+    local: NDArray[np.float64]  # (C, 2, 3) body frames, scaled
+    radii: NDArray[np.float64]
+    unique: list[str]
+    index: NDArray[np.intp]
+    home: list[frozenset[str]]
+    ends: list[NDArray[np.float64]] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        model: osim.Model,
+        height_m: float,
+        mass_kg: float,
+        settings: FitSettings,
+        factors: Mapping[str, float | tuple[float, float, float]],
+    ) -> _FittedSurface:
+        anatomy = default_anatomy(height_m, mass_kg, settings.anatomy_revision)
+        bodies = [c.body for c in anatomy.capsules]
+        k = np.array([np.broadcast_to(np.asarray(factors.get(b, 1.0), dtype=np.float64), 3) for b in bodies])
+        local = np.array([[c.p0, c.p1] for c in anatomy.capsules]) * k[:, None, :]
+        radii = np.array([c.radius for c in anatomy.capsules]) * k.mean(axis=1)
+        unique = sorted(set(bodies))
+        adjacency: dict[str, set[str]] = {}
+        joints = model.getJointSet()
+        for i in range(joints.getSize()):
+            parent = joints.get(i).getParentFrame().findBaseFrame().getName()
+            child = joints.get(i).getChildFrame().findBaseFrame().getName()
+            adjacency.setdefault(parent, set()).add(child)
+            adjacency.setdefault(child, set()).add(parent)
+        home = []
+        for name in NAMES:
+            body = anatomy.marker_map.landmarks[name].body
+            allowed = {body} | adjacency.get(body, set())
+            if allowed & TRUNK_BODIES:
+                allowed |= TRUNK_BODIES
+            home.append(frozenset(allowed))
+        index = np.array([unique.index(b) for b in bodies])
+        return cls(bodies, local, radii, unique, index, home)
+
+    def record(self, model: osim.Model, state: osim.State) -> None:
+        from synthetic.opensim_builder import body_transforms
+
+        rots, origins = body_transforms(model, state, self.unique)
+        r, o = rots[self.index], origins[self.index]
+        self.ends.append(np.einsum("nij,nkj->nki", r, self.local) + o[:, None, :])
+
+
 def fit_sequence(
     bones_per_frame: Sequence[BonesFrame],
     height_m: float,
@@ -465,6 +530,7 @@ def fit_sequence(
     for n in names:
         weights.cloneAndAppend(osim.MarkerWeight(BONE_PREFIX + n, float(settings.bone_weights.get(n, 1.0))))
     reference = osim.MarkersReference(_marker_table(targets, names), weights)
+    surface = _FittedSurface.of(fitted, height_m, mass_kg, settings, factors) if is_default else None
     coordinate_refs = osim.SimTKArrayCoordinateReference()
     if settings.lumbar_regularisation > 0 and is_default:
         cs = fitted.getCoordinateSet()
@@ -520,6 +586,8 @@ def fit_sequence(
         worst[f] = err[k]
         worst_bone.append(names[k])
         landmarks[f] = marker_positions(fitted, state, landmark_markers)
+        if surface is not None:
+            surface.record(fitted, state)
         residuals[f] = marker_positions(fitted, state, bone_markers) - targets[f]
         coords[f] = [coord_set.get(i).getValue(state) for i in range(len(coord_names))]
 
@@ -537,4 +605,8 @@ def fit_sequence(
         warnings=warnings,
         bone_residuals_m=residuals,
         settings=settings,
+        capsule_ends_m=None if surface is None else np.asarray(surface.ends),
+        capsule_radii_m=None if surface is None else surface.radii,
+        capsule_bodies=None if surface is None else surface.bodies,
+        landmark_home=None if surface is None else surface.home,
     )

@@ -15,6 +15,14 @@ call almost every spine and hip point occluded by the actor's own torso (agreeme
 The mask marks a point occluded only when it lands on *another* actor (no pixel of its own actor
 nearby): background (0) under a point is normal for surface landmarks (toe tips, heels) that sit on
 the silhouette edge, and non-actor occluders are caught by the depth test.
+
+Depth and mask cannot tell which of the actor's own parts is in front: an arm across the chest and
+the chest itself are both "own actor, 15-25 cm in front". When the fit provides the fitted body's
+surface (`self_occlusion`: the default model's capsules, posed and scaled like the fit), a point on
+its own actor's pixels is occluded exactly when the line of sight passes through a fitted body part
+that is not its own, a joint neighbour or (for trunk points) the trunk — the renderer's own
+definition — and the depth test only judges pixels that are not the actor's (props, other actors).
+Measured on the independent character: bench/synthetic_fidelity.py, `occlusion`.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from synthetic.raster import segment_hits
 
 V_OUTSIDE, V_OCCLUDED, V_VISIBLE = 0, 1, 2
 
@@ -63,8 +73,13 @@ def keypoint_visibility(
     mask: NDArray[np.integer[Any]] | None = None,
     actor_id: int | None = None,
     rule: VisibilityRule | None = None,
+    self_occluded: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int8]:
-    """COCO v per point: 0 outside the image (or behind the camera), 1 occluded, 2 visible."""
+    """COCO v per point: 0 outside the image (or behind the camera), 1 occluded, 2 visible.
+
+    `self_occluded` (per point, from `self_occlusion`) replaces the depth test on the actor's own
+    pixels when a mask tells which pixels are the actor's.
+    """
     rule = rule or VisibilityRule()
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     depth = np.asarray(depth_cm, dtype=np.float64).reshape(-1)
@@ -82,16 +97,41 @@ def keypoint_visibility(
         return vis
     rows, cols = _pixel_index(uv, inside)
     occluded = np.zeros_like(inside)
+    own = np.zeros_like(inside)  # the actor's own surface is at (or next to) the point's pixel
+    if mask is not None and actor_id is not None:
+        own = _actor_near(mask, rows, cols, actor_id, rule.mask_radius_px)
+        under = mask[rows, cols]
+        on_other_actor = (under != 0) & (under != actor_id)
+        occluded |= on_other_actor & ~own
+    geometric = self_occluded is not None and mask is not None and actor_id is not None
+    if self_occluded is not None:
+        occluded |= np.asarray(self_occluded, dtype=bool)
     if depth_buffer is not None:
         surface = depth_buffer[rows, cols].astype(np.float64)
         tol = rule.depth_tol_cm + rule.depth_tol_rel * depth
-        occluded |= np.isfinite(surface) & (depth > surface + tol)
-    if mask is not None and actor_id is not None:
-        under = mask[rows, cols]
-        on_other_actor = (under != 0) & (under != actor_id)
-        occluded |= on_other_actor & ~_actor_near(mask, rows, cols, actor_id, rule.mask_radius_px)
+        by_depth = np.isfinite(surface) & (depth > surface + tol)
+        occluded |= by_depth & ~own if geometric else by_depth
     vis[inside & occluded] = V_OCCLUDED
     return vis
+
+
+def self_occlusion(
+    camera_location: ArrayLike,
+    points: NDArray[np.float64],
+    cap_a: NDArray[np.float64],
+    cap_b: NDArray[np.float64],
+    radii: NDArray[np.float64],
+    cap_bodies: list[str],
+    home: list[frozenset[str]],
+) -> NDArray[np.bool_]:
+    """Per point: does the line of sight pass through a fitted body part other than its home bodies?
+
+    All in one frame and unit (e.g. Unreal cm): camera location (3,), points (P, 3), capsules (C, 3).
+    """
+    origin = np.asarray(camera_location, dtype=np.float64)
+    blocked = segment_hits(origin, np.asarray(points, dtype=np.float64), cap_a, cap_b, radii)
+    foreign = np.array([[body not in allowed for body in cap_bodies] for allowed in home])
+    return np.asarray((blocked & foreign).any(axis=1))
 
 
 def _actor_near(

@@ -113,3 +113,27 @@ def test_fidelity_bench_runs_and_reports_every_group(tmp_path: Path) -> None:
     assert 0.0 < result["occlusion"]["agreement"] <= 1.0
     assert set(result["targets"]) == {"spine_median_px_render_le_1", "spine_median_mm_le_15",
                                       "occlusion_agreement_ge_0.97"}
+
+
+def test_fitted_surface_decides_self_occlusion_on_own_pixels() -> None:
+    """A hip 25 cm behind its own belly: the depth test alone calls it hidden, the fitted body does not;
+    an arm of the fitted body on the line of sight hides it; another actor's pixels still hide it."""
+    from synthetic.visibility import keypoint_visibility, self_occlusion
+
+    uv, z = np.array([[5.5, 5.5]]), np.array([325.0])
+    depth = np.full((10, 10), 300.0, np.float32)
+    own = np.ones((10, 10), np.int32)
+    assert keypoint_visibility(uv, z, 10, 10, depth_buffer=depth, mask=own, actor_id=1)[0] == 1
+    point = np.array([[325.0, 0.0, 0.0]])
+    camera = np.zeros(3)
+    arm = (np.array([[300.0, -20.0, 0.0]]), np.array([[300.0, 20.0, 0.0]]), np.array([5.0]))
+    hidden_by_arm = self_occlusion(camera, point, *arm, ["humerus_l"], [frozenset({"pelvis", "femur_l"})])
+    hidden_by_own = self_occlusion(camera, point, *arm, ["pelvis"], [frozenset({"pelvis", "femur_l"})])
+    assert hidden_by_arm.tolist() == [True] and hidden_by_own.tolist() == [False]
+    for hidden, want in ((hidden_by_own, 2), (hidden_by_arm, 1)):
+        v = keypoint_visibility(uv, z, 10, 10, depth_buffer=depth, mask=own, actor_id=1, self_occluded=hidden)
+        assert v[0] == want
+    other = np.full((10, 10), 2, np.int32)  # another actor in front
+    v = keypoint_visibility(uv, z, 10, 10, depth_buffer=depth, mask=other, actor_id=1,
+                            self_occluded=hidden_by_own)
+    assert v[0] == 1
