@@ -153,13 +153,14 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
             return info
     shutil.rmtree(home, ignore_errors=True)
     t0 = time.perf_counter()
-    size = {"width": sizes.width, "height": sizes.height}
-    syn = render_set(work / "renders" / "synthetic", [SequenceSpec(m, 100 + i, sizes.synthetic_frames, **size)
-                                                      for i, m in enumerate(sizes.synthetic)])
-    val = render_set(work / "renders" / "synthetic-val",
-                     [SequenceSpec(sizes.val_motion, 300, sizes.val_frames, **size)])
+    def spec(motion: str, seed: int, frames: int) -> SequenceSpec:
+        return SequenceSpec(motion, seed, frames, width=sizes.width, height=sizes.height)
+
+    syn = render_set(work / "renders" / "synthetic",
+                     [spec(m, 100 + i, sizes.synthetic_frames) for i, m in enumerate(sizes.synthetic)])
+    val = render_set(work / "renders" / "synthetic-val", [spec(sizes.val_motion, 300, sizes.val_frames)])
     pool = render_set(work / "renders" / "pool",
-                      [SequenceSpec(m, 200 + i, sizes.pool_frames, **size) for i, m in enumerate(sizes.pool)])
+                      [spec(m, 200 + i, sizes.pool_frames) for i, m in enumerate(sizes.pool)])
     log(f"rendered {len(syn)} synthetic, 1 validation and {len(pool)} pool sequences in "
         f"{time.perf_counter() - t0:.0f} s")
 
@@ -447,7 +448,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], out_png: Path, title: str) -> 
 
 
 def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, budgets: Sequence[int],
-                  round_iters: int, started: float, *, partial: bool) -> dict[str, Any]:
+                  round_iters: int, started: float, bench_run: Run, *, partial: bool) -> dict[str, Any]:
     """Curves, comparisons, verdict, JSON and plot from the runs so far (after every run, so a
     cut-short bench still leaves its numbers; `partial` marks such a file)."""
     done = {k: v for k, v in runs.items() if v}
@@ -475,7 +476,7 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    Run().write(result, args.out)
+    bench_run.write(result, args.out)  # adds load_average (start and end of the run) and machine
     plot(curves, args.out.with_suffix(".png"),
          f"production rounds, budgets {list(budgets)}, {seeds} seed(s), {result['scale']} scale")
     return result
@@ -550,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.data = data
 
     started = time.perf_counter()
+    bench_run = Run()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
@@ -592,10 +594,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         work, base, spec, budgets, round_iters, args.config, args.annotator, hooks,
                         args.min_real_val, log,
                         log if args.verbose else quiet)
-            write_results(args, base, runs, budgets, round_iters, started, partial=True)
+            write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=True)
     finally:
         stop_server(server)
-    result = write_results(args, base, runs, budgets, round_iters, started, partial=False)
+    result = write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=False)
     print()
     print("\n".join(summary_lines(result)))
     log(f"wrote {args.out} and {args.out.with_suffix('.png')}")

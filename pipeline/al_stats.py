@@ -73,8 +73,18 @@ class Savings:
         """The interval excludes zero on the saving side."""
         return self.ci_low > 0
 
+    @property
+    def note(self) -> str:
+        if self.random_needed <= 0:
+            return ("random's final value is no better than where the curves start: nothing to save "
+                    "(the metric did not improve with annotations)")
+        if self.censored:
+            return (f"{self.censored} of {self.seeds} strategy seeds never reached the target and count "
+                    "at the full budget")
+        return ""
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "supported": self.supported,
+        return {**asdict(self), "supported": self.supported, "note": self.note,
                 "per_seed_needed": [None if math.isnan(v) else v for v in self.per_seed_needed]}
 
 

@@ -42,7 +42,14 @@ def test_a_seed_that_never_reaches_the_target_counts_at_the_full_budget() -> Non
     assert sv.censored == 1 and math.isnan(sv.per_seed_needed[1])
     assert sv.needed == pytest.approx(15.0) and sv.saved_fraction == pytest.approx(0.25)
     assert sv.ci_low == pytest.approx(0.0) and not sv.supported  # half the resamples save nothing
-    assert sv.as_dict()["per_seed_needed"] == [10.0, None]
+    assert sv.as_dict()["per_seed_needed"] == [10.0, None] and "1 of 2" in sv.note
+
+
+def test_nothing_to_save_when_random_ends_where_it_started() -> None:
+    falling = [(XS, [0.6, 0.5, 0.5]), (XS, [0.6, 0.55, 0.5])]  # target 0.5, reached at 0 annotations
+    sv = savings(falling, falling, resamples=200)
+    assert sv.random_needed == 0.0 and sv.saved_fraction == 0.0 and not sv.supported
+    assert "nothing to save" in sv.note
 
 
 def test_no_saving_when_the_strategy_equals_random() -> None:
