@@ -68,6 +68,8 @@ RESULTS = REPO / "bench" / "results"
 REAL_PEOPLE = REPO.parent / "shared" / "data" / "real_people"
 METRICS = ("all_AP", "body_AP", "feet_AP", "spine_AP")
 PARTS = ("real", "synthetic")
+#: Also recorded: mean OKS moves smoothly where AP on a small split moves in coarse steps.
+EXTRA = ("mean_oks", "instances")
 BASE_INFO = "bench_base.json"
 #: Real sample files whose keypoints map into SpineTrack (COCO-17): (name, file, image dir, split).
 REAL_SETS: tuple[tuple[str, str, str, str], ...] = (
@@ -254,7 +256,7 @@ def _auto_accepted_quality(store: Store, number: int, good_oks: float) -> dict[s
 
 
 def _metrics(values: dict[str, Any]) -> dict[str, dict[str, float]]:
-    return {part: {k: float((values.get(part) or {}).get(k, math.nan)) for k in (*METRICS, "instances")}
+    return {part: {k: float((values.get(part) or {}).get(k, math.nan)) for k in (*METRICS, *EXTRA)}
             for part in PARTS}
 
 
@@ -340,8 +342,10 @@ def mean_curves(runs: Runs) -> dict[str, list[dict[str, Any]]]:
                                    "effort_deleted": float(np.mean([r["effort_deleted"] for r in recs])),
                                    "cumulative_effort": float(np.mean([r["cumulative_effort"]
                                                                        for r in recs]))}
+            effort = np.array([r["cumulative_effort"] for r in recs], dtype=float)
+            row["cumulative_effort_std"] = float(effort.std())
             for part in PARTS:
-                for m in METRICS:
+                for m in (*METRICS, "mean_oks"):
                     v = np.array([r["metrics"][part][m] for r in recs], dtype=float)
                     row[f"{part}_{m}"] = float(v.mean())
                     row[f"{part}_{m}_std"] = float(v.std())

@@ -76,3 +76,36 @@ def test_final_difference_paired_by_hand() -> None:
     # per-seed differences 0.2 and 0.0: resampled means 0.2, 0.1 or 0.0
     assert d.mean == pytest.approx(0.1) and d.paired
     assert d.ci_low == pytest.approx(0.0) and d.ci_high == pytest.approx(0.2)
+
+
+def _records(spine: list[float], effort: list[int]) -> list[dict[str, object]]:
+    """Bench records (bench/active_learning.py `run_one`) with 10 annotations a round."""
+    out = []
+    for n, (ap, e) in enumerate(zip(spine, effort, strict=True)):
+        metrics = {part: {"all_AP": ap, "body_AP": ap, "feet_AP": ap, "spine_AP": ap, "mean_oks": ap,
+                          "instances": 10.0} for part in ("real", "synthetic")}
+        out.append({"round": n, "cumulative": 10 * n, "effort": e, "effort_deleted": 0,
+                    "cumulative_effort": sum(effort[: n + 1]), "metrics": metrics})
+    return out
+
+
+def test_bench_summary_picks_the_strategy_that_wins_at_equal_budget() -> None:
+    from bench.active_learning import compare, mean_curves, verdict
+
+    runs = {
+        "random|aa-off": {s: _records([0.2, 0.4, 0.6], [0, 30, 30]) for s in range(3)},
+        "effort|aa-off": {s: _records([0.2, 0.6, 0.7 + 0.01 * s], [0, 40, 20]) for s in range(3)},
+        "kcenter|aa-off": {s: _records([0.2, 0.3, 0.5], [0, 30, 30]) for s in range(3)},
+    }
+    curves = mean_curves(runs)
+    assert curves["effort|aa-off"][-1]["synthetic_spine_AP"] == pytest.approx(0.71)
+    assert curves["effort|aa-off"][-1]["cumulative_effort"] == 60
+    found = compare(runs, resamples=300)
+    sp = found["effort|aa-off"]["synthetic_spine_AP"]
+    # random reaches its final 0.6 at 20; effort at 10 in every seed: half the annotations
+    assert sp["savings"]["saved_fraction"] == pytest.approx(0.5) and sp["savings"]["supported"]
+    assert sp["final_difference"]["mean"] == pytest.approx(0.11)
+    assert found["kcenter|aa-off"]["synthetic_spine_AP"]["savings"]["saved_fraction"] == pytest.approx(0.0)
+    v = verdict(found, "aa-off")
+    assert v["best_strategy"] == "effort" and v["beats_random_at_equal_budget"] and v["goal_30pct_met"]
+    assert v["recommend_default"] == "effort"
