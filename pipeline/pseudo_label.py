@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy import select
 from torch import nn
 
+from pipeline import progress
 from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose
 from pipeline.store import Store
 from pipeline.store.models import Image, Instance, Revision
@@ -160,7 +161,7 @@ def pseudo_label(
     identity = ann.identity.as_json()
 
     uncertainties: list[float] = []
-    for start in range(0, len(pairs), chunk):
+    for start in progress.track(range(0, len(pairs), chunk), f"pseudo-label ({chunk} per batch)"):
         part = pairs[start : start + chunk]
         poses = ann.predict_many([img.path for img, _ in part], [[boxes[inst.id][0]] for _, inst in part])
         for pose in poses:

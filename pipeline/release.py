@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from pipeline import progress
 from pipeline.dataset_card import render_card
 from pipeline.export import export_coco
 from pipeline.review_decisions import needs_fix_instances
@@ -300,7 +301,7 @@ def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, 
     hashes = _image_hashes(store, {lab.image_id for lab in labels})
     names: dict[int, str] = {}
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for lab in labels:
+    for lab in progress.track(labels, "release: images"):
         if lab.image_id in names:
             continue
         src = Path(lab.image_path)

@@ -227,6 +227,42 @@ def test_tags_flow_to_review_tags_once(fo: Any, store: Store, small: dict[str, i
     assert [r.instance_id for r in sync_review_tags(store, dataset)] == [small["fixed"]]
 
 
+def _comparable(value: Any) -> Any:
+    """A document with ids, times and the random sort key blanked, NaN as a string, key order dropped."""
+    from bson import ObjectId
+
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()
+                if k not in ("created_at", "last_modified_at", "_rand")}
+    if isinstance(value, list | tuple):
+        return [_comparable(v) for v in value]
+    if isinstance(value, ObjectId):
+        return "id"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return value
+
+
+def test_documents_are_the_ones_fiftyone_would_write(fo: Any, store: Store, small: dict[str, int],
+                                                     name: str) -> None:
+    """The fast path writes plain documents: they must equal what FiftyOne makes of the samples."""
+    from annotation.fiftyone.samples import build_samples, latest_predictions, sample_documents
+
+    labels, predictions = store.current_labels(), latest_predictions(store)
+    scores: dict[int, tuple[list[float] | None, bool]] = {
+        p.revision_id: ([0.25] * NUM_KEYPOINTS, False) for p in predictions}
+    tags: dict[int, list[str]] = {small["fixed"]: [str(NEEDS_FIX)], small["pool"]: ["annotator-disagreement"]}
+    dataset = fo.Dataset(name)
+    docs = sample_documents(labels, predictions, dataset_id=dataset._doc.id, scores=scores, open_tags=tags)
+    samples = build_samples(fo, labels, predictions, scores=scores, open_tags=tags)
+    theirs = [dataset._make_dict(sample, created_at=1, last_modified_at=1) for sample in samples]
+    assert len(docs) == len(theirs) == 3
+    for ours, fiftyone_doc in zip(docs, theirs, strict=True):
+        assert _comparable(ours) == _comparable(fiftyone_doc)
+    one = docs[0]["ground_truth"]["keypoints"][0]
+    assert one["instance"] is docs[0]["boxes"]["detections"][0]["instance"]  # one fo.Instance per person
+
+
 def test_release_dataset_shows_the_released_revisions(fo: Any, store: Store, small: dict[str, int],
                                                        name: str) -> None:
     create_release(store, "1.0.0", copy_images=False)

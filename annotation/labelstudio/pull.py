@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW, agreement_quality
 from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reaching
 from annotation.labelstudio.convert import from_result, keypoints_bbox
+from pipeline import progress
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
 from schemas.enums import RevisionSource, RevisionStatus, TaskState
@@ -144,7 +145,7 @@ def pull(
         if any(a.get("completed_by") is not None for t in tasks for a in t.get("annotations") or []):
             emails = {int(u.id): str(u.email) for u in client.users.list() if u.id is not None}
     report.tasks_seen = len(tasks)
-    for start in range(0, len(tasks), CHUNK):
+    for start in progress.track(range(0, len(tasks), CHUNK), f"pull from Label Studio ({CHUNK} per step)"):
         chunk = tasks[start : start + CHUNK]
         stored_ids = [_external_id(a) for t in chunk for a in t.get("annotations") or []]
         for attempt in range(3):

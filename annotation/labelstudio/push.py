@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from annotation.labelstudio.client import Connection, configure_overlap, connect, ensure_project, reaching
 from annotation.labelstudio.convert import to_result
+from pipeline import progress
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
 from schemas import enums
@@ -194,7 +195,7 @@ def push(
         return report
     with reaching(conn.url):
         _ensure_storages(client, project_id, dirs)
-        for start in range(0, len(payload), batch):
+        for start in progress.track(range(0, len(payload), batch), f"push to Label Studio ({batch} a batch)"):
             chunk = payload[start : start + batch]
             resp = client.projects.import_tasks(
                 id=project_id,
