@@ -119,8 +119,8 @@ def _logsumexp(a: Array) -> Array:
     return (top + np.log(np.exp(a - top).sum(axis=1, keepdims=True))).ravel()
 
 
-def fit_mixture(x: Array, components: int, *, seed: int = 0, iters: int = 200, shrinkage: float = 0.3,
-                reg: float = 1e-3, tol: float = 1e-6) -> tuple[Array, Array, Array]:
+def fit_mixture(x: Array, components: int, *, seed: int = 0, iters: int = 100, shrinkage: float = 0.3,
+                reg: float = 1e-3, tol: float = 1e-4) -> tuple[Array, Array, Array]:
     """EM for a Gaussian mixture on standardised rows of `x`; k-means++-style start, seeded."""
     rng = np.random.default_rng(seed)
     n, d = x.shape
@@ -253,11 +253,15 @@ class PosePrior:
 
 
 def fit_store_prior(store: Any, *, min_instances: int = 20, components: int = 3) -> PosePrior | None:
-    """The prior fitted on the store's synthetic labels, saved under $SPINETRACK_HOME/stats; the saved
+    """The prior fitted on the store's synthetic `train` labels, saved under $SPINETRACK_HOME/stats; the saved
     file is used when the store now holds too few synthetic labels; None when there is neither."""
+    from pipeline.splits import assign_splits
+
     path = Path(store.home) / STATS_FILE
     labels = store.current_labels(image_source="synthetic", revision_sources=("synthetic",))
-    usable = [(lab.keypoints, lab.bbox) for lab in labels if _labelled(lab.keypoints)]
+    splits = assign_splits(store, {lab.group_key for lab in labels})  # never fit on `val`/`test` renders
+    usable = [(lab.keypoints, lab.bbox) for lab in labels
+              if splits.get(lab.group_key) == "train" and _labelled(lab.keypoints)]
     if len(usable) >= min_instances:
         try:
             prior = PosePrior.fit(usable, components=components)

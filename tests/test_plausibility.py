@@ -12,11 +12,14 @@ import pytest
 from pipeline.plausibility import (
     FEATURE_POINTS,
     NUM_FEATURES,
+    STATS_FILE,
     PosePrior,
     fit_mixture,
+    fit_store_prior,
     mirrored,
     pose_features,
 )
+from pipeline.store import Store
 from schemas.keypoints import INDEX, NUM_KEYPOINTS, SPINE_CHAIN
 
 # body-frame template: x to the person's right, y up, unit = sacrum -> C7
@@ -150,3 +153,26 @@ def test_mixture_finds_two_separated_clusters() -> None:
     order = np.argsort(means[:, 0])
     assert weights[order] == pytest.approx([2 / 3, 1 / 3], abs=0.02)
     assert means[order].ravel() == pytest.approx([-3, -3, 3, 3], abs=0.15)
+
+
+def test_store_prior_fits_on_synthetic_train_labels_only(store: Store, tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    from pipeline.splits import assign_splits
+
+    rng = np.random.default_rng(11)
+    for group, count in (("render-train", 20), ("render-val", 4)):
+        for n in range(count):
+            path = tmp_path / f"{group}-{n}.png"
+            PILImage.new("RGB", (8, 8), (n, 0, 0)).save(path)
+            img = store.add_image(path, source="synthetic", subset="train-unreal", group_key=group,
+                                  width=640, height=480)
+            kps, box = random_label(rng)
+            store.add_revision(store.instance_id(img, "actor-1"), kps.ravel().tolist(), box,
+                               source="synthetic")
+    pinned = {"render-train": "train", "render-val": "val"}
+    assign_splits(store, pinned, pinned=pinned)
+    prior = fit_store_prior(store)
+    assert prior is not None and prior.count == 2 * 20  # 20 train labels and their mirror images
+    assert (store.home / STATS_FILE).is_file()
+    assert fit_store_prior(store, min_instances=100) is not None  # too few now: the saved file
