@@ -1,0 +1,120 @@
+"""Where a flow's tasks run: in the flow's own process, or on a Dask cluster (prefect-dask).
+
+`--workers N` (N > 1) starts a local Dask cluster of N single-threaded worker processes for the
+flow run and stops it afterwards; `--dask-address tcp://host:8786` sends the tasks to a cluster that
+already runs (a user's `dask scheduler` + `dask worker`s, a dask-kubernetes or dask-jobqueue cluster;
+docs/deployment.md). Every worker opens the one store named by the flow (`StoreRef`), so a worker
+on another machine needs the same `SPINETRACK_DB_URL` (PostgreSQL) and the images under the same
+paths (a shared volume).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from schemas.errors import InputError
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """Enough to open the flow's store in another process or on another machine."""
+
+    home: str
+    url: str
+
+    @classmethod
+    def current(cls) -> StoreRef:
+        from pipeline.store.store import default_url, spinetrack_home
+
+        home = spinetrack_home()
+        return cls(home=str(home), url=default_url(home))
+
+    def open(self) -> Store:
+        from pipeline.store import Store
+
+        os.environ.setdefault("SPINETRACK_HOME", self.home)  # for code that reads the home itself
+        return Store(self.url, home=Path(self.home))
+
+
+def check_runner_options(workers: int, dask_address: str | None) -> None:
+    if workers < 1:
+        raise InputError("--workers", f"must be at least 1, got {workers}", field="workers")
+    if dask_address is not None:
+        if workers > 1:
+            raise InputError("--dask-address", "give either --workers or --dask-address, not both",
+                             field="dask_address")
+        if "://" not in dask_address:
+            raise InputError("--dask-address", f"expected a scheduler address such as tcp://host:8786, "
+                             f"got {dask_address!r}", field="dask_address")
+
+
+def uses_dask(workers: int, dask_address: str | None) -> bool:
+    return dask_address is not None or workers > 1
+
+
+def task_runner(workers: int = 1, dask_address: str | None = None) -> Any:
+    """The Prefect task runner for these options (single process: a one-thread pool, in order)."""
+    check_runner_options(workers, dask_address)
+    if not uses_dask(workers, dask_address):
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address is not None:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,  # IK and inference are CPU-bound: one task per process
+            "processes": True,
+            "dashboard_address": None,  # nothing listens beyond the scheduler on loopback
+            "host": "127.0.0.1",
+        },
+    )
+
+
+def run_tasks(
+    task: Any, parameters: Sequence[dict[str, Any]], *, workers: int = 1, dask_address: str | None = None
+) -> list[Any]:
+    """Run `task` once per parameter set (inside a flow); results in order, a failed run's exception
+    in its place (the caller decides what a failure means).
+
+    One process: the runs happen one after the other in the flow's process, as before. Dask: all are
+    submitted at once to the cluster (started here for `workers` > 1, and stopped afterwards).
+    """
+    task = getattr(task, "real", task)  # a flows.lazy task stands for the prefect Task
+    if not uses_dask(workers, dask_address):
+        check_runner_options(workers, dask_address)
+        return [task(**p, return_state=True).result(raise_on_failure=False) for p in parameters]
+    with task_runner(workers, dask_address) as runner:
+        futures = [runner.submit(task, p) for p in parameters]
+        return [f.result(raise_on_failure=False) for f in futures]
+
+
+def dask_picklable(*objects: Any) -> None:
+    """Let Dask pickle these flows.lazy tasks and flows (and the flows.lazy flow they run in).
+
+    Call at the end of the defining module, so every process that imports it (the client, the Dask
+    scheduler, the workers) agrees. prefect-dask ships the task and the flow-run context (holding
+    the flow) to the workers, and pickle stores a function by module and qualified name. The module
+    attribute of that name is the lazy wrapper, not the function, so pickle refuses it ("not the same
+    object") and cloudpickle copies the function by value, lazy wrappers and all. `<name>.fn` leads
+    from the wrapper to the function itself, so the qualified name is pointed there.
+    """
+    for obj in objects:
+        fn = getattr(obj, "__wrapped__", None)  # set by functools.update_wrapper in flows.lazy
+        if fn is None or "." in fn.__qualname__:
+            continue
+        name: str = fn.__qualname__
+        if getattr(sys.modules.get(fn.__module__), name, None) is obj:
+            fn.__qualname__ = f"{name}.fn"

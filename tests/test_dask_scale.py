@@ -1,0 +1,153 @@
+"""Scale-out through Dask (prefect-dask): the same results as one process, into the one store.
+
+Real parts: a `distributed.LocalCluster` of 2 worker processes, a standalone `dask scheduler` +
+`dask worker` reached by address (as a user's cluster is), OpenSim IK, the SQLite store and the
+session's ephemeral Prefect API.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.runners import StoreRef, check_runner_options, task_runner
+from pipeline.store import Store
+from schemas.errors import InputError
+from synthetic.renderer import render_sequence
+
+pytestmark = pytest.mark.slow  # a Dask cluster and the Prefect harness: ~30-60 s on 2 cores
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("dask-renders")
+    return [render_sequence(root / f"seq{seed}", frames=4, seed=seed, actors=1 + seed % 2)
+            for seed in (21, 22, 23)]
+
+
+def _content(store: Store) -> dict[str, Any]:
+    """Everything the ingest wrote, keyed by what identifies it (not by database ids)."""
+    labels = store.latest_labels(accepted_only=False)
+    with store.session() as s:
+        from pipeline.store.models import IngestRecord
+
+        records = {r.sequence_key: r.summary["annotations_added"] for r in s.query(IngestRecord)}
+    return {
+        "labels": sorted(
+            (lab.provenance["source_sequence"], lab.frame_index, lab.instance_key, tuple(lab.keypoints),
+             tuple(lab.bbox), lab.area, lab.image_path, lab.quality["ik_rms_m"])
+            for lab in labels
+        ),
+        "images": len({lab.image_id for lab in labels}),
+        "records": records,
+    }
+
+
+def _ingest(
+    home: Path, renders: list[Path], monkeypatch: pytest.MonkeyPatch, **runner: Any
+) -> dict[str, Any]:
+    from flows.synthetic import ingest_synthetic
+
+    home.mkdir()
+    monkeypatch.setenv("SPINETRACK_HOME", str(home))
+    summaries = ingest_synthetic([str(r) for r in renders], **runner)
+    assert [s["sequence_id"] for s in summaries] == [f"synthetic-mixed-{r.name.replace('seq', 'seed')}"
+                                                     for r in renders]
+    store = Store(home=home)
+    try:
+        return _content(store)
+    finally:
+        store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path: Path) -> Iterator[str]:
+    """A scheduler and one worker as separate processes, like a cluster someone else runs."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    commands = [
+        ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        ["worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+    ]
+    procs = [
+        subprocess.Popen([str(bin_dir / "dask"), *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, cwd=tmp_path)
+        for cmd in commands
+    ]
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 120
+        with Client(address, timeout=120) as client:
+            while not client.scheduler_info()["workers"]:
+                assert time.monotonic() < deadline, "the dask worker did not join within 120 s"
+                time.sleep(0.5)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def test_two_local_workers_give_the_single_process_result(
+    prefect_harness: None, renders: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    single = _ingest(tmp_path / "single", renders, monkeypatch)
+    parallel = _ingest(tmp_path / "dask", renders, monkeypatch, workers=2)
+    assert single["labels"] and single["records"] == {f"synthetic-mixed-seed{n}": 4 * (1 + n % 2)
+                                                        for n in (21, 22, 23)}
+    assert parallel == single
+
+
+def test_existing_cluster_by_address_writes_the_one_store(
+    prefect_harness: None, renders: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    dask_cluster: str,
+) -> None:
+    single = _ingest(tmp_path / "single", renders[:2], monkeypatch)
+    remote = _ingest(tmp_path / "remote", renders[:2], monkeypatch, dask_address=dask_cluster)
+    assert remote == single
+    # the worker process wrote into the flow's store, not into one of its own (its cwd is elsewhere)
+    assert not (tmp_path / "spinetrack-data").exists()
+
+
+def test_runner_options_are_checked() -> None:
+    with pytest.raises(InputError, match="at least 1"):
+        check_runner_options(0, None)
+    with pytest.raises(InputError, match="not both"):
+        check_runner_options(2, "tcp://127.0.0.1:8786")
+    with pytest.raises(InputError, match="scheduler address"):
+        check_runner_options(1, "127.0.0.1:8786")
+    assert type(task_runner(1)).__name__ == "ThreadPoolTaskRunner"
+    assert type(task_runner(3)).__name__ == "DaskTaskRunner"
+
+
+def test_store_ref_names_the_flow_store(home: Path) -> None:
+    ref = StoreRef.current()
+    assert ref.home == str(home) and ref.url == f"sqlite:///{home / 'store.sqlite'}"
+    store = ref.open()
+    try:
+        assert store.url == ref.url
+    finally:
+        store.close()
