@@ -8,9 +8,11 @@ Landmarks are anatomical points *inside* the body (joint centres, vertebral bodi
 depth buffer (the skin) is always somewhat in front of them: the depth test allows the landmark
 to lie `depth_tol_cm + depth_tol_rel * depth` behind the surface before calling it occluded. A spine
 point seen from the front sits ~15 cm behind the chest; an arm across the chest is ~20+ cm in front
-of it. 20 cm was chosen on the reference renderer's geometric ground truth (6 seeded sequences,
-1-3 actors, 40 frames each): 96 % agreement on v, occluded recall 0.86, precision 0.81; 5 cm would
-call almost every spine and hip point occluded by the actor's own torso (agreement 42 %).
+of it. 20 cm was chosen on the (then self-consistent) reference renderer's geometric ground truth
+(6 seeded sequences, 1-3 actors, 40 frames each): 96 % agreement on v; 5 cm would call almost
+every spine and hip point occluded by the actor's own torso (agreement 42 %). On the independent
+character, whose torso is deeper, depth and mask alone agree far less (bench/synthetic_fidelity.py),
+hence the fitted-surface test below.
 
 The mask marks a point occluded only when it lands on *another* actor (no pixel of its own actor
 nearby): background (0) under a point is normal for surface landmarks (toe tips, heels) that sit on
