@@ -1,10 +1,13 @@
 """The combined annotator: each point from the annotator that knows it best, its origin recorded.
 
 body (COCO-17, heels, big toes) from a body expert (BlazePose by default); the 9 spine points from
-the spine-from-body prior or from the student, whichever measured better (the prior:
-bench/results/annotators.json, docs/annotators.md); everything else (head top, small toes, the
-experimental points) from the student. Where the body expert finds no person, the student's body
-points are used; without a student, points only it could give stay uncovered (v=0).
+the spine-from-body prior or from the student, whichever measured better: the prior
+(`DEFAULT_SPINE_SOURCE`; bench/results/annotators.json `spine_sources`, docs/annotators.md: on
+held-out renders the prior fed BlazePose's body points places the spine far closer than the
+tiny student does, and on real photos the student's spine is not even on the person's torso);
+everything else (head top, small toes, the experimental points) from the student. Where the body
+expert finds no person, the student's body points are used; without a student, points only it
+could give stay uncovered (v=0).
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
 
 PRIOR_NAME = "spine-prior"
 SPINE_SOURCES = ("prior", "student")
+#: Where the combined annotator's spine comes from unless `combined:spine=student` says otherwise:
+#: the source that measured better on real-like input (bench/annotators.py, `spine_sources`).
+DEFAULT_SPINE_SOURCE = "prior"
 
 
 class CombinedAnnotator(BaseAnnotator):
     def __init__(self, *, body: Annotator, prior: SpinePrior | None, student: Annotator | None,
-                 spine: str = "prior", name: str = "combined") -> None:
+                 spine: str = DEFAULT_SPINE_SOURCE, name: str = "combined") -> None:
         if spine not in SPINE_SOURCES:
             raise ValueError(f"spine must be one of {SPINE_SOURCES}, got {spine!r}")
         if spine == "prior" and prior is None:

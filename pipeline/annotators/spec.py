@@ -138,7 +138,9 @@ def load_annotator(spec: str | AnnotatorSpec, store: Store | None = None, *, dev
         from pipeline.annotators.registered import registered_annotator
 
         student_annotator = registered_annotator(store, name, device=device)
-    spine = parsed.options.get("spine", "prior")
+    from pipeline.annotators.combined import DEFAULT_SPINE_SOURCE
+
+    spine = parsed.options.get("spine", DEFAULT_SPINE_SOURCE)
     return CombinedAnnotator(body=body, prior=load_prior(store), student=student_annotator, spine=spine)
 
 
