@@ -91,9 +91,7 @@ def derive() -> MarkerMap:
     for n in NAMES:
         side = "l" if n.startswith("left_") else "r"
         medial = 1.0 if side == "l" else -1.0  # medial is +Z on the left foot, -Z on the right
-        if n == "hip":
-            landmarks[n] = MarkerSpec("pelvis", _rounded(HIPMID_IN_PELVIS))
-        elif n.endswith("_heel"):
+        if n.endswith("_heel"):
             landmarks[n] = MarkerSpec(f"calcn_{side}", (-0.025, 0.005, 0.0))
         elif n.endswith("_big_toe"):
             landmarks[n] = MarkerSpec(f"toes_{side}", _rounded((0.06, -0.008, 0.018 * medial)))
