@@ -255,13 +255,13 @@ def _label_doc(cls: str, label: str, instance: Any, tags: list[str],
             "instance": instance}
 
 
-def _keypoint_doc(label: Label, instance: Any, tags: list[str], scores: list[float] | None = None,
-                  **extra: Any) -> dict[str, Any]:
+def _keypoint_doc(label: Label, instance: Any, tags: list[str], common: dict[str, Any],
+                  scores: list[float] | None = None, **extra: Any) -> dict[str, Any]:
     points, visibility = _points(label)
     confidence = [float(c) for c in scores] if scores and len(scores) == NUM_KEYPOINTS else None
     return _label_doc("Keypoint", "person", instance, tags,
                       {"points": [list(p) for p in points], "confidence": confidence,
-                       "visibility": visibility, **_common(label), **extra})
+                       "visibility": visibility, **common, **extra})
 
 
 def _spine_doc(label: Label, instance: Any) -> dict[str, Any]:
@@ -271,10 +271,10 @@ def _spine_doc(label: Label, instance: Any) -> dict[str, Any]:
                        "store_instance_id": label.instance_id, "store_revision_id": label.revision_id})
 
 
-def _box_doc(label: Label, instance: Any, tags: list[str]) -> dict[str, Any]:
+def _box_doc(label: Label, instance: Any, tags: list[str], common: dict[str, Any]) -> dict[str, Any]:
     x, y, w, h = label.bbox
     box = [x / label.width, y / label.height, w / label.width, h / label.height]
-    return _label_doc("Detection", "person", instance, tags, {"bounding_box": box, **_common(label)})
+    return _label_doc("Detection", "person", instance, tags, {"bounding_box": box, **common})
 
 
 def _metadata_doc(label: Label) -> dict[str, Any]:
@@ -328,15 +328,16 @@ def sample_documents(
         for lab in entry["labels"]:
             inst = instances.setdefault(lab.instance_id, {"_id": ObjectId(), "_cls": "Instance"})
             tags = list(open_tags.get(lab.instance_id, []))
-            gt.append(_keypoint_doc(lab, inst, tags, split=(splits or {}).get(lab.instance_id)))
+            common = _common(lab)
+            gt.append(_keypoint_doc(lab, inst, tags, common, split=(splits or {}).get(lab.instance_id)))
             spine.append(_spine_doc(lab, inst))
-            boxes.append(_box_doc(lab, inst, list(tags)))
+            boxes.append(_box_doc(lab, inst, list(tags), common))
         labelled = {lab.instance_id for lab in entry["labels"]}
         for lab in entry["predictions"]:
             inst = instances.setdefault(lab.instance_id, {"_id": ObjectId(), "_cls": "Instance"})
             pred_scores, accepted = scores.get(lab.revision_id, (None, False))
             tags = [] if lab.instance_id in labelled else list(open_tags.get(lab.instance_id, []))
-            preds.append(_keypoint_doc(lab, inst, tags, pred_scores, accepted=bool(accepted)))
+            preds.append(_keypoint_doc(lab, inst, tags, _common(lab), pred_scores, accepted=bool(accepted)))
         everything = entry["labels"] + entry["predictions"]
         doc: dict[str, Any] = {
             "filepath": first.image_path,
