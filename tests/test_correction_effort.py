@@ -132,3 +132,17 @@ def test_round_effort_reads_tasks_from_the_store(store: Store, tmp_path: Path) -
     model = fit_effort_model(store)
     probs = model.probabilities(keypoint_signal(per_kp))
     assert model.samples == 2 and probs[INDEX["nose"]] == 0.0 and probs[INDEX["hip"]] == pytest.approx(0.9)
+
+
+def test_candidates_get_expected_effort_and_no_prior_without_synthetic_labels(store: Store) -> None:
+    from pipeline.correction_effort import with_estimates
+    from pipeline.selection import Candidate
+
+    u = np.zeros(NUM_KEYPOINTS)
+    u[list(SPINE_IDS)] = 0.5
+    bare = Candidate(1, 0.5, u, np.ones(4))  # no keypoints: passed through unchanged
+    full = Candidate(2, 0.5, u, np.ones(4), keypoints=truth(), bbox=(40.0, 40.0, 120.0, 120.0))
+    out = with_estimates(store, [bare, full])
+    assert out[0] is bare
+    # an empty store: no pose prior, no history -> uncalibrated effort = sum of per-keypoint signal
+    assert out[1].implausibility is None and out[1].expected_effort == pytest.approx(4.5)
