@@ -89,18 +89,57 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: Telemetry and phone-home settings of Label Studio, all off: every page otherwise tries to reach
+#: Sentry, and the server checks PyPI for new versions.
+TELEMETRY_OFF = {
+    "SENTRY_DSN": "",
+    "FRONTEND_SENTRY_DSN": "",
+    "SENTRY_RATE": "0",
+    "FRONTEND_SENTRY_RATE": "0",
+    "SENTRY_ENVIRONMENT": "",
+    "LATEST_VERSION_CHECK": "false",
+    "COLLECT_ANALYTICS": "false",
+    "LABEL_STUDIO_DISABLE_TELEMETRY": "true",
+}
+MEDIA_DIR = "media"
+
+
+def media_root(home: Path) -> Path:
+    """The only folder a Label Studio started for this store may serve: `$SPINETRACK_HOME/media`."""
+    return (home / MEDIA_DIR).resolve()
+
+
+def stage_media(image_path: str | Path, sha256: str, root: str | Path) -> Path:
+    """The image as a file below `root` (a hard link, or a copy across file systems), named by its
+    content hash, so Label Studio can serve it without seeing anything else; idempotent."""
+    src = Path(image_path).resolve()
+    base = Path(root).resolve()
+    if base in src.parents and src.parent != base:
+        return src  # already inside a sub-folder of the media folder
+    dst = base / sha256[:2] / f"{sha256}{src.suffix.lower()}"
+    if not dst.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        partial = dst.with_name(f".{dst.name}.{os.getpid()}")
+        try:
+            os.link(src, partial)
+        except OSError:
+            shutil.copyfile(src, partial)
+        os.replace(partial, dst)
+    return dst
+
+
 def _server_env(data_dir: Path, document_root: Path, loopback_webhooks: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LABEL_STUDIO_", "DJANGO_", "SENTRY_", "FRONTEND_SENTRY_"))}
     env.pop("VIRTUAL_ENV", None)
     env.update(
         {
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root),
-            "LATEST_VERSION_CHECK": "false",
-            "COLLECT_ANALYTICS": "false",
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "PYTHONUNBUFFERED": "1",
+            **TELEMETRY_OFF,
         }
     )
     if loopback_webhooks:  # Label Studio refuses webhook URLs on 127.0.0.1 unless SSRF checks are off
@@ -155,7 +194,8 @@ def start_server(
     """Start Label Studio on 127.0.0.1 with SQLite in `data_dir`, a user and a legacy API token.
 
     `document_root` is the only folder whose images Label Studio may serve (local-files storage);
-    every pushed image must live below it. Blocks until `/health` answers. `loopback_webhooks` lets
+    use the store's `media_root(home)`: push stages each image there (`stage_media`), so the server
+    sees the images it is given and nothing else. Blocks until `/health` answers. `loopback_webhooks` lets
     the server post webhooks to 127.0.0.1 (`webhook.py`) by turning its SSRF protection off: only for
     a server that itself listens on loopback.
     """

@@ -1,61 +1,103 @@
-"""Pull as soon as annotators save: a tiny webhook receiver on loopback.
+"""Pull as soon as annotators save: a small ASGI webhook receiver (Starlette on uvicorn).
 
-Label Studio POSTs ANNOTATION_CREATED / ANNOTATION_UPDATED / ANNOTATIONS_DELETED to this receiver; it
-only wakes a worker that runs the (incremental, idempotent) pull, so bursts of saves coalesce into
-one pull and a lost webhook is harmless: the next pull or the next `spinetrack pull` catches up.
-The server must be allowed to call loopback (`start_server(..., loopback_webhooks=True)`).
+Label Studio POSTs ANNOTATION_CREATED / ANNOTATION_UPDATED / ANNOTATIONS_DELETED to `/labelstudio`;
+the receiver only wakes a worker thread that runs `on_change()` (an incremental, idempotent pull, or
+`hooks.continue_waiting_round`), so bursts of saves coalesce into one run and a lost webhook is
+harmless: the next event or the next `spinetrack pull` catches up.
+
+Authentication: every request must carry the shared secret in the `X-SpineTrack-Secret` header
+(`register` tells Label Studio to send it); anything else is answered 401 and ignored. The secret
+comes from $SPINETRACK_WEBHOOK_SECRET or is generated per receiver. A server posting to 127.0.0.1
+must be allowed to (`start_server(..., loopback_webhooks=True)`).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
+import secrets
+import socket
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from label_studio_sdk import LabelStudio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
 
 ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+SECRET_HEADER = "X-SpineTrack-Secret"
+SECRET_ENV = "SPINETRACK_WEBHOOK_SECRET"
+PATH = "/labelstudio"
 
 
 class PullOnWebhook:
-    """Receives Label Studio webhooks on 127.0.0.1 and runs `on_change()` (a pull) after each burst."""
+    """Receives Label Studio webhooks and runs `on_change()` after each burst, in one worker thread."""
 
-    def __init__(self, on_change: Callable[[], Any], port: int = 0) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[], Any],
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        secret: str | None = None,
+        public_url: str | None = None,
+    ) -> None:
         self._on_change = on_change
+        self.secret = secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(24)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.pulls = 0
         self.received = 0
+        self.rejected = 0
         self.errors: list[str] = []
         self.idle = threading.Event()
         self.idle.set()
-        receiver = self
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        bound = self._sock.getsockname()[1]
+        #: What Label Studio must call (behind a proxy or in compose: `public_url`, e.g. http://webhook:8090)
+        self.url = (public_url.rstrip("/") if public_url else f"http://{host}:{bound}") + PATH
+        self.app = self._make_app()
+        import uvicorn
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    action = json.loads(body or b"{}").get("action")
-                except json.JSONDecodeError:
-                    action = None
-                if action in ACTIONS:
-                    receiver.received += 1
-                    receiver.idle.clear()
-                    receiver._wake.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                return
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/labelstudio"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off",
+                                                     access_log=False))
         self._threads = [
-            threading.Thread(target=self._http.serve_forever, daemon=True),
-            threading.Thread(target=self._work, daemon=True),
+            threading.Thread(target=self._serve, daemon=True, name="webhook-http"),
+            threading.Thread(target=self._work, daemon=True, name="webhook-worker"),
         ]
+
+    # -- the ASGI app ----------------------------------------------------------------------------
+    def _make_app(self) -> Starlette:
+        async def receive(request: Request) -> JSONResponse:
+            given = request.headers.get(SECRET_HEADER, "")
+            if not hmac.compare_digest(given.encode(), self.secret.encode()):
+                self.rejected += 1
+                return JSONResponse({"error": f"missing or wrong {SECRET_HEADER}"}, status_code=401)
+            try:
+                action = json.loads(await request.body() or b"{}").get("action")
+            except (json.JSONDecodeError, AttributeError):
+                return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
+            if action in ACTIONS:
+                self.received += 1
+                self.idle.clear()
+                self._wake.set()
+            return JSONResponse({"accepted": action in ACTIONS})
+
+        async def health(_request: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        return Starlette(routes=[Route(PATH, receive, methods=["POST"]), Route("/health", health)])
+
+    # -- threads ---------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        self._server.run(sockets=[self._sock])
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -70,25 +112,44 @@ class PullOnWebhook:
             if not self._wake.is_set():
                 self.idle.set()
 
-    def start(self) -> PullOnWebhook:
+    def start(self, timeout_s: float = 30.0) -> PullOnWebhook:
         for thread in self._threads:
             thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._threads[0].is_alive():
+                raise RuntimeError(f"webhook receiver did not start on {self.url}")
+            time.sleep(0.05)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._http.shutdown()
-        self._http.server_close()
+        self._server.should_exit = True
         for thread in self._threads:
-            thread.join(timeout=5)
+            if thread.ident is not None:  # started
+                thread.join(timeout=10)
+        self._sock.close()
+
+    def serve_forever(self) -> None:
+        """Block until interrupted (the `spinetrack webhook` command)."""
+        self.start()
+        try:
+            while self._threads[0].is_alive():
+                self._threads[0].join(timeout=1.0)
+        finally:
+            self.stop()
 
     def register(self, client: LabelStudio, project_id: int) -> int:
-        """Register this receiver for the project's annotation events (once per URL); the webhook id."""
+        """Register this receiver for the project's annotation events (once per URL), sending the
+        shared secret as a header; returns the webhook id."""
+        headers = {SECRET_HEADER: self.secret}
         for hook in client.webhooks.list(project=str(project_id)):
             if hook.url == self.url and hook.id is not None:
+                if (hook.headers or {}) != headers:  # the secret changed: update it
+                    client.webhooks.update(id=int(hook.id), url=self.url, headers=headers)
                 return int(hook.id)
         hook = client.webhooks.create(
             url=self.url, project=project_id, actions=list(ACTIONS),  # type: ignore[arg-type]
-            send_payload=False, send_for_all_actions=False, is_active=True,
+            headers=headers, send_payload=False, send_for_all_actions=False, is_active=True,
         )  # fmt: skip
         return int(hook.id or 0)
