@@ -99,12 +99,12 @@ def _home() -> Path:
 
 @labelstudio_app.command("start")
 def ls_start(
-    document_root: Path = typer.Option(None, help="folder above all images (default: SPINETRACK_HOME)"),
+    document_root: Path = typer.Option(None, help="the only folder it serves (default: HOME/media)"),
     port: int = typer.Option(None, help="port on 127.0.0.1 (default: a free one)"),
 ) -> None:
     """Start Label Studio (SQLite under SPINETRACK_HOME/labelstudio) and record URL and token."""
     from annotation.labelstudio.client import state_path
-    from annotation.labelstudio.server import LabelStudioServer, health, start_server
+    from annotation.labelstudio.server import LabelStudioServer, health, media_root, start_server
 
     console = stdout()
     home = _home()
@@ -114,7 +114,7 @@ def ls_start(
         if health(old.url):
             console.print(f"Label Studio already running at {old.url} (pid {old.pid})")
             return
-    server = start_server(home / "labelstudio", document_root=document_root or home, port=port)
+    server = start_server(home / "labelstudio", document_root=document_root or media_root(home), port=port)
     server.save(path)
     console.print(
         f"Label Studio {server.url} (pid {server.pid}, up in {server.startup_s:.1f} s)\n"

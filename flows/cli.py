@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "flows.annotation",
     "flows.active_learning",
     "flows.demo",
+    "flows.deploy",
 )
 
 

@@ -108,13 +108,16 @@ def dask_picklable(*objects: Any) -> None:
     scheduler, the workers) agrees. prefect-dask ships the task and the flow-run context (holding
     the flow) to the workers, and pickle stores a function by module and qualified name. The module
     attribute of that name is the lazy wrapper, not the function, so pickle refuses it ("not the same
-    object") and cloudpickle copies the function by value, lazy wrappers and all. `<name>.fn` leads
-    from the wrapper to the function itself, so the qualified name is pointed there.
+    object") and cloudpickle copies the function by value, lazy wrappers and all. So the function
+    is also kept under a private module attribute, `_<name>_fn`, and named after it.
     """
     for obj in objects:
         fn = getattr(obj, "__wrapped__", None)  # set by functools.update_wrapper in flows.lazy
-        if fn is None or "." in fn.__qualname__:
+        module = sys.modules.get(getattr(fn, "__module__", ""))
+        if fn is None or module is None or fn.__qualname__.startswith("_") or "." in fn.__qualname__:
             continue
         name: str = fn.__qualname__
-        if getattr(sys.modules.get(fn.__module__), name, None) is obj:
-            fn.__qualname__ = f"{name}.fn"
+        if getattr(module, name, None) is obj:
+            alias = f"_{name}_fn"
+            setattr(module, alias, fn)
+            fn.__qualname__ = alias

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from annotation.labelstudio.client import Connection, configure_overlap, connect, ensure_project, reaching
 from annotation.labelstudio.convert import to_result
+from annotation.labelstudio.server import stage_media
 from pipeline import progress
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
@@ -165,8 +166,11 @@ def push(
         dirs: set[str] = set()
         for iid in todo:
             inst, img = found[iid]
-            url = image_url(img.path, conn.document_root)
-            dirs.add(_storage_dir(img.path, conn.document_root))
+            # only the media folder is served: the image is linked into it (a no-op when inside)
+            served = (str(stage_media(img.path, img.sha256, conn.document_root))
+                      if conn.document_root else img.path)
+            url = image_url(served, conn.document_root)
+            dirs.add(_storage_dir(served, conn.document_root))
             task: dict[str, Any] = {
                 "data": {
                     "image": url,
