@@ -48,7 +48,7 @@ from pipeline.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
 from pipeline.selection import select as select_instances
 from pipeline.splits import assign_splits
 from pipeline.store import Label, Store
-from pipeline.store.models import AnnotationTask, Image, Instance, Revision, SyncState
+from pipeline.store.models import AnnotationTask, Image, Instance, Revision
 from schemas.enums import (
     EVALUATION_TRUTH_SOURCES,
     ImageSource,
@@ -161,9 +161,7 @@ class RoundContext:
 
 # -- the validation splits and the pool ------------------------------------------------------------
 def _group_splits(store: Store) -> dict[str, str]:
-    with store.session() as s:
-        groups = list(s.scalars(select(Image.group_key).distinct()))
-    return assign_splits(store, groups)
+    return assign_splits(store, store.group_keys())
 
 
 def _val_groups(store: Store) -> set[str]:
@@ -192,13 +190,11 @@ def _val_instances_with_truth(store: Store, image_source: str, sources: Sequence
 
 def synthetic_validation_instances(store: Store) -> list[int]:
     """Renders of `val` groups with ground truth: frozen in the store on first use."""
-    with store.session() as s:
-        row = s.get(SyncState, SYNTHETIC_VALIDATION_KEY)
-        if row is not None:
-            return [int(i) for i in row.value["instance_ids"]]
+    frozen = store.sync_value(SYNTHETIC_VALIDATION_KEY)
+    if frozen is not None:
+        return [int(i) for i in frozen["instance_ids"]]
     ids = _val_instances_with_truth(store, ImageSource.SYNTHETIC, EVALUATION_TRUTH_SOURCES)
-    with store.session() as s:
-        s.merge(SyncState(key=SYNTHETIC_VALIDATION_KEY, value={"instance_ids": ids}))
+    store.set_sync_value(SYNTHETIC_VALIDATION_KEY, {"instance_ids": ids})
     return ids
 
 
@@ -213,36 +209,27 @@ def real_validation_instances(store: Store) -> list[int]:
 
 def validation_instances(store: Store) -> list[int]:
     """Every validation instance with ground truth, real and synthetic (legacy: frozen on first use)."""
-    with store.session() as s:
-        row = s.get(SyncState, VALIDATION_KEY)
-        if row is not None:
-            return [int(i) for i in row.value["instance_ids"]]
+    frozen = store.sync_value(VALIDATION_KEY)
+    if frozen is not None:
+        return [int(i) for i in frozen["instance_ids"]]
     ids = sorted(set(real_validation_instances(store)) | set(synthetic_validation_instances(store)))
-    with store.session() as s:
-        s.merge(SyncState(key=VALIDATION_KEY, value={"instance_ids": ids}))
+    store.set_sync_value(VALIDATION_KEY, {"instance_ids": ids})
     return ids
 
 
 def ground_truth(store: Store, instance_ids: Sequence[int]) -> dict[int, Revision]:
     """The reference label of each instance: its latest live accepted label, else its hidden import."""
     out: dict[int, Revision] = {}
-    with store.session() as s:
-        revoked = _revoked_ids(s)
-        rows = s.scalars(
-            select(Revision)
-            .where(Revision.instance_id.in_(list(instance_ids)),
-                   Revision.source.in_(EVALUATION_TRUTH_SOURCES))
-            .order_by(Revision.id)
-        )
-        for rev in rows:
-            if rev.id in revoked or rev.status == RevisionStatus.REVOKED:
-                continue
-            if not rev.accepted and rev.source != RevisionSource.IMPORT:
-                continue  # skipped tasks, refused labels
-            current = out.get(rev.instance_id)
-            # accepted labels win over hidden imports; later wins among equals
-            if current is None or rev.accepted or not current.accepted:
-                out[rev.instance_id] = rev
+    revoked = store.revoked_revision_ids()
+    for rev in store.revisions_for(instance_ids, sources=EVALUATION_TRUTH_SOURCES):  # by id
+        if rev.id in revoked or rev.status == RevisionStatus.REVOKED:
+            continue
+        if not rev.accepted and rev.source != RevisionSource.IMPORT:
+            continue  # skipped tasks, refused labels
+        current = out.get(rev.instance_id)
+        # accepted labels win over hidden imports; later wins among equals
+        if current is None or rev.accepted or not current.accepted:
+            out[rev.instance_id] = rev
     return out
 
 
@@ -254,8 +241,7 @@ def training_labels(store: Store) -> list[Label]:
 
 
 def _tasked(store: Store) -> set[int]:
-    with store.session() as s:
-        return set(s.scalars(select(AnnotationTask.instance_id)))
+    return store.tasked_instance_ids()
 
 
 def pool_instances(store: Store, image_source: str = "real") -> list[int]:
@@ -309,13 +295,8 @@ def validate(store: Store, model: Any, *, flip_test: bool = True,
     truth = ground_truth(store, ids)
     if not truth:
         return ValidationResult({}, [], [])
-    with store.session() as s:
-        rows = s.execute(
-            select(Instance.id, Image.id, Image.path, Image.width, Image.height)
-            .join(Image, Image.id == Instance.image_id)
-            .where(Instance.id.in_(list(truth)))
-            .order_by(Instance.id)
-        ).all()
+    rows = [(iid, img.id, img.path, img.width, img.height)
+            for iid, img in sorted(store.images_of(truth).items())]
     stats = spine_stats(store)
     preds = predict(model, [r[2] for r in rows], [[truth[r[0]].bbox] for r in rows], flip_test=flip_test)
     gt: dict[str, Any] = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
@@ -379,7 +360,13 @@ def _frozen_validation(ctx: RoundContext) -> dict[str, list[int]]:
 
 
 def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
-    """Auto-accept threshold from the REAL validation split only; synthetic metrics beside it."""
+    """Auto-accept threshold from the REAL validation split only; synthetic metrics beside it.
+
+    The threshold is calibrated on the uncertainty of the annotator that pseudo-labels the pool
+    (`settings.annotator`, scored as pseudo_label scores it), so threshold and the scores
+    auto-accept compares with it are on one scale; the start model's metrics are reported beside."""
+    from pipeline.annotator_validation import validate_annotator
+    from pipeline.annotators import load_annotator
     from pipeline.model.registry import load_model
 
     s = ctx.settings
@@ -387,7 +374,11 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     frozen = _frozen_validation(ctx)
     real = validate(ctx.store, model, instance_ids=frozen["real"])
     synthetic = validate(ctx.store, model, instance_ids=frozen["synthetic"])
-    threshold = calibrate_threshold(real.uncertainty, real.oks, good_oks=s.good_oks,
+    proposer = ValidationResult({}, [], [])
+    if frozen["real"]:
+        annotator = load_annotator(s.annotator, ctx.store, device=s.device, student=ctx.state["start_model"])
+        proposer = validate_annotator(ctx.store, annotator, frozen["real"])
+    threshold = calibrate_threshold(proposer.uncertainty, proposer.oks, good_oks=s.good_oks,
                                     min_precision=s.min_precision, min_samples=s.min_real_val,
                                     z=s.confidence_z)
     if threshold.enabled:
@@ -397,17 +388,12 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     else:
         ctx.log(f"round {ctx.number}: auto-accept off: {threshold.reason}")
     return {"threshold": threshold.as_dict(), "validation": frozen,
-            "start_metrics": {"real": real.metrics, "synthetic": synthetic.metrics}}
+            "start_metrics": {"real": real.metrics, "synthetic": synthetic.metrics},
+            "annotator_metrics": {"real": proposer.metrics}}
 
 
 def _pool_predictions(store: Store, model_name: str, pool: Sequence[int]) -> list[Revision]:
-    with store.session() as s:
-        return list(s.scalars(
-            select(Revision)
-            .where(Revision.source == "pseudo", Revision.model_version == model_name,
-                   Revision.instance_id.in_(list(pool)))
-            .order_by(Revision.id)
-        ))
+    return store.revisions_for(pool, sources=[RevisionSource.PSEUDO], model_version=model_name)
 
 
 def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pipeline import progress
 from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose
 from pipeline.store import Store
 from pipeline.store.models import Image, Instance, Revision
-from pipeline.uncertainty import SpineStats, instance_uncertainty
+from pipeline.uncertainty import SpineStats, Uncertainty, instance_uncertainty
 from schemas.enums import HIDDEN_TRUTH_SOURCES, RevisionSource
 
 STATS_FILE = Path("stats") / "spine_stats.json"
@@ -104,6 +104,18 @@ def as_annotator(model: Annotator | nn.Module, model_version: str | None, flip_t
     return model
 
 
+def pose_uncertainty(pose: PersonPose, box: Sequence[float], stats: SpineStats | None) -> Uncertainty:
+    """The uncertainty stored with a pseudo-label (and calibrated against: annotator_validation)."""
+    plain = pose.detail.get("plain_keypoints", pose.keypoints)
+    return instance_uncertainty(
+        plain if pose.flip_keypoints is not None else pose.keypoints,
+        pose.confidence,
+        box,
+        flip_keypoints=pose.flip_keypoints,
+        stats=stats,
+    )
+
+
 def revision_content(pose: PersonPose, width: int, height: int) -> tuple[list[float], dict[str, Any]]:
     """A pose as stored: keypoints with v=0 where the annotator placed nothing or the point falls
     outside the image, and the per-point bookkeeping (origin, low-confidence, uncovered) for
@@ -168,14 +180,7 @@ def pseudo_label(
             img, inst = part[pose.image_index]
             box, box_source = boxes[inst.id]
             keypoints, point_quality = revision_content(pose, img.width, img.height)
-            plain = pose.detail.get("plain_keypoints", pose.keypoints)
-            unc = instance_uncertainty(
-                plain if pose.flip_keypoints is not None else pose.keypoints,
-                pose.confidence,
-                box,
-                flip_keypoints=pose.flip_keypoints,
-                stats=stats,
-            )
+            unc = pose_uncertainty(pose, box, stats)
             quality: dict[str, Any] = {"uncertainty_parts": unc.as_json(), **point_quality}
             if pose.raw_scores is not None:
                 quality["raw_scores"] = [round_(v) for v in pose.raw_scores]
