@@ -21,16 +21,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from pipeline import progress
+from pipeline.coco_writer import coco_dataset
 from pipeline.dataset_card import render_card
-from pipeline.export import export_coco
+from pipeline.export import image_entry, label_annotation
 from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
 from pipeline.store.models import Image, ModelVersion, Release
+from schemas.coco import dump_coco
 from schemas.errors import InputError
 from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
@@ -239,9 +242,10 @@ def write_release_files(
         image_root = out
     else:
         image_root = store.home
+    coco = _CocoParts(image_root)
     for file_name, labs, split in _annotation_files(by_split):
-        path = export_coco(
-            store, out / "annotations" / file_name, labels=labs, image_root=image_root,
+        path = coco.write(
+            out / "annotations" / file_name, labs,
             info={"description": f"SpineTrack {version} {file_name.removesuffix('.json')}",
                   "version": version, "split": split, "keypoints": NUM_KEYPOINTS},
         )
@@ -271,6 +275,31 @@ def write_release_files(
         if entry.path.startswith("annotations/"):
             (out / entry.path).chmod(0o444)
     return manifest
+
+
+class _CocoParts:
+    """COCO image and annotation entries made once per label, for every file a label appears in
+    (its split's, its source's, its subset's); the bytes are those of `pipeline.export.export_coco`."""
+
+    def __init__(self, image_root: Path) -> None:
+        self.root = Path(image_root).resolve()
+        self.images: dict[int, dict[str, Any]] = {}
+        self.annotations: dict[int, dict[str, Any]] = {}
+
+    def write(self, path: Path, labels: Sequence[Label], info: dict[str, Any]) -> Path:
+        images: dict[int, dict[str, Any]] = {}
+        annotations = []
+        for label in sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id)):
+            if label.image_id not in images:
+                entry = self.images.get(label.image_id)
+                if entry is None:
+                    entry = self.images[label.image_id] = image_entry(label, self.root)
+                images[label.image_id] = entry
+            ann = self.annotations.get(label.revision_id)
+            if ann is None:
+                ann = self.annotations[label.revision_id] = label_annotation(label)
+            annotations.append(ann)
+        return dump_coco(coco_dataset(list(images.values()), annotations, info=info), path)
 
 
 def _annotation_files(by_split: Mapping[str, Sequence[Label]]) -> list[tuple[str, list[Label], str]]:
