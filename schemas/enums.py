@@ -35,6 +35,10 @@ PREDICTION_SOURCES: tuple[RevisionSource, ...] = (RevisionSource.PSEUDO, Revisio
 EVALUATION_TRUTH_SOURCES: tuple[RevisionSource, ...] = (
     RevisionSource.SYNTHETIC, RevisionSource.IMPORT, RevisionSource.HUMAN, RevisionSource.REVIEW,
 )
+#: What a person says about a real image: the real validation split's reference labels.
+REAL_TRUTH_SOURCES: tuple[RevisionSource, ...] = (
+    RevisionSource.IMPORT, RevisionSource.HUMAN, RevisionSource.REVIEW,
+)
 #: Sources that are hidden truth for *simulation* (the simulated annotator reads them; never training).
 HIDDEN_TRUTH_SOURCES: tuple[RevisionSource, ...] = (RevisionSource.IMPORT, RevisionSource.SYNTHETIC)
 

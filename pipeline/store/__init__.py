@@ -1,5 +1,27 @@
 """The dataset store (SQLAlchemy): images, instances, append-only annotation revisions."""
 
-from pipeline.store.store import HUMAN_SOURCES, SOURCES, Label, Store, file_sha256, spinetrack_home
+from pipeline.store.store import (
+    HUMAN_SOURCES,
+    SOURCES,
+    Label,
+    NewImage,
+    NewLabel,
+    NewRevision,
+    Store,
+    WrittenLabel,
+    file_sha256,
+    spinetrack_home,
+)
 
-__all__ = ["HUMAN_SOURCES", "SOURCES", "Label", "Store", "file_sha256", "spinetrack_home"]
+__all__ = [
+    "HUMAN_SOURCES",
+    "SOURCES",
+    "Label",
+    "NewImage",
+    "NewLabel",
+    "NewRevision",
+    "Store",
+    "WrittenLabel",
+    "file_sha256",
+    "spinetrack_home",
+]
