@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import Run  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from synthetic.ingest import ingest_sequence, model_identity  # noqa: E402
 from synthetic.renderer import render_sequence  # noqa: E402
@@ -61,7 +59,7 @@ def timed_ingest(ingest: Any, home: Path, folder: Path) -> dict[str, Any]:
         summary = ingest(store, folder)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        store.engine.dispose()
+        store.close()
     timing = summary.timing_s
     total = timing["total"]
     frames = summary.frames * summary.actors
@@ -97,7 +95,7 @@ def run(frames: int, actors: int, seed: int, workdir: Path) -> dict[str, Any]:
     again = ingest_sequence(store, folder)
     result["reingest_unchanged_s"] = round(time.perf_counter() - start, 3)
     result["reingest_status"] = again.status
-    store.engine.dispose()
+    store.close()
     return result
 
 
@@ -111,18 +109,13 @@ def main() -> None:
 
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="spinetrack-bench-ingest-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
+    bench_run = Run()
     try:
         result = run(args.frames, args.actors, args.seed, workdir)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    result["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "platform": platform.platform()}
-    out = REPO / "bench" / "results" / "ingest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out = bench_run.write(result, "ingest")
     for name in ("batched", "baseline_per_frame"):
         r = result.get(name)
         if r:

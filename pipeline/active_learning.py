@@ -51,6 +51,7 @@ from pipeline.store import Label, Store
 from pipeline.store.models import AnnotationTask, Image, Instance, Revision
 from schemas.enums import (
     EVALUATION_TRUTH_SOURCES,
+    REAL_TRUTH_SOURCES,
     ImageSource,
     RevisionSource,
     RevisionStatus,
@@ -61,8 +62,6 @@ from schemas.keypoints import NUM_KEYPOINTS
 
 VALIDATION_KEY = "validation-set"
 SYNTHETIC_VALIDATION_KEY = "validation-set:synthetic"
-#: What a person says about a real image: the real validation split's reference labels.
-REAL_TRUTH_SOURCES = ("import", "human", "review")
 
 
 @dataclass(frozen=True)

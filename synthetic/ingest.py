@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from pipeline.store import Store
-from pipeline.store.models import IngestRecord, Revision
+from pipeline.store.models import IngestRecord
 from pipeline.store.store import NewImage, NewLabel, NewRevision, file_sha256
 from schemas.errors import InputError
 from schemas.keypoints import KEYPOINTS
@@ -147,9 +147,7 @@ class _FrameLabel:
 
 
 def _existing_ids(store: Store, prefix: str) -> set[str]:
-    with store.session() as s:
-        rows = s.scalars(select(Revision.external_id).where(Revision.external_id.like(prefix + "%")))
-        return {r for r in rows if r is not None}
+    return store.stored_external_ids(prefix=prefix)
 
 
 def _open(folder: str | Path, model: str | Path | None, marker_map: str | Path | None) -> _Source:

@@ -274,7 +274,7 @@ def test_cli_and_flow_ingest_good_and_bad_sequences(home: Path, tmp_path: Path) 
         labels = store.current_labels()
         assert len(labels) == 3 and {lab.group_key for lab in labels} == {"synthetic-squat-seed5"}
     finally:
-        store.engine.dispose()
+        store.close()
     assert artifacts, "the flow publishes a Markdown summary"
     markdown = str(artifacts[0].data)
     assert "synthetic-squat-seed5" in markdown and "Failed sequences" in markdown and str(bad) in markdown
