@@ -71,6 +71,7 @@ PARTS = ("real", "synthetic")
 #: Also recorded: mean OKS moves smoothly where AP on a small split moves in coarse steps.
 EXTRA = ("mean_oks", "instances")
 BASE_INFO = "bench_base.json"
+RUN_RECORDS = "bench_run_records.json"  # a finished run's records, with the recipe it ran
 #: Real sample files whose keypoints map into SpineTrack (COCO-17): (name, file, image dir, split).
 REAL_SETS: tuple[tuple[str, str, str, str], ...] = (
     ("coco", "coco/test_coco.json", "coco", "train"),
@@ -263,10 +264,24 @@ def _metrics(values: dict[str, Any]) -> dict[str, dict[str, float]]:
 def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[int], round_iters: int,
             config: str, annotator: str, hooks: Any, min_real_val: int, log: Callable[[str], None],
             step_log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """R production rounds on a fresh copy of the base store; one record per round (0 = start model)."""
+    """R production rounds on a fresh copy of the base store; one record per round (0 = start model).
+
+    A finished run leaves its records (with the recipe it ran) in its folder; a re-run of the bench
+    with the same recipe reads them back instead of running again, so a long bench that was cut
+    short continues with the first unfinished run.
+    """
     from annotation.simulated_annotator import AnnotatorProfile
 
     home = work / "runs" / spec.folder
+    recipe = {"base": base.get("recipe"), "start_model": base.get("start_model"), "budgets": list(budgets),
+              "round_iters": round_iters, "config": config, "annotator": annotator,
+              "min_real_val": min_real_val, "spec": asdict(spec)}
+    done_file = home / RUN_RECORDS
+    if done_file.is_file():
+        saved = json.loads(done_file.read_text())
+        if saved.get("recipe") == json.loads(json.dumps(recipe)):
+            log(f"  {spec.folder:<28} finished before: records reused")
+            return list(saved["records"])
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(work / "base", home)
     os.environ["SPINETRACK_HOME"] = str(home)
@@ -319,6 +334,8 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
             f"auto {r['auto_accepted']}, synthetic spine AP {r['metrics']['synthetic']['spine_AP']:.3f}, "
             f"real body AP {r['metrics']['real']['body_AP']:.3f} [{r['seconds']:.0f} s]")
     store.close()
+    done_file.write_text(json.dumps({"recipe": recipe, "records": records}, default=str) + "\n",
+                         encoding="utf-8")
     return records
 
 
@@ -542,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="RoundSettings.min_real_val: the real validation split here is small")
     parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples")
     parser.add_argument("--verbose", action="store_true", help="print every round step's log line")
-    parser.add_argument("--rebuild", action="store_true", help="build the base store again")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build the base store again (finished runs are reused otherwise)")
     parser.add_argument("--out", type=Path, default=RESULTS / "active_learning.json")
     args = parser.parse_args(argv)
     if "random" not in args.strategies:
@@ -565,8 +583,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    if args.rebuild:
+    if args.rebuild:  # a new base invalidates every finished run too
         shutil.rmtree(work / "base", ignore_errors=True)
+        shutil.rmtree(work / "runs", ignore_errors=True)
     base = build_base(work, DATA[data], args.config, log)
     if base["pool_instances"] < sum(budgets):
         parser.error(f"pool of {base['pool_instances']} instances is smaller than the "
