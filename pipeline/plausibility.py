@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ REQUIRED_POINTS: tuple[int, ...] = (ORIGIN, AXIS, *FEATURE_POINTS)
 NUM_FEATURES = 2 * len(FEATURE_POINTS) + 1
 #: A torso shorter than this share of the box scale is a collapsed skeleton: no frame to measure in.
 MIN_TORSO = 1e-3
+#: The spread every feature is given at least (torso lengths, and log-scale units for the size
+#: feature): how precisely any label can place a point. Renders of one rigid pelvis vary by less,
+#: and without a floor a 1-px offset there would count as wildly implausible.
+FEATURE_FLOOR = 0.05
 STATS_FILE = Path("stats") / "pose_prior.json"
 
 
@@ -104,9 +108,9 @@ def _log_gauss(x: Array, mean: Array, cov: Array) -> Array:
     return -0.5 * (maha + logdet + x.shape[1] * math.log(2 * math.pi))
 
 
-def _shrunk(cov: Array, shrinkage: float, reg: float) -> Array:
+def _shrunk(cov: Array, shrinkage: float, reg: float | Array) -> Array:
     diag = np.diag(np.diag(cov))
-    return (1.0 - shrinkage) * cov + shrinkage * diag + reg * np.eye(len(cov))
+    return (1.0 - shrinkage) * cov + shrinkage * diag + np.diag(np.broadcast_to(reg, (len(cov),)))
 
 
 def _component_logs(x: Array, weights: Array, means: Array, covs: Array) -> Array:
@@ -120,8 +124,9 @@ def _logsumexp(a: Array) -> Array:
 
 
 def fit_mixture(x: Array, components: int, *, seed: int = 0, iters: int = 100, shrinkage: float = 0.3,
-                reg: float = 1e-3, tol: float = 1e-4) -> tuple[Array, Array, Array]:
-    """EM for a Gaussian mixture on standardised rows of `x`; k-means++-style start, seeded."""
+                reg: float | Array = 1e-3, tol: float = 1e-4) -> tuple[Array, Array, Array]:
+    """EM for a Gaussian mixture on standardised rows of `x`; k-means++-style start, seeded.
+    `reg` (a number or one per column) is added to every covariance's diagonal."""
     rng = np.random.default_rng(seed)
     n, d = x.shape
     k = max(1, min(components, n))
@@ -176,11 +181,14 @@ class PosePrior:
 
     @classmethod
     def fit(cls, labels: Iterable[tuple[ArrayLike, ArrayLike]], *, components: int = 3, seed: int = 0,
-            mirror: bool = True) -> PosePrior:
+            mirror: bool = True, folds: int = 3) -> PosePrior:
         """Fit from (keypoints, bbox) pairs; labels missing a required point are skipped.
 
         The number of components is capped so each has at least 5 samples per feature dimension
-        (fewer would fit noise); with very few labels that is one Gaussian.
+        (fewer would fit noise); with very few labels that is one Gaussian. `implausibility` is
+        calibrated on held-out poses: the labels (in the order given, so folds follow sequences)
+        are cut into `folds` contiguous parts, each scored by a prior fitted on the others, so a
+        pose as plausible as an unseen render scores about uniform in [0, 1], not 1.
         """
         rows = []
         for kps, bbox in labels:
@@ -195,13 +203,29 @@ class PosePrior:
             raise ValueError(f"need at least {NUM_FEATURES + 2} poses with every spine point labelled, "
                              f"got {len(rows)}")
         x = np.stack(rows)
-        mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
+        step = 2 if mirror else 1  # a pose and its mirror image stay in one fold
+        parts = np.array_split(np.arange(len(x) // step), max(1, folds)) if folds > 1 else []
+        held_out: list[Array] = []
+        for part in parts:
+            test = np.concatenate([part * step + i for i in range(step)])
+            train = np.setdiff1d(np.arange(len(x)), test)
+            if len(train) >= NUM_FEATURES + 2 and len(test):
+                held_out.append(cls._fit_rows(x[train], components, seed).nll(x[test]))
+        prior = cls._fit_rows(x, components, seed)
+        nll = np.concatenate(held_out) if held_out else prior.nll(x)
+        return replace(prior, nll_quantiles=np.quantile(nll, np.linspace(0, 1, 101)).tolist())
+
+    @classmethod
+    def _fit_rows(cls, x: Array, components: int, seed: int) -> PosePrior:
+        # scale by sqrt(std^2 + floor^2) and add floor^2 (in those units) to every covariance: no
+        # feature is ever trusted to vary by less than FEATURE_FLOOR
+        mean, std = x.mean(axis=0), np.sqrt(x.std(axis=0) ** 2 + FEATURE_FLOOR**2)
         z = (x - mean) / std
         k = max(1, min(components, len(z) // (5 * NUM_FEATURES)))
-        weights, means, covs = fit_mixture(z, k, seed=seed)
+        weights, means, covs = fit_mixture(z, k, seed=seed, reg=(FEATURE_FLOOR / std) ** 2)
         nll = -_logsumexp(_component_logs(z, weights, means, covs))
         return cls(mean.tolist(), std.tolist(), weights.tolist(), means.tolist(), covs.tolist(),
-                   np.quantile(nll, np.linspace(0, 1, 101)).tolist(), len(rows))
+                   np.quantile(nll, np.linspace(0, 1, 101)).tolist(), len(x))
 
     def _arrays(self) -> tuple[Array, Array, Array, Array, Array]:
         return (np.asarray(self.feature_mean), np.asarray(self.feature_std), np.asarray(self.weights),
