@@ -43,6 +43,26 @@ def import_real(
     return asdict(summary)
 
 
+@lazy.task(name="pseudo-label-chunk", cache_policy="NO_CACHE", retries=1, retry_delay_seconds=2)
+def pseudo_label_chunk(
+    annotator: str, source: str | None, round: int | None, device: str, student: str | None,
+    instance_ids: list[int] | None, store_ref: Any = None,
+) -> dict[str, Any]:
+    """Pseudo-label `instance_ids` (all unlabelled ones: None); on a Dask worker, in the flow's store."""
+    from pipeline.annotators import load_annotator
+    from pipeline.pseudo_label import pseudo_label as run
+    from pipeline.store import Store
+
+    store = store_ref.open() if store_ref is not None else Store()
+    try:
+        ann = load_annotator(annotator, store, device=device, student=student)
+        out = asdict(run(store, ann, image_source=source, round=round, instance_ids=instance_ids))
+    finally:
+        store.engine.dispose()
+    out.pop("revision_ids")
+    return out
+
+
 @lazy.flow(name="pseudo-label")
 def pseudo_label(
     annotator: str = "combined",
@@ -50,18 +70,41 @@ def pseudo_label(
     round: int | None = None,
     device: str = "cpu",
     student: str | None = None,
+    workers: int = 1,
+    dask_address: str | None = None,
+    chunk_size: int = 256,
 ) -> dict[str, Any]:
     """Pseudo-label every unlabelled instance (of `source`, if given) with an annotator spec
-    (docs/annotators.md): a registered model name, onnx:/mmpose: files, blazepose, combined."""
-    from pipeline.annotators import load_annotator
-    from pipeline.pseudo_label import pseudo_label as run
+    (docs/annotators.md): a registered model name, onnx:/mmpose: files, blazepose, combined.
+
+    `workers` > 1 or `dask_address` spread chunks of `chunk_size` instances over Dask
+    (flows/runners.py); every chunk writes the one store."""
+    from flows.runners import StoreRef, run_tasks, uses_dask
     from pipeline.store import Store
 
-    store = Store()
-    ann = load_annotator(annotator, store, device=device, student=student)
-    summary = run(store, ann, image_source=source, round=round)
-    out = asdict(summary)
-    out.pop("revision_ids")
+    if not uses_dask(workers, dask_address):
+        return pseudo_label_chunk.fn(annotator, source, round, device, student, None)
+    with Store() as store:
+        pool = [inst.id for _, inst in store.unlabelled_instances(image_source=source)]
+    ref = StoreRef.current()
+    chunks = [pool[i : i + max(1, chunk_size)] for i in range(0, len(pool), max(1, chunk_size))]
+    params = [{"annotator": annotator, "source": source, "round": round, "device": device,
+               "student": student, "instance_ids": ids, "store_ref": ref} for ids in chunks]
+    results = run_tasks(pseudo_label_chunk, params, workers=workers, dask_address=dask_address)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
+    return _combine(results)
+
+
+def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of the chunks' summaries (mean uncertainty weighted by labels written)."""
+    out: dict[str, Any] = {"model_version": parts[0]["model_version"] if parts else None}
+    for key in ("candidates", "written", "already_done", "without_box"):
+        out[key] = sum(int(p[key]) for p in parts)
+    weighted = [(p["mean_uncertainty"], p["written"]) for p in parts if p["mean_uncertainty"] is not None]
+    total = sum(n for _, n in weighted)
+    out["mean_uncertainty"] = sum(u * n for u, n in weighted) / total if total else None
     return out
 
 
@@ -96,15 +139,27 @@ def pseudo_label_command(
     round: int | None = typer.Option(None, help="active-learning round to record"),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     student: str | None = typer.Option(None, help="the combined annotator's student (default: current)"),
+    workers: int = typer.Option(1, min=1, help="chunks in parallel on a local Dask cluster of N workers"),
+    dask_address: str | None = typer.Option(None, help="an existing Dask cluster, e.g. tcp://host:8786"),
 ) -> None:
     """Store the annotator's proposal (not accepted) with its uncertainty for every unlabelled instance."""
-    out = pseudo_label(annotator or model or "combined", source, round, device, student)
+    out = pseudo_label(annotator or model or "combined", source, round, device, student, workers,
+                       dask_address)
     mean = out["mean_uncertainty"]
     emit(out, lambda con: con.print(
         f"pseudo-labelled {out['written']} of {out['candidates']} instances "
         f"({out['already_done']} already done, {out['without_box']} without a box)"
         + (f"; mean uncertainty {mean:.3f}" if mean is not None else "")
     ))
+
+
+def _dask_picklable() -> None:
+    from flows.runners import dask_picklable
+
+    dask_picklable(pseudo_label_chunk, pseudo_label)
+
+
+_dask_picklable()
 
 
 # -- training (helper M1) ---------------------------------------------------------------------------
