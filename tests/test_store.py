@@ -189,3 +189,22 @@ def test_a_loaded_model_travels_with_its_name_and_metadata(home: Path) -> None:
         assert torch.equal(next(iter(loaded.module.state_dict().values())), first)
         module, meta = loaded  # the old (module, meta) unpacking still works
         assert module is loaded.module and meta is loaded.meta
+
+
+def test_batched_revisions_keep_the_one_by_one_rules(store: Store, tmp_path: Path) -> None:
+    img = store.add_image(_image(tmp_path / "a.png"), source="real", subset="coco", group_key="v",
+                          width=40, height=30)
+    a, b = store.instance_id(img, "a"), store.instance_id(img, "b")
+    store.add_revision(b, _kps(1), [0, 0, 1, 1], source=RevisionSource.HUMAN)
+    ids = store.add_revisions([
+        (a, NewRevision(_kps(2), [0, 0, 1, 1], source=RevisionSource.HUMAN, external_id="ls:1")),
+        (a, NewRevision(_kps(3), [0, 0, 1, 1], source=RevisionSource.PSEUDO_ACCEPTED)),  # after a person
+        (b, NewRevision(_kps(4), [0, 0, 1, 1], source=RevisionSource.PSEUDO_ACCEPTED)),  # stored person
+        (a, NewRevision(_kps(5), [0, 0, 1, 1], source=RevisionSource.HUMAN, external_id="ls:1")),  # again
+    ])
+    assert ids[0] is not None and ids[1] is not None and ids[2] is not None and ids[3] is None
+    assert [r.status for r in store.revisions_for([a, b], sources=[RevisionSource.PSEUDO_ACCEPTED])] == [
+        RevisionStatus.SUPERSEDED_BY_HUMAN, RevisionStatus.SUPERSEDED_BY_HUMAN]
+    assert {lab.instance_id: lab.keypoints[0] for lab in store.current_labels()} == {a: 2.0, b: 1.0}
+    again = NewRevision(_kps(6), [0, 0, 1, 1], source="human", external_id="ls:1")
+    assert store.add_revisions([(a, again)]) == [None]

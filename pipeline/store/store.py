@@ -389,7 +389,7 @@ class Store:
                           round, scores, uncertainty, quality, provenance, external_id, supersedes)
         row = _revision_row(instance_id, new)
         with self._use(session) as s:
-            return self._insert_revision(s, row)
+            return self._insert_revision(s, row, checked=False)
 
     def add_revisions(
         self, items: Sequence[tuple[int, NewRevision]], *, session: Session | None = None
@@ -397,7 +397,7 @@ class Store:
         """Append many revisions `(instance_id, revision)` in one transaction; ids as `add_revision`."""
         rows = [_revision_row(iid, rev) for iid, rev in items]
         with self._use(session) as s:
-            return [self._insert_revision(s, row) for row in rows]
+            return self._insert_revisions(s, rows)
 
     def add_labels(self, labels: Sequence[NewLabel]) -> list[WrittenLabel]:
         """Images, instances and revisions of many labels in one transaction (fast bulk ingest).
@@ -413,23 +413,50 @@ class Store:
                 s, [(img, lab.instance_key, lab.instance_meta) for img, lab in zip(image_ids, labels,
                                                                                     strict=True)]
             )
-            out = []
-            for img, inst, row in zip(image_ids, instance_ids, rows, strict=True):
-                rid = None
+            for row, inst in zip(rows, instance_ids, strict=True):
                 if row is not None:
                     row["instance_id"] = inst
-                    rid = self._insert_revision(s, row)
-                out.append(WrittenLabel(img, inst, rid))
-            return out
+            written = iter(self._insert_revisions(s, [row for row in rows if row is not None]))
+            return [WrittenLabel(img, inst, next(written) if row is not None else None)
+                    for img, inst, row in zip(image_ids, instance_ids, rows, strict=True)]
 
-    def _insert_revision(self, s: Session, row: dict[str, Any]) -> int | None:
-        if row["source"] in PREDICTION_SOURCES and row["accepted"] and self._has_human(s, row["instance_id"]):
-            row["accepted"] = False
-            row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
+    def _insert_revisions(self, s: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+        """Insert checked revision rows in order; what is stored already is looked up in bulk."""
+        ext_ids = [r["external_id"] for r in rows if r["external_id"] is not None]
+        stored = set(self.scalars_in(select(Revision.external_id), Revision.external_id, ext_ids, session=s))
+        check = [r["instance_id"] for r in rows if r["source"] in PREDICTION_SOURCES and r["accepted"]]
+        by_people = select(Revision.instance_id).where(Revision.source.in_(HUMAN_SOURCES),
+                                                        Revision.accepted.is_(True))
+        humans = set(self.scalars_in(by_people, Revision.instance_id, check, session=s)) if check else set()
+        out: list[int | None] = []
+        for row in rows:
+            if row["external_id"] in stored:
+                out.append(None)
+                continue
+            if row["source"] in PREDICTION_SOURCES and row["accepted"] and row["instance_id"] in humans:
+                row["accepted"] = False
+                row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
+            rid = self._insert_revision(s, row)
+            if rid is not None and row["source"] in HUMAN_SOURCES and row["accepted"]:
+                humans.add(row["instance_id"])  # a model revision later in the batch must not win
+            if row["external_id"] is not None:
+                stored.add(row["external_id"])
+            out.append(rid)
+        return out
+
+    def _insert_revision(self, s: Session, row: dict[str, Any], *, checked: bool = True) -> int | None:
+        """Insert one row; `checked=False` first applies the human rule and the stored-id check."""
+        if not checked:
+            model_output = row["source"] in PREDICTION_SOURCES and row["accepted"]
+            if model_output and self._has_human(s, row["instance_id"]):
+                row["accepted"] = False
+                row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
+            if row["external_id"] is not None and s.scalar(
+                select(Revision.id).where(Revision.external_id == row["external_id"])
+            ) is not None:
+                return None
         if row["external_id"] is None:
             return int(s.execute(insert(Revision).returning(Revision.id), [row]).scalar_one())
-        if s.scalar(select(Revision.id).where(Revision.external_id == row["external_id"])) is not None:
-            return None
         stmt = _on_conflict_do_nothing(s, Revision, ["external_id"])
         if stmt is None:  # pragma: no cover - neither SQLite nor PostgreSQL
             try:
