@@ -18,7 +18,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -232,17 +232,15 @@ def write_release_files(
     out.mkdir(parents=True, exist_ok=True)
     all_labels = [lab for name in SPLITS for lab in by_split.get(name, [])]
     files: list[FileEntry] = []
+    copied: dict[int, str] = {}
     if copy_images:
         image_files = _copy_images(store, all_labels, out)
-        by_split = {
-            name: [replace(lab, image_path=str(out / image_files[lab.image_id])) for lab in labs]
-            for name, labs in by_split.items()
-        }
+        copied = {image_id: str(out / name) for image_id, name in image_files.items()}
         files.extend(_image_entries(store, out, image_files))
         image_root = out
     else:
         image_root = store.home
-    coco = _CocoParts(image_root)
+    coco = _CocoParts(image_root, copied)
     for file_name, labs, split in _annotation_files(by_split):
         path = coco.write(
             out / "annotations" / file_name, labs,
@@ -281,10 +279,22 @@ class _CocoParts:
     """COCO image and annotation entries made once per label, for every file a label appears in
     (its split's, its source's, its subset's); the bytes are those of `pipeline.export.export_coco`."""
 
-    def __init__(self, image_root: Path) -> None:
+    def __init__(self, image_root: Path, copied: Mapping[int, str]) -> None:
         self.root = Path(image_root).resolve()
+        self.prefix = str(self.root).rstrip("/") + "/"
+        self.copied = copied  # image id -> its copy in the release (copy_images)
         self.images: dict[int, dict[str, Any]] = {}
         self.annotations: dict[int, dict[str, Any]] = {}
+
+    def _image(self, label: Label) -> dict[str, Any]:
+        path = self.copied.get(label.image_id, label.image_path)
+        entry = image_entry(label, None)
+        # os.path.relpath(path, root), without its cost (it normalises both paths every call)
+        if path.startswith(self.prefix) and "/../" not in path and "/./" not in path and "//" not in path:
+            entry["file_name"] = path[len(self.prefix):]
+        else:
+            entry["file_name"] = os.path.relpath(path, self.root)
+        return entry
 
     def write(self, path: Path, labels: Sequence[Label], info: dict[str, Any]) -> Path:
         images: dict[int, dict[str, Any]] = {}
@@ -293,7 +303,7 @@ class _CocoParts:
             if label.image_id not in images:
                 entry = self.images.get(label.image_id)
                 if entry is None:
-                    entry = self.images[label.image_id] = image_entry(label, self.root)
+                    entry = self.images[label.image_id] = self._image(label)
                 images[label.image_id] = entry
             ann = self.annotations.get(label.revision_id)
             if ann is None:
