@@ -255,6 +255,11 @@ def train(
 
 def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
     """mmengine's Runner from our config, around the model built (and prepared) here."""
+    from pipeline.model import distributed
+
+    wrapper = distributed.model_wrapper_cfg()
+    if wrapper is not None:  # the Runner reads it from cfg
+        cfg.model_wrapper_cfg = wrapper
     optional = {
         key: cfg.get(key)
         for key in (
@@ -271,8 +276,9 @@ def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
         optim_wrapper=cfg.optim_wrapper,
         param_scheduler=cfg.param_scheduler,
         default_hooks=cfg.default_hooks,
-        launcher="none",
-        env_cfg=cfg.env_cfg,
+        # torchrun with several processes: mmengine's own distributed launcher (pipeline/model/distributed.py)
+        launcher=distributed.launcher(),
+        env_cfg=distributed.env_cfg(cfg.env_cfg),
         log_processor=cfg.log_processor,
         log_level=cfg.log_level,
         visualizer=None,
