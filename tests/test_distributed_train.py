@@ -53,7 +53,7 @@ def _train(home: Path, name: str, *, processes: int, batch: int, seed: int = 0) 
 
 def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     keys = [k for k, v in a.items() if v.is_floating_point() and "running" not in k]
-    return float(torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in keys)))
+    return float(torch.sqrt(torch.stack([((a[k] - b[k]) ** 2).sum() for k in keys]).sum()))
 
 
 def test_two_gloo_processes_train_the_one_process_model(tmp_path: Path) -> None:

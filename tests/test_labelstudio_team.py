@@ -7,6 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from annotation.labelstudio.server import TELEMETRY_OFF, _server_env, media_root
 from annotation.labelstudio.webhook import SECRET_HEADER, PullOnWebhook
 
 
-def _post(url: str, body: dict[str, object], headers: dict[str, str]) -> int:
+def _post(url: str, body: Mapping[str, object], headers: dict[str, str]) -> int:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json", **headers})
     try:
