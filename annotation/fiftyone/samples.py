@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from annotation.fiftyone.setup import SPINE_POINTS, dataset_name, fiftyone_module, skeleton, spine_skeleton
@@ -70,7 +71,7 @@ def _revision_scores(store: Store, revision_ids: Sequence[int]) -> dict[int, tup
 def _quality_number(quality: dict[str, Any], *keys: str) -> float | None:
     for key in keys:
         value = quality.get(key)
-        if isinstance(value, int | float) and math.isfinite(value):
+        if isinstance(value, (int, float)) and math.isfinite(value):  # a tuple: faster than int | float
             return float(value)
     return None
 
@@ -90,6 +91,17 @@ def _points(label: Label, ids: Sequence[int] = range(NUM_KEYPOINTS)) -> tuple[li
         visibility.append(int(v))
         points.append((x / label.width, y / label.height) if v > 0 else (math.nan, math.nan))
     return points, visibility
+
+
+def _point_lists(label: Label, ids: Sequence[int] | None = None) -> tuple[list[list[float]], list[int]]:
+    """`_points` as lists (what the database stores), computed on the whole array at once."""
+    kps = KeypointArray.from_flat(label.keypoints)
+    xy = kps.xy / np.array([label.width, label.height], dtype=np.float64)
+    v = kps.v
+    if ids is not None:
+        xy, v = xy[list(ids)], v[list(ids)]
+    xy[v <= 0] = np.nan
+    return xy.tolist(), [int(x) for x in v]
 
 
 def _common(label: Label) -> dict[str, Any]:
@@ -256,18 +268,24 @@ def _label_doc(cls: str, label: str, instance: Any, tags: list[str],
 
 
 def _keypoint_doc(label: Label, instance: Any, tags: list[str], common: dict[str, Any],
-                  scores: list[float] | None = None, **extra: Any) -> dict[str, Any]:
-    points, visibility = _points(label)
+                  scores: list[float] | None = None, *,
+                  points: tuple[list[list[float]], list[int]] | None = None, **extra: Any) -> dict[str, Any]:
+    xy, visibility = points or _point_lists(label)
     confidence = [float(c) for c in scores] if scores and len(scores) == NUM_KEYPOINTS else None
     return _label_doc("Keypoint", "person", instance, tags,
-                      {"points": [list(p) for p in points], "confidence": confidence,
+                      {"points": xy, "confidence": confidence,
                        "visibility": visibility, **common, **extra})
 
 
-def _spine_doc(label: Label, instance: Any) -> dict[str, Any]:
-    points, visibility = _points(label, SPINE_POINTS)
+def _spine_doc(label: Label, instance: Any,
+               all_points: tuple[list[list[float]], list[int]] | None = None) -> dict[str, Any]:
+    if all_points is None:
+        points, visibility = _point_lists(label, SPINE_POINTS)
+    else:
+        points = [all_points[0][i] for i in SPINE_POINTS]
+        visibility = [all_points[1][i] for i in SPINE_POINTS]
     return _label_doc("Keypoint", "spine", instance, [],
-                      {"points": [list(p) for p in points], "confidence": None, "visibility": visibility,
+                      {"points": points, "confidence": None, "visibility": visibility,
                        "store_instance_id": label.instance_id, "store_revision_id": label.revision_id})
 
 
@@ -329,8 +347,10 @@ def sample_documents(
             inst = instances.setdefault(lab.instance_id, {"_id": ObjectId(), "_cls": "Instance"})
             tags = list(open_tags.get(lab.instance_id, []))
             common = _common(lab)
-            gt.append(_keypoint_doc(lab, inst, tags, common, split=(splits or {}).get(lab.instance_id)))
-            spine.append(_spine_doc(lab, inst))
+            points = _point_lists(lab)
+            gt.append(_keypoint_doc(lab, inst, tags, common, points=points,
+                                    split=(splits or {}).get(lab.instance_id)))
+            spine.append(_spine_doc(lab, inst, points))
             boxes.append(_box_doc(lab, inst, list(tags), common))
         labelled = {lab.instance_id for lab in entry["labels"]}
         for lab in entry["predictions"]:
