@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from pipeline.store import Store
-from pipeline.store.models import AnnotationTask, ModelVersion, Revision, Round
+from pipeline.store.models import ModelVersion, Revision, Round
 from schemas.enums import RevisionSource, RevisionStatus, RoundStatus, RoundStep, TaskState
 
 #: Tasks pushed to freeze the real validation split (not part of a round's close rule).
@@ -162,11 +162,7 @@ def live_human_revisions(store: Store, number: int | None = None) -> list[Revisi
 
     Only each Label Studio annotation's newest version counts: an annotation edited twice is one label.
     """
-    with store.session() as s:
-        q = select(Revision).where(Revision.source == RevisionSource.HUMAN).order_by(Revision.id)
-        if number is not None:
-            q = q.where(Revision.round == number)
-        revs = list(s.scalars(q))
+    revs = store.revisions_for(sources=[RevisionSource.HUMAN], round=number)
     revoked = {r.supersedes for r in revs if r.status == RevisionStatus.REVOKED}
     newest: dict[str, Revision] = {}
     for rev in revs:
@@ -185,10 +181,8 @@ def task_status(store: Store, number: int, now: datetime | None = None) -> TaskS
     """Done / open / skipped tasks of round `number`, per annotator, with ages (from the store)."""
     now = now or datetime.now(UTC)
     status = TaskStatus(round=number)
-    with store.session() as s:
-        tasks = list(s.scalars(select(AnnotationTask).where(AnnotationTask.round == number)))
-        revs = list(s.scalars(
-            select(Revision).where(Revision.round == number, Revision.source == RevisionSource.HUMAN)))
+    tasks = store.tasks(round=number)
+    revs = store.revisions_for(sources=[RevisionSource.HUMAN], round=number)
     pushed = [_aware(t.created_at) for t in tasks if t.task_id is not None]
     if pushed:
         status.pushed_at = min(pushed).isoformat()
