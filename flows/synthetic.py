@@ -122,6 +122,15 @@ def ingest_synthetic(
     return summaries
 
 
+def _dask_picklable() -> None:
+    from flows.runners import dask_picklable
+
+    dask_picklable(ingest_sequence_task, ingest_synthetic)
+
+
+_dask_picklable()
+
+
 # -- CLI ----------------------------------------------------------------------------------------
 @app.command("render-sample")
 def render_sample_command(
