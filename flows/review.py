@@ -17,13 +17,15 @@ from flows.console import emit, stdout
 from schemas.enums import ReviewTag
 
 NEEDS_FIX = str(ReviewTag.NEEDS_FIX)
+ACCEPT = str(ReviewTag.ACCEPT)
 
 
 @lazy.flow(name="review-sync")
 def review_sync(release: str | None = None, reviewer: str | None = None,
-                tags: list[str] | None = None) -> list[int]:
-    """Pull reviewer tags from the FiftyOne dataset into ReviewTag rows; returns tagged instance ids."""
-    from annotation.fiftyone_review import dataset_name, fiftyone_module, sync_review_tags
+                tags: list[str] | None = None) -> dict[str, Any]:
+    """Pull reviewer tags from the FiftyOne dataset: accept / needs-fix as `review` revisions, other
+    tags (and needs-fix on proposal-only instances) as ReviewTag rows. Returns what was written."""
+    from annotation.fiftyone_review import DECISION_TAGS, dataset_name, fiftyone_module, sync_review
     from pipeline.release import ReleaseError
     from pipeline.store import Store
 
@@ -32,8 +34,11 @@ def review_sync(release: str | None = None, reviewer: str | None = None,
         name = dataset_name(release)
         if not fo.dataset_exists(name):
             raise ReleaseError(f"no FiftyOne dataset {name!r}: run `spinetrack review` first")
-        rows = sync_review_tags(store, fo.load_dataset(name), tags=tags or [NEEDS_FIX], reviewer=reviewer)
-        return sorted(row.instance_id for row in rows)
+        synced = sync_review(store, fo.load_dataset(name), tags=tags or list(DECISION_TAGS),
+                             reviewer=reviewer)
+        return {"decisions": [{"instance": d.instance_id, "decision": d.decision, "revision": d.revision_id}
+                              for d in synced.decisions],
+                "tagged": sorted({row.instance_id for row in synced.tags})}
 
 
 @app.command("review")
@@ -46,7 +51,7 @@ def review_command(
 ) -> None:
     """Load a release or the working set into FiftyOne and serve the App for review.
 
-    Tag samples or labels `needs-fix` in the App, then run `spinetrack review-sync`.
+    Tag samples or labels `needs-fix` or `accept` in the App, then run `spinetrack review-sync`.
     """
     from annotation.fiftyone_review import launch, load_into_fiftyone, review_counts
     from pipeline.store import Store
@@ -67,7 +72,8 @@ def review_command(
     emit({"dataset": dataset.name, "views": counts}, render)
     if launch_app:
         stdout().print(f"App on http://{address}:{port}  (reloading or closing the tab keeps it running; "
-                       f"Ctrl-C stops it). Tag labels '{NEEDS_FIX}', then `spinetrack review-sync`.")
+                       f"Ctrl-C stops it). Tag labels '{NEEDS_FIX}' or '{ACCEPT}', "
+                       "then `spinetrack review-sync`.")
         launch(dataset, port=port, address=address, wait=True)
 
 
@@ -75,10 +81,20 @@ def review_command(
 def review_sync_command(
     release: str | None = typer.Option(None, help="release whose dataset was reviewed (default: working)"),
     reviewer: str | None = typer.Option(None, help="name to record (default: $SPINETRACK_REVIEWER or user)"),
-    tag: list[str] = typer.Option([NEEDS_FIX], help="tags to pull (repeatable)"),
+    tag: list[str] = typer.Option([NEEDS_FIX, ACCEPT], help="tags to pull (repeatable)"),
 ) -> None:
-    """Write reviewer tags from FiftyOne into the store (ReviewTag rows; `push --from-review` sends them)."""
-    instances = review_sync(release, reviewer, list(tag))
+    """Write reviewer tags from FiftyOne into the store: accept / needs-fix as `review` revisions
+    (a needs-fix keeps the instance out of releases until an accept or a correction), other tags as
+    ReviewTag rows (`push --from-review` reopens needs-fix tasks). A second sync writes nothing."""
+    out = review_sync(release, reviewer, list(tag))
+    instances = out["tagged"]
     where = f" on instances {instances}" if instances else ""
-    emit({"new_tags": len(instances), "instances": instances},
-         lambda con: con.print(f"{len(instances)} new review tag(s){where}"))
+
+    def render(con: Any) -> None:
+        for d in out["decisions"]:
+            con.print(f"instance {d['instance']}: {d['decision']} (review revision {d['revision']})")
+        con.print(f"{len(out['decisions'])} new review decision(s); "
+                  f"{len(instances)} new review tag(s){where}")
+
+    emit({"new_decisions": len(out["decisions"]), "decisions": out["decisions"],
+          "new_tags": len(instances), "instances": instances}, render)

@@ -22,17 +22,19 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from annotation.fiftyone_review import (
+    ACCEPT,
     NEEDS_FIX,
     VIEW_NAMES,
     fiftyone_module,
     keep_serving,
     launch,
     load_into_fiftyone,
+    sync_review,
     sync_review_tags,
 )
 from pipeline.release import create_release
 from pipeline.store import Store
-from pipeline.store.models import ReviewTag
+from pipeline.store.models import ReviewTag, Revision
 from schemas.keypoints import GROUP_COLOURS, INDEX, KEYPOINTS, NAMES, NUM_KEYPOINTS, SKELETON
 
 pytestmark = pytest.mark.fiftyone
@@ -225,6 +227,49 @@ def test_tags_flow_to_review_tags_once(fo: Any, store: Store, small: dict[str, i
     _gt(real)[small["fixed"]].tags.append(NEEDS_FIX)
     real.save()
     assert [r.instance_id for r in sync_review_tags(store, dataset)] == [small["fixed"]]
+
+
+def test_decisions_from_fiftyone_keep_needs_fix_out_of_releases(fo: Any, store: Store, small: dict[str, int],
+                                                                name: str, tmp_path: Path) -> None:
+    """needs-fix in the App -> a `review` revision; the release leaves the instance out and names it;
+    accept later (on the reloaded dataset, where needs-fix shows again) -> the next release has it."""
+    dataset = load_into_fiftyone(store, name=name)
+    real = _by_image(dataset)[small["real_image"]]
+    _gt(real)[small["fixed"]].tags.append(NEEDS_FIX)
+    real.save()
+    synced = sync_review(store, dataset, reviewer="rev1")
+    assert [(d.instance_id, d.decision) for d in synced.decisions] == [(small["fixed"], NEEDS_FIX)]
+    assert [(t.instance_id, t.tag) for t in synced.tags] == [(small["fixed"], NEEDS_FIX)]
+    (review,) = store.revisions_for([small["fixed"]], sources=["review"])
+    assert review.id == synced.decisions[0].revision_id and not review.accepted
+    assert review.provenance["reviewed_revision"] == small["fixed_rev"] and review.annotator == "rev1"
+    again = sync_review(store, dataset, reviewer="rev1")
+    assert again.decisions == [] and again.tags == []  # a second sync writes nothing
+
+    first = create_release(store, "1.0.0", copy_images=False)
+    assert small["fixed"] not in first.manifest.instance_revisions()
+    assert {small["syn"], small["auto"]} <= set(first.manifest.instance_revisions())
+    assert first.manifest.excluded_needs_fix == [small["fixed"]]
+    assert json.loads((first.path / "manifest.json").read_text())["excluded_needs_fix"] == [small["fixed"]]
+
+    dataset = load_into_fiftyone(store, name=name)  # the reviewer comes back: needs-fix is still shown
+    real = _by_image(dataset)[small["real_image"]]
+    assert _gt(real)[small["fixed"]].tags == [NEEDS_FIX]
+    _gt(real)[small["fixed"]].tags.append(ACCEPT)  # accept wins over the needs-fix still on the label
+    real.save()
+    synced = sync_review(store, dataset, reviewer="rev1")
+    assert [(d.instance_id, d.decision) for d in synced.decisions] == [(small["fixed"], ACCEPT)]
+    assert synced.tags == []
+    assert sync_review(store, dataset, reviewer="rev1").decisions == []  # accept is current now: once
+    with store.session() as s:
+        accepted = s.get(Revision, synced.decisions[0].revision_id)
+        assert accepted is not None and accepted.accepted and accepted.source == "review"
+
+    second = create_release(store, "1.1.0", copy_images=False)
+    assert second.manifest.excluded_needs_fix == []
+    assert second.manifest.instance_revisions()[small["fixed"]] == synced.decisions[0].revision_id
+    dataset = load_into_fiftyone(store, name=name)  # the accepted label shows without an open tag
+    assert _gt(_by_image(dataset)[small["real_image"]])[small["fixed"]].tags == []
 
 
 def _comparable(value: Any) -> Any:

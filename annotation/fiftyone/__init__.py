@@ -2,7 +2,8 @@
 
 - `setup`: import fiftyone with its database under the store's home; dataset names; the skeleton.
 - `samples`: the store's labels as FiftyOne samples (bulk-loaded), their fields, colours and views.
-- `tags`: reviewer tags back into the store as ReviewTag rows.
+- `tags`: reviewer tags back into the store: accept / needs-fix as `review` revisions, others as
+  ReviewTag rows.
 - `server`: the App on loopback, kept up across browser reloads.
 
 `annotation.fiftyone_review` re-exports the same names (the import path used before the split).
@@ -28,15 +29,29 @@ from annotation.fiftyone.setup import (
     skeleton,
     spine_skeleton,
 )
-from annotation.fiftyone.tags import LABEL_FIELDS, NEEDS_FIX, sync_review_tags, tagged_instances
+from annotation.fiftyone.tags import (
+    ACCEPT,
+    DECISION_TAGS,
+    LABEL_FIELDS,
+    NEEDS_FIX,
+    Decision,
+    ReviewSync,
+    sync_review,
+    sync_review_tags,
+    tagged_instances,
+)
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
 
 __all__ = [
+    "ACCEPT",
     "COLOURS",
+    "DECISION_TAGS",
     "DISAGREEMENT_BELOW",
     "LABEL_FIELDS",
     "NEEDS_FIX",
     "VIEW_NAMES",
+    "Decision",
+    "ReviewSync",
     "build_samples",
     "database_dir",
     "database_name",
@@ -52,6 +67,7 @@ __all__ = [
     "save_views",
     "skeleton",
     "spine_skeleton",
+    "sync_review",
     "sync_review_tags",
     "tagged_instances",
 ]
