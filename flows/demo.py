@@ -2,8 +2,15 @@
 
 render a synthetic sample set → ingest through OpenSim IK → train the tiny model → import a
 "real" pool (rendered frames with hidden ground truth, plus ../shared/data/real_people when present)
-→ two active-learning rounds with the simulated annotator against a real Label Studio → release
-v0.1.0 → print where everything is. Re-running it resumes: every step is idempotent.
+→ pre-label the real COCO sample images with the combined annotator (BlazePose body, spine prior,
+the rest from the student) and push them to Label Studio as pre-annotations, as a round does →
+two active-learning rounds → release v0.1.0 → print where everything is, with body AP on the real
+COCO sample images (ground-truth boxes) before and after the rounds. Re-running it resumes: every
+step is idempotent.
+
+The rounds are driven with the SIMULATED annotator (tasks filled from hidden ground truth), a
+benchmark stand-in so that the demo finishes in minutes. The normal path is `spinetrack round`
+(push) → people annotate in Label Studio over hours or days → `spinetrack round` again (continue).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -35,6 +42,11 @@ REAL_PEOPLE = [("coco", "coco/test_coco.json", "coco"), ("ochuman", "ochuman/tes
                ("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18")]
 #: The held-out sequences that validate every round (pinned, so the demo always has a val split).
 PINNED = {"synthetic-squat-seed15": "val", "held-out/walk-seed24": "val"}
+#: The real images the demo pre-labels with the combined annotator and pushes to Label Studio; the
+#: tasks wait there for a person (round 0 is not an active-learning round: nothing closes it).
+SHOWCASE_SUBSET = "real-people-coco"
+SHOWCASE_ROUND = 0
+SHOWCASE_REASON = "showcase"
 
 
 def shared_real_people() -> Path | None:
@@ -61,8 +73,9 @@ def ensure_labelstudio(store: Store, document_root: Path) -> LabelStudioServer:
 
 @lazy.flow(name="demo")
 def demo_flow(
-    rounds: int = 2, budget: int = 20, train_iters: int = 300, round_iters: int = 150
-) -> dict[str, str]:
+    rounds: int = 2, budget: int = 20, train_iters: int = 300, round_iters: int = 150,
+    teacher: str | None = None,
+) -> dict[str, Any]:
     from prefect import get_run_logger
 
     from pipeline.active_learning import RoundSettings
@@ -95,12 +108,7 @@ def demo_flow(
             if (real / coco).is_file():
                 import_coco(store, real / coco, image_dir=real / images, subset=f"real-people-{name}",
                             keep_ground_truth=True)
-    with store.session() as s:
-        from sqlalchemy import select
-
-        from pipeline.store.models import Image
-
-        groups = list(s.scalars(select(Image.group_key).distinct()))
+    groups = store.group_keys()
     assign_splits(store, groups, pinned={k: v for k, v in PINNED.items() if k in groups})
 
     model = current_model(store)
@@ -110,12 +118,25 @@ def demo_flow(
 
         model = train(store, config="tiny", iters=train_iters, seed=0, labels=training_labels(store)).name
 
-    root = Path(os.path.commonpath([str(home), *(str(p) for p in ([real] if real else []))]))
-    server = ensure_labelstudio(store, root)
+    from annotation.labelstudio.server import media_root
 
+    root = media_root(home)  # Label Studio serves only the images pushed to it (linked in there)
+    server = ensure_labelstudio(store, root)
+    out: dict[str, Any] = {}
+    if real is not None:
+        out["showcase"] = showcase_real_images(store, model)
+        out["body_AP_before"] = body_ap_on_coco(store, model, real)
+        logger.info("body AP on the real COCO sample before the rounds: %s", out["body_AP_before"])
+
+    logger.info("active-learning rounds with the SIMULATED annotator (a benchmark stand-in; the normal "
+                "path is push -> people annotate over days -> `spinetrack round` again)")
     done = sum(1 for r in history(store) if r.step == "record")
     for _ in range(max(0, rounds - done)):
-        active_learning_round(RoundSettings(budget=budget, train_iters=round_iters), simulate_annotators=True)
+        active_learning_round(RoundSettings(budget=budget, train_iters=round_iters, teacher=teacher),
+                              simulate_annotators=True)
+    if real is not None:
+        out["body_AP_after"] = body_ap_on_coco(store, current_model(store) or model, real)
+        logger.info("body AP on the real COCO sample after the rounds: %s", out["body_AP_after"])
 
     try:
         release = create_release(store, "0.1.0", notes="make demo: synthetic + two active-learning rounds")
@@ -123,27 +144,79 @@ def demo_flow(
         if "0.1.0" not in list_releases(store):
             raise
         release = get_release(store, "0.1.0")
-    logger.info("demo finished in %.0f s", time.monotonic() - started)
-    return {"release": str(release.path), "labelstudio": server.url, "home": str(home)}
+    seconds = time.monotonic() - started
+    logger.info("demo finished in %.0f s", seconds)
+    return {"release": str(release.path), "labelstudio": server.url, "home": str(home),
+            "seconds": round(seconds), **out}
+
+
+def showcase_real_images(store: Store, model: str) -> dict[str, Any]:
+    """Pre-label the real COCO sample persons with the combined annotator (student = `model`) and
+    push them to Label Studio with those pre-annotations, exactly as a round's push does."""
+    from annotation.labelstudio.hooks import LabelStudioHooks
+    from pipeline.annotators import load_annotator
+    from pipeline.pseudo_label import pseudo_label
+
+    ids = [inst.id for img, inst in store.unlabelled_instances(image_source="real")
+           if img.subset == SHOWCASE_SUBSET]
+    annotator = load_annotator("combined", store, student=model)
+    labelled = pseudo_label(store, annotator, instance_ids=ids)
+    report = LabelStudioHooks.from_environment(store).push(store, ids, SHOWCASE_ROUND, reason=SHOWCASE_REASON)
+    return {"annotator": annotator.identity.name, "instances": len(ids),
+            "pseudo_labelled": labelled.written + labelled.already_done,
+            "tasks": sorted(int(t) for t in report.task_ids.values())}
+
+
+def body_ap_on_coco(store: Store, model: str, real: Path) -> dict[str, float | None]:
+    """Body AP (ground-truth boxes) on the COCO sample: the student alone, and the combined
+    annotator that pre-labels real images (with that student)."""
+    from pipeline.annotators import load_annotator
+    from pipeline.annotators.coco_eval import score_on_coco
+
+    coco, images = real / "coco" / "test_coco.json", real / "coco"
+    out: dict[str, float | None] = {"model": None, "combined": None}
+    for label, spec in (("model", f"model:{model}"), ("combined", f"combined:student={model}")):
+        out[label] = score_on_coco(load_annotator(spec, store), coco, images)["body_AP"]
+    return out
 
 
 @app.command("demo")
 def demo_command(
     rounds: int = typer.Option(2, min=1),
     budget: int = typer.Option(20, min=1),
+    teacher: str | None = typer.Option(None, help="annotator distilled into the student in the rounds"),
 ) -> None:
     """Run the whole pipeline end to end on a sample (what `make demo` runs)."""
-    out = demo_flow(rounds=rounds, budget=budget)
+    out = demo_flow(rounds=rounds, budget=budget, teacher=teacher)
     emit(out, lambda con: con.print(_done_panel(out)))
 
 
-def _done_panel(out: dict[str, str]) -> object:
+def _ap(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _done_panel(out: dict[str, Any]) -> object:
     from rich.panel import Panel
 
+    real = ""
+    if "body_AP_before" in out:
+        before, after = out["body_AP_before"], out.get("body_AP_after", {})
+        show = out.get("showcase", {})
+        real = (
+            f"real COCO sample, body AP (ground-truth boxes): student {_ap(before['model'])} before the "
+            f"rounds -> {_ap(after.get('model'))} after; combined annotator {_ap(before['combined'])} -> "
+            f"{_ap(after.get('combined'))}\n"
+            f"Label Studio: {len(show.get('tasks', []))} real COCO persons pre-labelled by "
+            f"{show.get('annotator', '?')}, waiting for a person (reason '{SHOWCASE_REASON}')\n"
+        )
     return Panel.fit(
+        real +
+        "rounds here used the SIMULATED annotator (benchmark stand-in); the normal path is\n"
+        "  `spinetrack round` (push) -> annotate in Label Studio over days -> `spinetrack round` (continue)\n"
         f"release:      {out['release']}\n"
         f"Label Studio: {out['labelstudio']} (still running; `spinetrack labelstudio stop` stops it)\n"
         f"FiftyOne:     .venv/bin/spinetrack review --release 0.1.0\n"
-        f"store:        {out['home']}",
+        f"store:        {out['home']}\n"
+        f"demo time:    {out.get('seconds', '?')} s",
         title="SpineTrack demo done",
     )
