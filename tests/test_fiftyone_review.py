@@ -149,6 +149,10 @@ def test_working_set_fields(fo: Any, store: Store, small: dict[str, int], name: 
     assert set(spine_names) == {k.name for k in KEYPOINTS if k.group == "spine"}
     assert spine.points[spine_names.index("hip")] == pytest.approx(kp.points[hip])
     assert spine.store_instance_id == small["syn"] and spine.instance.id == kp.instance.id
+    fields = list(dataset.get_field_schema())  # the App draws the first field on top: spine over body
+    assert fields.index("spine") < fields.index("ground_truth")
+    stored = list(dataset._sample_collection.find_one({"_id": syn._id}))  # the document's key order
+    assert stored.index("spine") < stored.index("ground_truth")
     colours = {f["path"]: f["fieldColor"] for f in dataset.app_config.color_scheme.fields}
     assert colours["spine"] == GROUP_COLOURS["spine"] != colours["ground_truth"] == GROUP_COLOURS["body"]
     (box,) = syn.boxes.detections

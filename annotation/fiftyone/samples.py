@@ -405,8 +405,8 @@ def sample_documents(
             "group_key": first.group_key,
             "frame_index": first.frame_index,
             "split": _first_split(splits, entry["labels"]),
-            "ground_truth": {"_cls": "Keypoints", "keypoints": gt},
             "spine": {"_cls": "Keypoints", "keypoints": spine},
+            "ground_truth": {"_cls": "Keypoints", "keypoints": gt},
             "boxes": {"_cls": "Detections", "detections": boxes},
             "predictions": {"_cls": "Keypoints", "keypoints": preds},
             "num_instances": len(instances),
@@ -477,7 +477,25 @@ def new_dataset(fo: ModuleType, name: str, release: str | None, store: Store) ->
     )
     dataset.save()
     declare_fields(fo, dataset)
+    _label_order(fo, dataset)
     return dataset
+
+
+#: Order of the label fields in the App's sidebar, the order they are drawn in too: the App draws
+#: a sample's fields in their stored order, the first on top (checked in docs/img/fiftyone-review.png,
+#: `python -m annotation.fiftyone.screenshot`), so `spine` is declared and stored before the
+#: `ground_truth` that repeats its points, and listed first.
+LABEL_ORDER = ("spine", "ground_truth", "predictions", "boxes")
+
+
+def _label_order(fo: ModuleType, dataset: Any) -> None:
+    groups = fo.DatasetAppConfig.default_sidebar_groups(dataset)
+    for group in groups:
+        if group.name == "labels":
+            rest = [path for path in group.paths if path not in LABEL_ORDER]
+            group.paths = [path for path in LABEL_ORDER if path in group.paths] + rest
+    dataset.app_config.sidebar_groups = groups
+    dataset.save()
 
 
 def insert_in_batches(dataset: Any, docs: Sequence[dict[str, Any]], batch: int = BATCH) -> None:
@@ -520,11 +538,11 @@ def declare_fields(fo: ModuleType, dataset: Any) -> None:
         image_id=0, image_source="", subset="", group_key="", frame_index=0, split="", num_instances=0,
         revision_sources=[""], model_versions=[""], annotators=[""], round=0, uncertainty=0.0,
         agreement=0.0, ik_residual=0.0,
+        spine=fo.Keypoints(keypoints=[fo.Keypoint(label="", points=point, visibility=[0], instance=instance,
+                                                  store_instance_id=0, store_revision_id=0)]),
         ground_truth=fo.Keypoints(keypoints=[fo.Keypoint(label="", points=point, confidence=[0.0],
                                                          visibility=[0], instance=instance, split="",
                                                          **common)]),
-        spine=fo.Keypoints(keypoints=[fo.Keypoint(label="", points=point, visibility=[0], instance=instance,
-                                                  store_instance_id=0, store_revision_id=0)]),
         boxes=fo.Detections(detections=[fo.Detection(label="", bounding_box=[0.0, 0.0, 0.0, 0.0],
                                                      instance=instance, **common)]),
         predictions=fo.Keypoints(keypoints=[fo.Keypoint(label="", points=point, confidence=[0.0],
