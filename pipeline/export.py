@@ -33,10 +33,12 @@ def label_annotation(label: Label) -> dict[str, Any]:
     )
 
 
-def image_entry(label: Label, image_root: Path | None) -> dict[str, Any]:
-    """A COCO image entry; `file_name` is relative to `image_root` when given, else absolute."""
-    path = Path(label.image_path)
-    file_name = os.path.relpath(path, image_root) if image_root is not None else str(path)
+def image_entry(label: Label, image_root: Path | None, *, file_name: str | None = None) -> dict[str, Any]:
+    """A COCO image entry; `file_name` is relative to `image_root` when given, else absolute
+    (or exactly `file_name`, when the caller computed it)."""
+    if file_name is None:
+        path = Path(label.image_path)
+        file_name = os.path.relpath(path, image_root) if image_root is not None else str(path)
     return coco_image(label.image_id, file_name, label.width, label.height, extra={
         "spinetrack": {
             "source": label.image_source,

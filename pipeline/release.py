@@ -14,6 +14,8 @@ The COCO files hold no timestamps and the manifest records the revision of every
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections import Counter
@@ -33,9 +35,7 @@ from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
 from pipeline.store.models import Image, ModelVersion, Release
-from schemas.coco import dump_coco
 from schemas.errors import InputError
-from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
 from schemas.manifest import (
     Changelog,
@@ -235,8 +235,9 @@ def write_release_files(
     copied: dict[int, str] = {}
     if copy_images:
         image_files = _copy_images(store, all_labels, out)
-        copied = {image_id: str(out / name) for image_id, name in image_files.items()}
-        files.extend(_image_entries(store, out, image_files))
+        copied = {image_id: str(out / name) for image_id, (name, _, _) in image_files.items()}
+        files.extend(FileEntry(path=name, sha256=digest, bytes=size)
+                     for name, digest, size in image_files.values())
         image_root = out
     else:
         image_root = store.home
@@ -283,33 +284,46 @@ class _CocoParts:
         self.root = Path(image_root).resolve()
         self.prefix = str(self.root).rstrip("/") + "/"
         self.copied = copied  # image id -> its copy in the release (copy_images)
-        self.images: dict[int, dict[str, Any]] = {}
-        self.annotations: dict[int, dict[str, Any]] = {}
+        self.images: dict[int, str] = {}  # image id -> its entry, encoded
+        self.annotations: dict[int, str] = {}  # revision id -> its annotation, encoded
 
     def _image(self, label: Label) -> dict[str, Any]:
         path = self.copied.get(label.image_id, label.image_path)
-        entry = image_entry(label, None)
         # os.path.relpath(path, root), without its cost (it normalises both paths every call)
         if path.startswith(self.prefix) and "/../" not in path and "/./" not in path and "//" not in path:
-            entry["file_name"] = path[len(self.prefix):]
-        else:
-            entry["file_name"] = os.path.relpath(path, self.root)
-        return entry
+            return image_entry(label, None, file_name=path[len(self.prefix):])
+        return image_entry(label, None, file_name=os.path.relpath(path, self.root))
 
     def write(self, path: Path, labels: Sequence[Label], info: dict[str, Any]) -> Path:
-        images: dict[int, dict[str, Any]] = {}
+        """The bytes of `dump_coco(coco_dataset(images, annotations, info=info), path)`, with every
+        image and annotation encoded once for all the files it is in (a label is in 2-3 files)."""
+        images: dict[int, str] = {}
         annotations = []
         for label in sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id)):
             if label.image_id not in images:
                 entry = self.images.get(label.image_id)
                 if entry is None:
-                    entry = self.images[label.image_id] = self._image(label)
+                    entry = self.images[label.image_id] = _encode(self._image(label))
                 images[label.image_id] = entry
             ann = self.annotations.get(label.revision_id)
             if ann is None:
-                ann = self.annotations[label.revision_id] = label_annotation(label)
+                ann = self.annotations[label.revision_id] = _encode(label_annotation(label))
             annotations.append(ann)
-        return dump_coco(coco_dataset(list(images.values()), annotations, info=info), path)
+        # the dataset with one placeholder string per list, then the encoded entries put in its place
+        skeleton = _encode(coco_dataset([], [], info=info) | {"images": [_SLOT], "annotations": [_SLOT]})
+        head, middle, tail = skeleton.split(_encode(_SLOT))  # sorted keys: annotations come first
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(head + ",".join(annotations) + middle + ",".join(images.values()) + tail + "\n")
+        return path
+
+
+#: A placeholder no COCO value contains (a control character, so `json` escapes it).
+_SLOT = "\x00spinetrack-slot\x00"
+
+
+def _encode(value: Any) -> str:
+    """JSON exactly as `schemas.coco.dump_coco` writes it (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _annotation_files(by_split: Mapping[str, Sequence[Label]]) -> list[tuple[str, list[Label], str]]:
@@ -335,39 +349,48 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, str]:
-    """Hard-link (or copy) each image into images/, checking it still has its ingest hash."""
+def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, tuple[str, str, int]]:
+    """Hard-link (or copy) each image into images/, checking it still has its ingest hash.
+
+    The store names an image by the sha256 of its bytes (taken at ingest): every image is hashed
+    again here, and the release records that hash and the copy's size. Returns image id ->
+    (name in the release, sha256, bytes)."""
     hashes = _image_hashes(store, {lab.image_id for lab in labels})
-    names: dict[int, str] = {}
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    files: dict[int, tuple[str, str, int]] = {}
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    prefix = str(images_dir) + "/"
     for lab in progress.track(labels, "release: images"):
-        if lab.image_id in names:
+        if lab.image_id in files:
             continue
-        src = Path(lab.image_path)
-        if not src.is_file():
-            raise InputError(src, "image of a released label is missing", field="path")
-        if file_sha256(src) != hashes[lab.image_id]:
+        src = lab.image_path
+        try:
+            with open(src, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise InputError(src, "image of a released label is missing", field="path") from None
+        if digest != hashes[lab.image_id]:
             raise InputError(src, "image changed since it was ingested (sha256 differs)", field="sha256")
-        name = f"images/{lab.image_id:012d}{src.suffix.lower()}"
-        dst = out / name
+        name = f"{lab.image_id:012d}{_suffix(src).lower()}"
+        dst = prefix + name
         try:
             os.link(src, dst)
         except OSError:
             shutil.copyfile(src, dst)
-        names[lab.image_id] = name
-    return names
+        files[lab.image_id] = (f"images/{name}", digest, size)
+    return files
+
+
+def _suffix(path: str) -> str:
+    """`Path(path).suffix` without building a Path (60,000 of them add up)."""
+    name = path.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
 def _image_hashes(store: Store, image_ids: set[int]) -> dict[int, str]:
     return dict(store.rows_in(select(Image.id, Image.sha256), Image.id, sorted(image_ids)))
-
-
-def _image_entries(store: Store, out: Path, image_files: Mapping[int, str]) -> list[FileEntry]:
-    hashes = _image_hashes(store, set(image_files))
-    return [
-        FileEntry(path=name, sha256=hashes[image_id], bytes=(out / name).stat().st_size)
-        for image_id, name in image_files.items()
-    ]
 
 
 def _entry(root: Path, path: Path) -> FileEntry:
@@ -397,7 +420,7 @@ def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
         rounds[name] = dict(sorted(Counter(
             "none" if lab.round is None else str(lab.round) for lab in labs).items()))
         for lab in labs:
-            flags = KeypointArray.from_flat(lab.keypoints).v
+            flags = lab.keypoints[2::3]
             for k in KEYPOINTS:
                 visibility[k.name][int(flags[k.index])] += 1
     return Counts(
