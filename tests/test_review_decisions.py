@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from pipeline.release import create_release, reproduce_release
-from pipeline.review_decisions import needs_fix_instances, record_review_decision
+from pipeline.review_decisions import needs_fix_instances, record_review_decision, settled_since_tagged
 from pipeline.store import Store
 from pipeline.store.models import ReviewTag
 from schemas.errors import InputError
@@ -51,3 +51,18 @@ def test_needs_fix_is_left_out_of_the_release_and_named_in_the_manifest(store: S
     reproduce_release(store, "1.0.0", tmp_path / "again")  # byte-for-byte, exclusion included
     with pytest.raises(InputError):
         record_review_decision(store, ids[3], "maybe", "rev@x")
+
+
+def test_an_accept_or_a_correction_since_a_needs_fix_settles_it_for_push_from_review(
+        store: Store, tmp_path: Path) -> None:
+    ids = _labelled(store, tmp_path, 3)
+    for iid in ids:
+        record_review_decision(store, iid, "needs-fix", "rev@x")
+    record_review_decision(store, ids[0], "accept", "rev@x")  # the reviewer changed their mind
+    store.add_revision(ids[1], [1.0] * (NUM_KEYPOINTS * 3), [1, 1, 40, 40], source="human", round=2)
+    # ids[2] is still open; a proposal-only instance (no person-made revision) is never "settled"
+    image = store.add_image(tmp_path / "img0.png", source="real", subset="s", group_key="g9", width=64,
+                            height=48)
+    proposal_only = store.instance_id(image, "p1")
+    assert settled_since_tagged(store, [*ids, proposal_only]) == {ids[0], ids[1]}
+    assert settled_since_tagged(store, []) == set()

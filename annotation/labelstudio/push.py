@@ -25,6 +25,7 @@ from annotation.labelstudio.client import Connection, configure_overlap, connect
 from annotation.labelstudio.convert import to_result
 from annotation.labelstudio.server import stage_media
 from pipeline import progress
+from pipeline.review_decisions import settled_since_tagged
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
 from schemas import enums
@@ -270,6 +271,10 @@ def push_from_review(
         )
         tag_ids = [t.id for t in tags]
         instance_ids = list(dict.fromkeys(t.instance_id for t in tags))
+    # a reviewer who accepted (or a person who corrected) since the tag settled it: nothing to re-open
+    settled = settled_since_tagged(store, instance_ids)
+    instance_ids = [i for i in instance_ids if i not in settled]
+    with store.session() as s:
         existing = {
             t.instance_id: (t.task_id, t.project_id)
             for t in s.scalars(
