@@ -7,6 +7,7 @@ by (image, key), revisions by `external_id`. That is what makes every flow safe 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Select, create_engine, event, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    Text,
+    cast,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
@@ -421,27 +433,54 @@ class Store:
                     for img, inst, row in zip(image_ids, instance_ids, rows, strict=True)]
 
     def _insert_revisions(self, s: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
-        """Insert checked revision rows in order; what is stored already is looked up in bulk."""
+        """Insert checked revision rows, in order, in two multi-row INSERTs (rows without and with
+        an `external_id`); what is stored already is looked up in bulk first.
+
+        Same outcome as inserting row by row: a stored (or repeated) `external_id` gives None, an
+        accepted model row for an instance with an accepted human label (stored, or earlier in
+        `rows`) is stored as not accepted, and ids grow in the order of `rows`.
+        """
         ext_ids = [r["external_id"] for r in rows if r["external_id"] is not None]
         stored = set(self.scalars_in(select(Revision.external_id), Revision.external_id, ext_ids, session=s))
         check = [r["instance_id"] for r in rows if r["source"] in PREDICTION_SOURCES and r["accepted"]]
         by_people = select(Revision.instance_id).where(Revision.source.in_(HUMAN_SOURCES),
                                                         Revision.accepted.is_(True))
         humans = set(self.scalars_in(by_people, Revision.instance_id, check, session=s)) if check else set()
-        out: list[int | None] = []
-        for row in rows:
+        todo: list[tuple[int, dict[str, Any]]] = []  # (position in rows, row) to insert
+        for n, row in enumerate(rows):
             if row["external_id"] in stored:
-                out.append(None)
                 continue
             if row["source"] in PREDICTION_SOURCES and row["accepted"] and row["instance_id"] in humans:
                 row["accepted"] = False
                 row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
-            rid = self._insert_revision(s, row)
-            if rid is not None and row["source"] in HUMAN_SOURCES and row["accepted"]:
+            if row["source"] in HUMAN_SOURCES and row["accepted"]:
                 humans.add(row["instance_id"])  # a model revision later in the batch must not win
             if row["external_id"] is not None:
                 stored.add(row["external_id"])
-            out.append(rid)
+            todo.append((n, row))
+        out: list[int | None] = [None] * len(rows)
+        stmt = _on_conflict_do_nothing(s, Revision, ["external_id"])
+        if stmt is None:  # pragma: no cover - neither SQLite nor PostgreSQL
+            for n, row in todo:
+                out[n] = self._insert_revision(s, row)
+            return out
+        # one statement for all rows keeps ids in row order; a row another writer stored meanwhile
+        # (same external_id) is skipped by ON CONFLICT and keeps None
+        for batch in chunked(todo, IN_CHUNK):
+            returned = s.execute(stmt.returning(Revision.id, Revision.external_id,
+                                                sort_by_parameter_order=True),
+                                 [row for _, row in batch]).all()
+            if len(returned) == len(batch):
+                for (n, _), (rid, _) in zip(batch, returned, strict=True):
+                    out[n] = int(rid)
+                continue
+            # a conflict left gaps: walk both in order (only rows with an external id can be skipped)
+            found = iter(returned)
+            pending = next(found, None)
+            for n, row in batch:
+                if pending is not None and pending[1] == row["external_id"]:
+                    out[n] = int(pending[0])
+                    pending = next(found, None)
         return out
 
     def _insert_revision(self, s: Session, row: dict[str, Any], *, checked: bool = True) -> int | None:
@@ -632,8 +671,7 @@ class Store:
             latest = latest.where(Revision.source.in_(list(among_sources)))
         sub = latest.group_by(Revision.instance_id).subquery()
         q = (
-            select(Image, Instance, Revision)
-            .join(Instance, Instance.image_id == Image.id)
+            _label_columns()
             .join(sub, sub.c.instance_id == Instance.id)
             .join(Revision, Revision.id == sub.c.rid)
             .order_by(Image.id, Instance.id)
@@ -651,21 +689,16 @@ class Store:
         else:
             with self.session() as s:
                 rows = list(s.execute(q))
-        labels = [_label(img, inst, rev) for img, inst, rev in rows]
+        labels = _labels(rows)
         if image_ids is not None or instance_ids is not None:  # chunks come back chunk by chunk
             labels.sort(key=lambda lab: (lab.image_id, lab.instance_id))
         return labels
 
     def labels_for_revisions(self, revision_ids: Sequence[int]) -> list[Label]:
         """The labels of exact revisions, old ones included (the store is append-only)."""
-        q = (
-            select(Image, Instance, Revision)
-            .join(Instance, Instance.image_id == Image.id)
-            .join(Revision, Revision.instance_id == Instance.id)
-        )
+        q = _label_columns().join(Revision, Revision.instance_id == Instance.id)
         rows = self.rows_in(q, Revision.id, sorted(set(revision_ids)))
-        labels = [_label(img, inst, rev) for img, inst, rev in rows]
-        return sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id))
+        return sorted(_labels(rows), key=lambda lab: (lab.image_id, lab.instance_id))
 
     def unlabelled_instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
         """Instances with no accepted revision yet (the active-learning pool)."""
@@ -690,31 +723,39 @@ class Store:
         return digest.hexdigest()[:16]
 
 
-def _label(img: Image, inst: Instance, rev: Revision) -> Label:
-    return Label(
-        image_id=img.id,
-        image_path=img.path,
-        width=img.width,
-        height=img.height,
-        image_source=img.source,
-        subset=img.subset,
-        group_key=img.group_key,
-        frame_index=img.frame_index,
-        instance_id=inst.id,
-        instance_key=inst.key,
-        revision_id=rev.id,
-        keypoints=list(rev.keypoints),
-        bbox=list(rev.bbox),
-        area=rev.area,
-        source=rev.source,
-        model_version=rev.model_version,
-        annotator=rev.annotator,
-        round=rev.round,
-        uncertainty=rev.uncertainty,
-        quality=dict(rev.quality or {}),
-        provenance=dict(rev.provenance or {}),
-        image_meta=dict(img.meta or {}),
-    )
+#: JSON columns a Label needs, read as their stored text and decoded together (`_labels`).
+_JSON_COLUMNS = (Revision.keypoints, Revision.bbox, Revision.quality, Revision.provenance, Image.meta)
+
+
+def _label_columns() -> Select[Any]:
+    """Image x instance columns of a Label, plain Core rows (no ORM objects); the caller joins
+    `revisions`. JSON columns come back as text so `_labels` decodes them in one call."""
+    return select(
+        Image.id, Image.path, Image.width, Image.height, Image.source, Image.subset, Image.group_key,
+        Image.frame_index, Instance.id, Instance.key, Revision.id, Revision.area, Revision.source,
+        Revision.model_version, Revision.annotator, Revision.round, Revision.uncertainty,
+        *(cast(column, Text) for column in _JSON_COLUMNS),
+    ).join(Instance, Instance.image_id == Image.id)
+
+
+def _labels(rows: Sequence[Any]) -> list[Label]:
+    """Labels from `_label_columns` rows: every JSON value of every row decoded by one json.loads
+    (what the ORM does per value, 5 calls a row, is most of the read time at dataset scale)."""
+    width = len(_JSON_COLUMNS)
+    texts = [text if text is not None else "null" for row in rows for text in row[-width:]]
+    values = json.loads("[" + ",".join(texts) + "]") if texts else []
+    out = []
+    for n, row in enumerate(rows):
+        kps, box, quality, provenance, meta = values[n * width:(n + 1) * width]
+        out.append(Label(
+            image_id=row[0], image_path=row[1], width=row[2], height=row[3], image_source=row[4],
+            subset=row[5], group_key=row[6], frame_index=row[7], instance_id=row[8],
+            instance_key=row[9], revision_id=row[10],
+            keypoints=list(kps), bbox=list(box), area=row[11], source=row[12],
+            model_version=row[13], annotator=row[14], round=row[15], uncertainty=row[16],
+            quality=dict(quality or {}), provenance=dict(provenance or {}), image_meta=dict(meta or {}),
+        ))
+    return out
 
 
 def _revision_row(instance_id: int, rev: NewRevision) -> dict[str, Any]:
