@@ -203,16 +203,17 @@ def _done_panel(out: dict[str, Any]) -> object:
         before, after = out["body_AP_before"], out.get("body_AP_after", {})
         show = out.get("showcase", {})
         real = (
-            f"real COCO sample, body AP (ground-truth boxes): student {_ap(before['model'])} before the "
-            f"rounds -> {_ap(after.get('model'))} after; combined annotator {_ap(before['combined'])} -> "
-            f"{_ap(after.get('combined'))}\n"
-            f"Label Studio: {len(show.get('tasks', []))} real COCO persons pre-labelled by "
-            f"{show.get('annotator', '?')}, waiting for a person (reason '{SHOWCASE_REASON}')\n"
+            "body AP on the real COCO sample (ground-truth boxes), before -> after the rounds:\n"
+            f"  student            {_ap(before['model'])} -> {_ap(after.get('model'))}\n"
+            f"  combined annotator {_ap(before['combined'])} -> {_ap(after.get('combined'))}\n"
+            f"Label Studio: {len(show.get('tasks', []))} real COCO persons pre-labelled by the combined\n"
+            f"  annotator, waiting for a person (reason '{SHOWCASE_REASON}')\n"
         )
     return Panel.fit(
         real +
-        "rounds here used the SIMULATED annotator (benchmark stand-in); the normal path is\n"
-        "  `spinetrack round` (push) -> annotate in Label Studio over days -> `spinetrack round` (continue)\n"
+        "rounds here used the SIMULATED annotator (a benchmark stand-in); the normal path:\n"
+        "  `spinetrack round` (push) -> people annotate in Label Studio over days\n"
+        "  -> `spinetrack round` again (continue)\n"
         f"release:      {out['release']}\n"
         f"Label Studio: {out['labelstudio']} (still running; `spinetrack labelstudio stop` stops it)\n"
         f"FiftyOne:     .venv/bin/spinetrack review --release 0.1.0\n"
