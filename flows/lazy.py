@@ -18,7 +18,8 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_LOCK = threading.Lock()
+#: Re-entrant: building one object may touch another lazy object (or this one's `__class__`).
+_LOCK = threading.RLock()
 
 
 class LazyPrefectObject(Generic[P, R]):
@@ -29,6 +30,7 @@ class LazyPrefectObject(Generic[P, R]):
         self._fn = fn
         self._options = options
         self._real: Any = None
+        self._building = False
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     @property
@@ -42,14 +44,18 @@ class LazyPrefectObject(Generic[P, R]):
                     decorator = getattr(prefect, self._kind)
                     options = _resolve(self._options)
                     _import_annotation_names(self._fn, options.pop("annotations_from", ()))
-                    self._real = decorator(**options)(self._fn) if options else decorator(self._fn)
+                    self._building = True  # prefect may inspect this object while wrapping its function
+                    try:
+                        self._real = decorator(**options)(self._fn) if options else decorator(self._fn)
+                    finally:
+                        self._building = False
                     for hook in _ON_LOAD:
                         hook()
         return self._real
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(obj, prefect.Flow) must see the real class
-        if self._real is None and not _prefect_loaded():
+        if self._real is None and (self._building or not _prefect_loaded()):
             return LazyPrefectObject
         return type(self.real)
 
@@ -57,7 +63,7 @@ class LazyPrefectObject(Generic[P, R]):
         return self.real(*args, **kwargs)  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in {"_real", "_kind", "_fn", "_options"}:
+        if name.startswith("__") or name in {"_real", "_kind", "_fn", "_options", "_building"}:
             raise AttributeError(name)
         return getattr(self.real, name)
 
