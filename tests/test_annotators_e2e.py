@@ -59,8 +59,8 @@ def test_uncovered_points_stay_unlabelled_into_label_studio_and_the_release(
     conn = connection_of(labelstudio_server)
     client = connect(conn)
     report = push(store, [iid], round=1, conn=conn, client=client)
-    task = next(t for t in client.tasks.list(project=report.project_id, fields="all", page_size=100)
-                if t.data["instance_id"] == iid)
+    tasks: list[Any] = list(client.tasks.list(project=report.project_id, fields="all", page_size=100))
+    task = next(t for t in tasks if t.data["instance_id"] == iid)
     result = _prediction(task)["result"]
     points = {r["value"]["keypointlabels"][0] for r in result if r["type"] == "keypointlabels"}
     assert points == {NAMES[i] for i in labelled}, "Label Studio pre-annotates exactly the labelled points"
@@ -72,7 +72,8 @@ def test_uncovered_points_stay_unlabelled_into_label_studio_and_the_release(
     human = next(r for r in store.revisions(iid) if r.source == "human")
     assert _visible(list(human.keypoints)) == labelled
     for i in labelled:
-        assert human.keypoints[3 * i : 3 * i + 2] == pytest.approx(pseudo.keypoints[3 * i : 3 * i + 2], abs=0.01)
+        placed = pseudo.keypoints[3 * i : 3 * i + 2]
+        assert human.keypoints[3 * i : 3 * i + 2] == pytest.approx(placed, abs=0.01)
 
     release = create_release(store, "0.1.0", pinned={"e2e-785": "train"}, copy_images=False)
     coco = json.loads((release.path / "annotations" / "train.json").read_text())

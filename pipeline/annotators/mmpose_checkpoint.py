@@ -58,7 +58,7 @@ def load_config(config: str | Path) -> Any:
 
 def load_checkpoint_model(config: str | Path, checkpoint: str | Path, *, device: str = "cpu") -> Any:
     """The model a config builds, with every weight from the checkpoint (eval mode)."""
-    import pipeline.model  # noqa: F401  (mmpose import shims)
+    import pipeline.model  # noqa: F401, I001  (mmpose import shims first)
     from mmpose.apis import init_model
 
     from pipeline.model import compat
