@@ -29,6 +29,16 @@ def flat_keypoints(keypoints: Keypoints, decimals: int | None = None) -> list[fl
     """
     if isinstance(keypoints, KeypointArray):
         return keypoints.to_flat(decimals)
+    if isinstance(keypoints, list | tuple) and len(keypoints) % 3 == 0 and all(
+        isinstance(v, float | int) for v in keypoints
+    ):  # a flat list of numbers (the store's): no trip through numpy
+        values = [float(v) for v in keypoints]
+        out_flat: list[Any] = values[:]
+        if decimals is not None:
+            out_flat[0::3] = [round(x, decimals) for x in values[0::3]]
+            out_flat[1::3] = [round(y, decimals) for y in values[1::3]]
+        out_flat[2::3] = [int(v) for v in values[2::3]]
+        return out_flat
     arr = np.asarray(keypoints, dtype=np.float64).reshape(-1)
     if arr.size % 3:
         raise ValueError(f"keypoints must be (x, y, v) triplets, got {arr.size} numbers")
