@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from pipeline import progress
@@ -419,10 +420,13 @@ def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
         revision_sources[name] = dict(sorted(Counter(lab.source for lab in labs).items()))
         rounds[name] = dict(sorted(Counter(
             "none" if lab.round is None else str(lab.round) for lab in labs).items()))
-        for lab in labs:
-            flags = lab.keypoints[2::3]
-            for k in KEYPOINTS:
-                visibility[k.name][int(flags[k.index])] += 1
+        # (labels, 37) flags, as ints the way int() truncates them; counted per keypoint and value
+        flags = np.array([lab.keypoints[2::3] for lab in labs], dtype=np.float64).reshape(
+            -1, NUM_KEYPOINTS).astype(np.int64)
+        for k in KEYPOINTS:
+            column = flags[:, k.index]
+            for value in (0, 1, 2):
+                visibility[k.name][value] += int(np.count_nonzero(column == value))
     return Counts(
         splits=splits,
         image_sources=image_sources,
