@@ -29,8 +29,8 @@ def flat_keypoints(keypoints: Keypoints, decimals: int | None = None) -> list[fl
     """
     if isinstance(keypoints, KeypointArray):
         return keypoints.to_flat(decimals)
-    if isinstance(keypoints, list | tuple) and len(keypoints) % 3 == 0 and all(
-        isinstance(v, float | int) for v in keypoints
+    if isinstance(keypoints, list | tuple) and keypoints and len(keypoints) % 3 == 0 and isinstance(
+        keypoints[0], float | int
     ):  # a flat list of numbers (the store's): no trip through numpy
         values = [float(v) for v in keypoints]
         out_flat: list[Any] = values[:]

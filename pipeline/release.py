@@ -284,6 +284,7 @@ class _CocoParts:
     def __init__(self, image_root: Path, copied: Mapping[int, str]) -> None:
         self.root = Path(image_root).resolve()
         self.prefix = str(self.root).rstrip("/") + "/"
+        self.root_parts = [part for part in str(self.root).split("/") if part]
         self.copied = copied  # image id -> its copy in the release (copy_images)
         self.images: dict[int, str] = {}  # image id -> its entry, encoded
         self.annotations: dict[int, str] = {}  # revision id -> its annotation, encoded
@@ -291,8 +292,18 @@ class _CocoParts:
     def _image(self, label: Label) -> dict[str, Any]:
         path = self.copied.get(label.image_id, label.image_path)
         # os.path.relpath(path, root), without its cost (it normalises both paths every call)
-        if path.startswith(self.prefix) and "/../" not in path and "/./" not in path and "//" not in path:
-            return image_entry(label, None, file_name=path[len(self.prefix):])
+        if (path.startswith("/") and not path.endswith(("/", "/.", "/..")) and "/../" not in path
+                and "/./" not in path and "//" not in path):
+            if path.startswith(self.prefix):
+                return image_entry(label, None, file_name=path[len(self.prefix):])
+            parts = [part for part in path.split("/") if part]
+            common = 0
+            for mine, theirs in zip(parts, self.root_parts, strict=False):
+                if mine != theirs:
+                    break
+                common += 1
+            relative = [".."] * (len(self.root_parts) - common) + parts[common:]
+            return image_entry(label, None, file_name="/".join(relative) or ".")
         return image_entry(label, None, file_name=os.path.relpath(path, self.root))
 
     def write(self, path: Path, labels: Sequence[Label], info: dict[str, Any]) -> Path:
