@@ -411,3 +411,21 @@ def test_cli_review_and_sync(prefect_harness: None, fo: Any, store: Store, small
     assert rows == [(small["pool"], "cli-rev")]
     missing = runner.invoke(app, ["review", "--release", "9.9.9", "--no-launch"])
     assert missing.exit_code == 2 and "no release '9.9.9'" in missing.output
+
+
+def test_fiftyone_imports_in_a_process_that_imported_dask_first(tmp_path: Path) -> None:
+    """dask's importlib_metadata backport made FiftyOne's `eta` fail at import (KeyError: 'author')."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import dask, importlib.metadata\n"
+            "from pathlib import Path\n"
+            "from annotation.fiftyone.setup import fiftyone_module\n"
+            f"fo = fiftyone_module(Path({str(tmp_path)!r}))\n"
+            "print(fo.__version__)\n")
+    env = {**os.environ, "FIFTYONE_DO_NOT_TRACK": "true"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip()

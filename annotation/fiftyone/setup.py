@@ -48,7 +48,7 @@ def fiftyone_module(home: Path) -> ModuleType:
         # FiftyOne may attach to another home's running mongod: a database name per home keeps
         # the datasets of two homes apart even then
         os.environ.setdefault("FIFTYONE_DATABASE_NAME", database_name(home))
-    import fiftyone
+    fiftyone = _import_fiftyone()
 
     active = Path(fiftyone.config.database_dir).resolve()
     if active != wanted:
@@ -92,3 +92,34 @@ def spine_skeleton(fo: ModuleType) -> Any:
     chain = [*SPINE_CHAIN, next(k.index for k in KEYPOINTS if k.name == "head")]
     edges = [[position[a], position[b]] for a, b in itertools.pairwise(chain)]
     return fo.KeypointSkeleton(labels=[NAMES[i] for i in SPINE_POINTS], edges=edges)
+
+
+def _import_fiftyone() -> Any:
+    """`import fiftyone`, also in a process that imported dask first.
+
+    dask imports the `importlib_metadata` backport, which takes over distribution lookups from the
+    stdlib; its metadata messages raise KeyError for a field a package leaves out, where the stdlib's
+    (Python 3.11) answer None. FiftyOne's `eta` reads `author`, which its wheel does not have, so its
+    import fails after dask. For FiftyOne's first import only, missing fields answer None again.
+    """
+    if "fiftyone" in sys.modules:
+        return sys.modules["fiftyone"]
+    if "importlib_metadata" not in sys.modules:
+        import fiftyone
+
+        return fiftyone
+    from importlib_metadata._adapters import Message as message
+    strict = message.__getitem__
+
+    def tolerant(self: Any, item: str) -> Any:
+        try:
+            return strict(self, item)
+        except KeyError:
+            return None
+
+    setattr(message, "__getitem__", tolerant)  # noqa: B010
+    try:
+        import fiftyone
+    finally:
+        setattr(message, "__getitem__", strict)  # noqa: B010
+    return fiftyone
