@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +129,10 @@ def deploy(
         env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     ensure_process_pool(pool)
     out: dict[str, str] = {}
-    with contextlib.chdir(directory):  # entrypoints and the run's working directory are the checkout's
+    # loading an entrypoint script puts its folder (flows/) first on sys.path, where flows/synthetic.py
+    # would shadow the `synthetic` package for this process and every process it spawns: undo that
+    saved_path = list(sys.path)
+    with contextlib.chdir(directory), _restored(sys.path, saved_path):
         for spec in specs:
             deployment = RunnerDeployment.from_entrypoint(
                 spec.entrypoint, spec.name, parameters=spec.parameters, description=spec.description,
@@ -136,6 +141,14 @@ def deploy(
             )
             out[f"{deployment.flow_name}/{spec.name}"] = str(deployment.apply())
     return out
+
+
+@contextlib.contextmanager
+def _restored(items: list[str], saved: list[str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        items[:] = saved
 
 
 @app.command("deploy")
