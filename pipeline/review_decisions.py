@@ -65,13 +65,13 @@ def needs_fix_instances(store: Store, instance_ids: Sequence[int] | None = None)
 
 
 def settled_since_tagged(store: Store, instance_ids: Sequence[int]) -> set[int]:
-    """Instances among `instance_ids` that a person has settled since a needs-fix: they have a
-    person-made revision and their newest one is no longer an open needs-fix (an `accept` review or
-    a later correction). Proposal-only instances are never settled this way."""
+    """Instances among `instance_ids` whose needs-fix *review decision* a person has settled since (a
+    later `accept` review or a correction). A bare needs-fix tag with no review revision (a tag on a
+    proposal-only instance, or one written before decisions existed) is never settled this way."""
     ids = list(instance_ids)
     if not ids:
         return set()
     with store.session() as s:
-        query = select(Revision.instance_id).where(Revision.source.in_(list(HUMAN_SOURCES)))
-        with_human = set(store.scalars_in(query, Revision.instance_id, ids, session=s))
-    return with_human - needs_fix_instances(store, ids)
+        query = select(Revision.instance_id).where(Revision.source == RevisionSource.REVIEW)
+        reviewed = set(store.scalars_in(query, Revision.instance_id, ids, session=s))
+    return reviewed - needs_fix_instances(store, list(reviewed))

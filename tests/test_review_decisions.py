@@ -64,5 +64,11 @@ def test_an_accept_or_a_correction_since_a_needs_fix_settles_it_for_push_from_re
     image = store.add_image(tmp_path / "img0.png", source="real", subset="s", group_key="g9", width=64,
                             height=48)
     proposal_only = store.instance_id(image, "p1")
-    assert settled_since_tagged(store, [*ids, proposal_only]) == {ids[0], ids[1]}
+    other = tmp_path / "other.png"
+    PILImage.new("RGB", (64, 48), (200, 200, 10)).save(other)
+    bare_tag = store.instance_id(store.add_image(other, source="real", subset="s", group_key="g8", width=64,
+                                                 height=48), "p0")
+    store.add_revision(bare_tag, [1.0] * (NUM_KEYPOINTS * 3), [1, 1, 40, 40], source="human", round=1)
+    # a bare needs-fix tag (no review revision) on a labelled instance stays open for push --from-review
+    assert settled_since_tagged(store, [*ids, proposal_only, bare_tag]) == {ids[0], ids[1]}
     assert settled_since_tagged(store, []) == set()
