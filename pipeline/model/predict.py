@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import cv2
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
 import pipeline.model  # noqa: F401  (installs the mmpose import shims before mmpose loads)
-from schemas.errors import InputError
+from pipeline.annotators.crop import read_image
 from schemas.keypoints import NUM_KEYPOINTS, flip_permutation
 
 ImageInput = NDArray[np.uint8] | str | Path
@@ -68,17 +67,7 @@ class Prediction:
 
 def load_image(image: ImageInput) -> NDArray[np.uint8]:
     """An image as a BGR uint8 array; arrays pass through (grey gains 3 channels)."""
-    if isinstance(image, (str, Path)):
-        arr = cv2.imread(str(image), cv2.IMREAD_COLOR)
-        if arr is None:
-            raise InputError(image, "cannot read image (missing file or unsupported format)")
-        return np.asarray(arr, dtype=np.uint8)
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return read_image(image)
 
 
 def _crop_pipeline(cfg: Any) -> Any:
