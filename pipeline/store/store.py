@@ -234,12 +234,7 @@ class Store:
         session: Session | None = None,
     ) -> list[Any]:
         """Rows of `query` where `column IN values`, asked in chunks of IN_CHUNK values."""
-        wanted = list(dict.fromkeys(values))
-        with self._use(session) as s:
-            out: list[Any] = []
-            for batch in chunked(wanted):
-                out.extend(s.execute(query.where(column.in_(batch))).all())
-            return out
+        return self._in_chunks(query, column, values, session, scalars=False)
 
     def scalars_in(
         self,
@@ -250,11 +245,16 @@ class Store:
         session: Session | None = None,
     ) -> list[Any]:
         """Like `rows_in` for a one-column (or one-entity) query: the values themselves."""
+        return self._in_chunks(query, column, values, session, scalars=True)
+
+    def _in_chunks(self, query: Select[Any], column: Column, values: Iterable[Any],
+                   session: Session | None, *, scalars: bool) -> list[Any]:
         wanted = list(dict.fromkeys(values))
         with self._use(session) as s:
+            run = s.scalars if scalars else s.execute
             out: list[Any] = []
             for batch in chunked(wanted):
-                out.extend(s.scalars(query.where(column.in_(batch))).all())
+                out.extend(run(query.where(column.in_(batch))).all())
             return out
 
     @contextmanager
