@@ -305,11 +305,12 @@ def annotators(store: Any, model: str, work: Path, with_onnx: bool) -> dict[str,
     from pipeline.annotators import load_annotator
 
     out: dict[str, Annotator] = {
-        "baseline": load_annotator(f"model:{model}", store),
+        "baseline": load_annotator(f"model:{model}", store, cache=False),
         "blazepose": load_annotator("blazepose"),
         "spine-prior": load_annotator("spine-prior"),
-        "combined": load_annotator(f"combined:student={model}", store),
-        "combined:spine=student": load_annotator(f"combined:spine=student,student={model}", store),
+        "combined": load_annotator(f"combined:student={model}", store, cache=False),
+        "combined:spine=student": load_annotator(f"combined:spine=student,student={model}", store,
+                                                 cache=False),
     }
     if with_onnx:
         from pipeline.annotators.onnx import export_onnx

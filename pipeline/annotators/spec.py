@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 KINDS = ("model", "onnx", "mmpose", "blazepose", "spine-prior", "combined")
 DEFAULT_SPEC = "combined"
+#: Annotators whose weights never change under a name: their poses are cached per image and box.
+FIXED_EXPERTS = ("onnx", "mmpose", "blazepose")
 #: Where `spinetrack annotators` looks for ONNX / mmpose files besides explicit paths.
 ANNOTATOR_DIR_ENV = "SPINETRACK_ANNOTATORS"
 
@@ -93,9 +95,18 @@ def _student_name(store: Store | None, student: str | None) -> str | None:
 
 
 def load_annotator(spec: str | AnnotatorSpec, store: Store | None = None, *, device: str = "cpu",
-                   student: str | None = None) -> Annotator:
-    """An annotator ready to predict. `store` is needed for registered models (and the student)."""
+                   student: str | None = None, cache: bool = True) -> Annotator:
+    """An annotator ready to predict. `store` is needed for registered models (and the student).
+
+    With a store, the fixed experts (BlazePose, ONNX and mmpose files) remember their poses in
+    the store's home (pipeline.annotators.cache): rounds, validation and the demo see each person
+    through them once. `cache=False` runs them every time (speed benchmarks)."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if parsed.kind in FIXED_EXPERTS and cache and store is not None:
+        from pipeline.annotators.cache import CachedAnnotator, cache_path
+
+        return CachedAnnotator(load_annotator(parsed, None, device=device, cache=False),
+                               cache_path(store.home), settings={**parsed.options, "device": device})
     if parsed.kind == "model":
         if store is None:
             raise InputError("--annotator", f"{parsed.text!r}: a registered model needs the store")
@@ -124,14 +135,14 @@ def load_annotator(spec: str | AnnotatorSpec, store: Store | None = None, *, dev
         from pipeline.annotators.combined import CombinedAnnotator
         from pipeline.annotators.spine_prior import load_prior
 
-        body = load_annotator(parsed.options.get("body", "blazepose"), store, device=device)
+        body = load_annotator(parsed.options.get("body", "blazepose"), store, device=device, cache=cache)
         return CombinedAnnotator(body=body, prior=load_prior(store), student=None, spine="prior",
                                  name="spine-prior")
     # combined
     from pipeline.annotators.combined import CombinedAnnotator
     from pipeline.annotators.spine_prior import load_prior
 
-    body = load_annotator(parsed.options.get("body", "blazepose"), store, device=device)
+    body = load_annotator(parsed.options.get("body", "blazepose"), store, device=device, cache=cache)
     name = _student_name(store, parsed.options.get("student") or student)
     student_annotator = None
     if name is not None and store is not None:
