@@ -91,13 +91,16 @@ def demo_flow(
     store = Store()
     home = store.home
     started = time.monotonic()
+    steps = StepTimer()
 
     logger.info("rendering the synthetic sample set and the held-out pool")
     synthetic = render_set(home / "renders" / "synthetic", [SequenceSpec(*s) for s in SYNTHETIC])
     held_out = render_set(home / "renders" / "held-out", [SequenceSpec(*s) for s in HELD_OUT])
+    steps.done("render")
 
     logger.info("ingesting %d synthetic sequences through OpenSim IK", len(synthetic))
     ingest_synthetic([str(p) for p in synthetic])
+    steps.done("ingest")
 
     for folder in held_out:
         import_coco(store, folder / "ground_truth.json", image_dir=folder, subset="held-out",
@@ -110,6 +113,7 @@ def demo_flow(
                             keep_ground_truth=True)
     groups = store.group_keys()
     assign_splits(store, groups, pinned={k: v for k, v in PINNED.items() if k in groups})
+    steps.done("import")
 
     model = current_model(store)
     if model is None:
@@ -117,16 +121,20 @@ def demo_flow(
         from pipeline.active_learning import training_labels
 
         model = train(store, config="tiny", iters=train_iters, seed=0, labels=training_labels(store)).name
+    steps.done("train")
 
     from annotation.labelstudio.server import media_root
 
     root = media_root(home)  # Label Studio serves only the images pushed to it (linked in there)
     server = ensure_labelstudio(store, root)
+    steps.done("labelstudio")
     out: dict[str, Any] = {}
     if real is not None:
         out["showcase"] = showcase_real_images(store, model)
+        steps.done("showcase")
         out["body_AP_before"] = body_ap_on_coco(store, model, real)
         logger.info("body AP on the real COCO sample before the rounds: %s", out["body_AP_before"])
+        steps.done("body_AP_before")
 
     logger.info("active-learning rounds with the SIMULATED annotator (a benchmark stand-in; the normal "
                 "path is push -> people annotate over days -> `spinetrack round` again)")
@@ -134,9 +142,11 @@ def demo_flow(
     for _ in range(max(0, rounds - done)):
         active_learning_round(RoundSettings(budget=budget, train_iters=round_iters, teacher=teacher),
                               simulate_annotators=True)
+        steps.done(f"round{done + _ + 1}")
     if real is not None:
         out["body_AP_after"] = body_ap_on_coco(store, current_model(store) or model, real)
         logger.info("body AP on the real COCO sample after the rounds: %s", out["body_AP_after"])
+        steps.done("body_AP_after")
 
     try:
         release = create_release(store, "0.1.0", notes="make demo: synthetic + two active-learning rounds")
@@ -144,10 +154,24 @@ def demo_flow(
         if "0.1.0" not in list_releases(store):
             raise
         release = get_release(store, "0.1.0")
+    steps.done("release")
     seconds = time.monotonic() - started
     logger.info("demo finished in %.0f s", seconds)
     return {"release": str(release.path), "labelstudio": server.url, "home": str(home),
-            "seconds": round(seconds), **out}
+            "seconds": round(seconds), "step_seconds": steps.seconds, **out}
+
+
+class StepTimer:
+    """Wall seconds of each demo step (a resumed demo shows near-zero for what was done)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(now - self._last, 1)
+        self._last = now
 
 
 def showcase_real_images(store: Store, model: str) -> dict[str, Any]:

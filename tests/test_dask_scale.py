@@ -7,6 +7,7 @@ session's ephemeral Prefect API.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -151,3 +152,56 @@ def test_store_ref_names_the_flow_store(home: Path) -> None:
         assert store.url == ref.url
     finally:
         store.close()
+
+
+def _pseudo_labels(store: Store) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Every pseudo-label, keyed by (image path, instance key), with what the annotator produced."""
+    out: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for img, inst in store.unlabelled_instances():
+        revs = [r for r in store.revisions(inst.id) if r.source == "pseudo"]
+        assert len(revs) == 1, f"{img.path} {inst.key}: {len(revs)} pseudo-labels"
+        rev = revs[0]
+        out[(Path(img.path).name, inst.key)] = (
+            tuple(round(v, 4) for v in rev.keypoints), tuple(round(v, 4) for v in rev.scores or []),
+            round(float(rev.uncertainty or 0.0), 6), rev.model_version, rev.external_id,
+            json.dumps(rev.provenance, sort_keys=True),
+            json.dumps(rev.quality, sort_keys=True),
+        )
+    return out
+
+
+def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
+    prefect_harness: None, real_people: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The combined annotator (BlazePose + spine prior + a registered student) over chunks on two
+    Dask worker processes writes exactly the labels one process writes, once each."""
+    import shutil
+
+    from flows.model import pseudo_label
+    from pipeline.model.predict import untrained_model
+    from pipeline.model.registry import save_model
+    from pipeline.real_import import import_coco
+
+    single = tmp_path / "single"
+    monkeypatch.setenv("SPINETRACK_HOME", str(single))
+    with Store(home=single) as store:
+        import_coco(store, real_people / "coco" / "test_coco.json", image_dir=real_people / "coco",
+                    subset="real-people-coco")
+        save_model(store, untrained_model("tiny", seed=3), name="tiny-dask", config_name="tiny",
+                   config={"name": "tiny"}, data_snapshot="test")
+    shutil.copytree(single, tmp_path / "dask")
+    spec = "combined:student=tiny-dask"
+
+    one = pseudo_label(spec, "real", None, "cpu", None, 1, None, 4)
+    with Store(home=single) as store:
+        expected = _pseudo_labels(store)
+    monkeypatch.setenv("SPINETRACK_HOME", str(tmp_path / "dask"))
+    two = pseudo_label(spec, "real", None, "cpu", None, 2, None, 4)
+    with Store(home=tmp_path / "dask") as store:
+        got = _pseudo_labels(store)
+
+    assert one["written"] == two["written"] == len(expected) == 14
+    assert got == expected
+    # a second parallel run finds every chunk done and writes nothing
+    again = pseudo_label(spec, "real", None, "cpu", None, 2, None, 4)
+    assert (again["written"], again["already_done"]) == (0, 14)
