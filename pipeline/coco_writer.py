@@ -54,6 +54,27 @@ def _round(values: Iterable[float], decimals: int | None) -> list[float]:
     return [float(v) if decimals is None else round(float(v), decimals) for v in values]
 
 
+def round_like_python(values: ArrayLike, decimals: int) -> np.ndarray:
+    """`round(v, decimals)` of every value, for a whole array at once.
+
+    numpy rounds the scaled product (`rint(v * 10**d) / 10**d`), Python the exact decimal value:
+    they agree except where the product lands next to a tie (or is not finite, or too large to
+    hold an integer exactly); those few values are redone with Python's own `round`.
+    """
+    given = np.asarray(values, dtype=np.float64)
+    array = given.reshape(-1)  # flat (a copy where it must be): the fix-ups below index it
+    scale = 10.0 ** decimals
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = array * scale
+        out = np.rint(scaled) / scale
+        distance_to_tie = np.abs(scaled - np.floor(scaled) - 0.5)
+        sure = (np.abs(scaled) < 2.0 ** 52) & (distance_to_tie > 4 * np.spacing(np.abs(scaled) + 1))
+    doubtful = np.flatnonzero(~sure)
+    if len(doubtful):
+        out[doubtful] = [round(v, decimals) for v in array[doubtful].tolist()]
+    return out.reshape(given.shape)
+
+
 def coco_annotation(
     ann_id: int,
     image_id: int,
@@ -71,14 +92,32 @@ def coco_annotation(
     if len(box) != 4:
         raise ValueError(f"bbox must be 4 numbers [x, y, w, h], got {len(box)}")
     value = float(area) if area is not None else box[2] * box[3]
+    return annotation_from_parts(ann_id, image_id, kps, sum(1 for v in kps[2::3] if v > 0), box,
+                                 value if decimals is None else round(value, decimals),
+                                 category_id=category_id, extra=extra)
+
+
+def annotation_from_parts(
+    ann_id: int,
+    image_id: int,
+    keypoints: Any,
+    num_keypoints: int,
+    bbox: list[float],
+    area: float,
+    *,
+    category_id: int = PERSON,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The annotation dict of `coco_annotation` from parts already flat and rounded (the bulk
+    path, `pipeline.export.label_annotations`, computes them for many labels at once)."""
     return {
         "id": int(ann_id),
         "image_id": int(image_id),
         "category_id": int(category_id),
-        "keypoints": kps,
-        "num_keypoints": sum(1 for v in kps[2::3] if v > 0),
-        "bbox": box,
-        "area": value if decimals is None else round(value, decimals),
+        "keypoints": keypoints,
+        "num_keypoints": num_keypoints,
+        "bbox": bbox,
+        "area": area,
         "iscrowd": 0,
         **(extra or {}),
     }

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from pipeline import progress
 from pipeline.coco_writer import coco_dataset
 from pipeline.dataset_card import render_card
-from pipeline.export import image_entry, label_annotation
+from pipeline.export import SLOT, encode_each, encode_json, encoded_annotations, image_entry
 from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
@@ -242,7 +242,7 @@ def write_release_files(
         image_root = out
     else:
         image_root = store.home
-    coco = _CocoParts(image_root, copied)
+    coco = _CocoParts(image_root, copied, all_labels)
     for file_name, labs, split in _annotation_files(by_split):
         path = coco.write(
             out / "annotations" / file_name, labs,
@@ -281,13 +281,18 @@ class _CocoParts:
     """COCO image and annotation entries made once per label, for every file a label appears in
     (its split's, its source's, its subset's); the bytes are those of `pipeline.export.export_coco`."""
 
-    def __init__(self, image_root: Path, copied: Mapping[int, str]) -> None:
+    def __init__(self, image_root: Path, copied: Mapping[int, str], labels: Sequence[Label]) -> None:
         self.root = Path(image_root).resolve()
         self.prefix = str(self.root).rstrip("/") + "/"
         self.root_parts = [part for part in str(self.root).split("/") if part]
         self.copied = copied  # image id -> its copy in the release (copy_images)
-        self.images: dict[int, str] = {}  # image id -> its entry, encoded
-        self.annotations: dict[int, str] = {}  # revision id -> its annotation, encoded
+        # image id -> its entry, encoded; revision id -> its annotation, encoded: all at once
+        firsts = list({lab.image_id: lab for lab in reversed(labels)}.values())
+        self.images = dict(zip((lab.image_id for lab in firsts),
+                               encode_each([self._image(lab) for lab in firsts]), strict=True))
+        unique = list({lab.revision_id: lab for lab in labels}.values())
+        self.annotations = dict(zip((lab.revision_id for lab in unique), encoded_annotations(unique),
+                                    strict=True))
 
     def _image(self, label: Label) -> dict[str, Any]:
         path = self.copied.get(label.image_id, label.image_path)
@@ -313,29 +318,14 @@ class _CocoParts:
         annotations = []
         for label in sorted(labels, key=lambda lab: (lab.image_id, lab.instance_id)):
             if label.image_id not in images:
-                entry = self.images.get(label.image_id)
-                if entry is None:
-                    entry = self.images[label.image_id] = _encode(self._image(label))
-                images[label.image_id] = entry
-            ann = self.annotations.get(label.revision_id)
-            if ann is None:
-                ann = self.annotations[label.revision_id] = _encode(label_annotation(label))
-            annotations.append(ann)
+                images[label.image_id] = self.images[label.image_id]
+            annotations.append(self.annotations[label.revision_id])
         # the dataset with one placeholder string per list, then the encoded entries put in its place
-        skeleton = _encode(coco_dataset([], [], info=info) | {"images": [_SLOT], "annotations": [_SLOT]})
-        head, middle, tail = skeleton.split(_encode(_SLOT))  # sorted keys: annotations come first
+        skeleton = encode_json(coco_dataset([], [], info=info) | {"images": [SLOT], "annotations": [SLOT]})
+        head, middle, tail = skeleton.split(encode_json(SLOT))  # sorted keys: annotations come first
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(head + ",".join(annotations) + middle + ",".join(images.values()) + tail + "\n")
         return path
-
-
-#: A placeholder no COCO value contains (a control character, so `json` escapes it).
-_SLOT = "\x00spinetrack-slot\x00"
-
-
-def _encode(value: Any) -> str:
-    """JSON exactly as `schemas.coco.dump_coco` writes it (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _annotation_files(by_split: Mapping[str, Sequence[Label]]) -> list[tuple[str, list[Label], str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from pipeline.store import Store
 from pipeline.store.models import ReviewTag, Revision
@@ -50,7 +50,10 @@ def record_review_decision(store: Store, instance_id: int, decision: str, review
 
 def needs_fix_instances(store: Store, instance_ids: Sequence[int] | None = None) -> set[int]:
     """Instances whose newest person-made revision is a needs-fix review (kept out of releases)."""
-    q = (select(Revision.instance_id, Revision.id, Revision.source, Revision.accepted, Revision.quality)
+    # quality is read for review revisions only (decoding every human label's JSON is most of a
+    # 60,000-label release's check otherwise)
+    quality_of_review = case((Revision.source == RevisionSource.REVIEW, Revision.quality), else_=None)
+    q = (select(Revision.instance_id, Revision.id, Revision.source, Revision.accepted, quality_of_review)
          .where(Revision.source.in_(list(HUMAN_SOURCES))).order_by(Revision.id))
     if instance_ids is not None:
         q = q.where(Revision.instance_id.in_(list(instance_ids)))
