@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+import synthetic.opensim_runtime  # noqa: F401  (before opensim: binds its libraries to their own code)
+
+# isort: split
 import opensim as osim
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import trim_mean
@@ -47,9 +51,11 @@ from synthetic.anatomy import (
 )
 from synthetic.marker_map import BONE_PREFIX, LANDMARK_PREFIX, MarkerMap, load_marker_map
 from synthetic.opensim_builder import (
+    PoseReader,
     _set_default_ranges,
     attach_markers,
     build_default_model,
+    coordinate_q_indices,
     marker_positions,
     set_anatomical_ranges,
 )
@@ -326,18 +332,24 @@ def _apply_scale(
 
 
 def _marker_table(targets: NDArray[np.float64], names: list[str]) -> osim.TimeSeriesTableVec3:
-    table = osim.TimeSeriesTableVec3()
+    """The IK targets as OpenSim's marker table: one (F, 3B) matrix packed into Vec3 columns.
+
+    Built in one call rather than a Vec3 per cell (0.1 s for 200 frames); a target with any
+    non-finite component is all NaN (OpenSim skips it). tests/test_ingest_speed_paths.py checks
+    it against the cell-by-cell table.
+    """
+    frames = targets.shape[0]
+    flat = np.array(targets, dtype=np.float64).reshape(frames, len(names), 3)
+    flat[~np.all(np.isfinite(flat), axis=2)] = np.nan
+    times = osim.StdVectorDouble()
+    for f in range(frames):
+        times.append(f * _DT)
     labels = osim.StdVectorString()
     for n in names:
-        labels.append(BONE_PREFIX + n)
-    table.setColumnLabels(labels)
-    nan = osim.Vec3(math.nan, math.nan, math.nan)
-    for f in range(targets.shape[0]):
-        row = osim.RowVectorVec3(len(names))
-        for j in range(len(names)):
-            p = targets[f, j]
-            row[j] = osim.Vec3(float(p[0]), float(p[1]), float(p[2])) if np.all(np.isfinite(p)) else nan
-        table.appendRow(f * _DT, row)
+        for axis in ("_x", "_y", "_z"):
+            labels.append(BONE_PREFIX + n + axis)
+    matrix = osim.Matrix.createFromMat(flat.reshape(frames, 3 * len(names)))
+    table = osim.TimeSeriesTable(times, matrix, labels).packVec3()
     table.addTableMetaDataString("Units", "m")
     return table
 
@@ -444,10 +456,8 @@ class _FittedSurface:
         index = np.array([unique.index(b) for b in bodies])
         return cls(bodies, local, radii, unique, index, home)
 
-    def record(self, model: osim.Model, state: osim.State) -> None:
-        from synthetic.opensim_builder import body_transforms
-
-        rots, origins = body_transforms(model, state, self.unique)
+    def record(self, rots: NDArray[np.float64], origins: NDArray[np.float64]) -> None:
+        """Pose the capsules with the rotations (U, 3, 3) and origins (U, 3) of `unique`'s bodies."""
         r, o = rots[self.index], origins[self.index]
         self.ends.append(np.einsum("nij,nkj->nki", r, self.local) + o[:, None, :])
 
@@ -548,6 +558,10 @@ def fit_sequence(
     coord_names = [coord_set.get(i).getName() for i in range(coord_set.getSize())]
     bone_markers = [BONE_PREFIX + n for n in names]
     landmark_markers = [LANDMARK_PREFIX + n for n in NAMES]
+    # every frame's bone markers, landmarks and capsule bodies from one pose read per body
+    reader = PoseReader(fitted, bone_markers + landmark_markers, surface.unique if surface else ())
+    q_index = coordinate_q_indices(fitted, state)
+    n_bones = len(bone_markers)
     n_frames = len(bones_per_frame)
     landmarks = np.empty((n_frames, len(NAMES), 3))
     rms = np.empty(n_frames)
@@ -556,11 +570,17 @@ def fit_sequence(
     coords = np.empty((n_frames, len(coord_names)))
     residuals = np.empty((n_frames, len(names), 3))
 
-    def residual(f: int) -> tuple[NDArray[np.float64], float]:
+    Floats = NDArray[np.float64]
+
+    def solved(f: int) -> tuple[Floats, Floats, Floats, Floats]:
+        """Marker positions, body rotations and origins, bone-marker distances of the solution."""
         fitted.realizePosition(state)
-        err = np.linalg.norm(marker_positions(fitted, state, bone_markers) - targets[f], axis=1)
-        err = np.where(np.isfinite(err), err, np.nan)
-        return err, float(np.sqrt(np.nanmean(err**2)))
+        positions, rots, origins = reader.read(state)
+        err = np.linalg.norm(positions[:n_bones] - targets[f], axis=1)
+        return positions, rots, origins, np.where(np.isfinite(err), err, np.nan)
+
+    def rms_of(err: NDArray[np.float64]) -> float:
+        return float(np.sqrt(np.nanmean(err**2)))
 
     for f in range(n_frames):
         state.setTime(f * _DT)
@@ -569,27 +589,34 @@ def fit_sequence(
             solver.assemble(state)
         else:
             solver.track(state)
-        err, frame_rms = residual(f)
+        positions, rots, origins, err = solved(f)
+        frame_rms = rms_of(err)
         if frame_rms > rms_threshold_m and f > 0:
             # tracking can lose a fast or discontinuous motion: restart this frame from scratch
-            previous = state.getQ()
+            previous = state.getQ().to_numpy().copy()  # getQ() is a view of the state: copy it
             _initial_root_pose(fitted, state, targets[f], bone_markers)
             solver.assemble(state)
-            err2, rms2 = residual(f)
-            if rms2 < frame_rms:
-                err, frame_rms = err2, rms2
+            again = solved(f)
+            if rms_of(again[3]) < frame_rms:
+                positions, rots, origins, err = again
+                frame_rms = rms_of(err)
             else:
-                state.setQ(previous)
-                fitted.realizePosition(state)
+                state.setQ(osim.Vector.createFromMat(previous))
+                solver.assemble(state)  # track the next frame from the kept solution, not the restart
+                positions, rots, origins, err = solved(f)
+                frame_rms = rms_of(err)
         rms[f] = frame_rms
         k = int(np.nanargmax(err))
         worst[f] = err[k]
         worst_bone.append(names[k])
-        landmarks[f] = marker_positions(fitted, state, landmark_markers)
+        landmarks[f] = positions[n_bones:]
         if surface is not None:
-            surface.record(fitted, state)
-        residuals[f] = marker_positions(fitted, state, bone_markers) - targets[f]
-        coords[f] = [coord_set.get(i).getValue(state) for i in range(len(coord_names))]
+            surface.record(rots, origins)
+        residuals[f] = positions[:n_bones] - targets[f]
+        if q_index is not None:
+            coords[f] = state.getQ().to_numpy()[q_index]
+        else:
+            coords[f] = [coord_set.get(i).getValue(state) for i in range(len(coord_names))]
 
     return FitResult(
         landmarks=landmarks,

@@ -34,6 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+
+import synthetic.opensim_runtime  # noqa: F401  (before opensim: binds its libraries to their own code)
+
+# isort: split
 import opensim as osim
 from numpy.typing import NDArray
 
@@ -358,6 +362,99 @@ def marker_positions(model: osim.Model, state: osim.State, names: Iterable[str])
     ms = model.getMarkerSet()
     rows = [ms.get(n).getLocationInGround(state).to_numpy() for n in names]
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+class PoseReader:
+    """Ground positions of many markers and poses of bodies, from one transform read per base frame.
+
+    Reading marker by marker through SWIG (`marker_positions`: a name lookup and three calls each)
+    and rotations element by element (`body_transforms`: twelve calls a body) cost about 1.5 ms a
+    fitted frame (90 markers, 16 bodies). A marker is fixed in its parent frame's base frame, so one
+    rotation (as a quaternion: four numbers) and origin per base frame and numpy give every
+    position. The model's marker locations and frame offsets are read when the reader is made:
+    make it after scaling. Equal to `marker_positions` and `body_transforms` to 1e-9
+    (tests/test_ingest_speed_paths.py).
+    """
+
+    def __init__(self, model: osim.Model, markers: Sequence[str], bodies: Sequence[str] = ()) -> None:
+        self._model = model  # the frames below belong to it
+        frames: dict[str, osim.Frame] = {}
+        marker_frame: list[str] = []
+        offsets = []
+        ms = model.getMarkerSet()
+        for name in markers:
+            marker = ms.get(name)
+            parent = marker.getParentFrame()
+            base = parent.findBaseFrame()
+            key = base.getAbsolutePathString()
+            frames.setdefault(key, base)
+            marker_frame.append(key)
+            offsets.append(parent.findTransformInBaseFrame().shiftFrameStationToBase(marker.get_location())
+                           .to_numpy())
+        bs = model.getBodySet()
+        body_keys = []
+        for name in bodies:
+            body = bs.get(name)
+            key = body.getAbsolutePathString()
+            frames.setdefault(key, body)
+            body_keys.append(key)
+        keys = list(frames)
+        self._frames = [frames[k] for k in keys]
+        self._marker_frame = np.array([keys.index(k) for k in marker_frame], dtype=np.intp)
+        self._body_frame = np.array([keys.index(k) for k in body_keys], dtype=np.intp)
+        self._offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
+
+    def frame_poses(self, state: osim.State) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Rotations (K, 3, 3) and origins (K, 3) in ground of every base frame; positions realized."""
+        quats = np.empty((len(self._frames), 4))
+        origins = np.empty((len(self._frames), 3))
+        for i, frame in enumerate(self._frames):
+            tr = frame.getTransformInGround(state)
+            q = tr.R().convertRotationToQuaternion()
+            quats[i] = (q.get(0), q.get(1), q.get(2), q.get(3))
+            origins[i] = tr.p().to_numpy()
+        return quaternion_matrices(quats), origins
+
+    def read(
+        self, state: osim.State
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Marker positions (M, 3), body rotations (N, 3, 3) and origins (N, 3), in ground (m)."""
+        rots, origins = self.frame_poses(state)
+        r = rots[self._marker_frame]
+        positions = np.einsum("mij,mj->mi", r, self._offsets) + origins[self._marker_frame]
+        return positions, rots[self._body_frame], origins[self._body_frame]
+
+
+def quaternion_matrices(quats: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rotation matrices (K, 3, 3) of unit quaternions (K, 4) in Simbody's (w, x, y, z) order."""
+    w, x, y, z = quats.T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=-2,
+    )
+
+
+def coordinate_q_indices(model: osim.Model, state: osim.State) -> NDArray[np.intp] | None:
+    """Per coordinate (CoordinateSet order), its index in ``state.getQ()``; None if not one each.
+
+    Found by writing distinct values into Q and reading every coordinate once (a coordinate's value
+    is one generalized coordinate of its mobilizer); Q is restored. Reading Q once a frame then
+    replaces one SWIG lookup and call per coordinate.
+    """
+    saved = state.getQ().to_numpy().copy()
+    probe = 0.001 * (np.arange(saved.size, dtype=np.float64) + 1.0)
+    state.setQ(osim.Vector.createFromMat(probe))
+    cs = model.getCoordinateSet()
+    values = np.array([cs.get(i).getValue(state) for i in range(cs.getSize())])
+    state.setQ(osim.Vector.createFromMat(saved))
+    index = np.rint(values / 0.001 - 1.0).astype(np.intp)
+    if index.size and (index.min() < 0 or index.max() >= saved.size or not np.allclose(probe[index], values)):
+        return None
+    return index
 
 
 def body_transforms(

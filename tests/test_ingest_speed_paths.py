@@ -1,0 +1,188 @@
+"""The fast reading paths of the IK fit give what the one-by-one SWIG reads give (issue 11).
+
+`PoseReader` (all markers and body poses from one transform per frame), `coordinate_q_indices`
+(coordinates from one Q read), the one-call marker table and the native-library preload
+(synthetic/opensim_runtime.py) are checked against the slow paths they replace, on real OpenSim.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import synthetic.opensim_runtime  # noqa: F401  (first, as the synthetic modules do)
+
+# isort: split
+import opensim as osim
+
+from synthetic.alignment import _DT, _marker_table, fit_sequence
+from synthetic.marker_map import BONE_PREFIX
+from synthetic.opensim_builder import (
+    PoseReader,
+    body_transforms,
+    build_default_model,
+    coordinate_q_indices,
+    marker_positions,
+    pose_state,
+    quaternion_matrices,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+POSES = [
+    {},
+    {"pelvis_rotation": 1.5707963, "pelvis_tilt": 0.3, "hip_flexion_r": 0.9, "lumbar_extension": -0.4},
+    {"pelvis_rotation": -2.9, "pelvis_list": 1.5707963, "shoulder_flexion_l": 2.5, "elbow_flexion_l": 2.0,
+     "head_rotation": 0.6, "knee_flexion_r": 1.8, "lumbar_rotation": 0.5},
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> osim.Model:
+    return build_default_model(1.74, 68.0, ranges="anatomical")
+
+
+def _names(model: osim.Model) -> tuple[list[str], list[str]]:
+    ms, bs = model.getMarkerSet(), model.getBodySet()
+    return ([ms.get(i).getName() for i in range(ms.getSize())],
+            [bs.get(i).getName() for i in range(bs.getSize())])
+
+
+def test_pose_reader_equals_marker_and_body_reads(model: osim.Model) -> None:
+    state = model.initSystem()
+    markers, bodies = _names(model)
+    reader = PoseReader(model, markers, bodies)
+    for pose in POSES:
+        pose_state(model, state, pose)
+        positions, rots, origins = reader.read(state)
+        assert np.abs(positions - marker_positions(model, state, markers)).max() < 1e-9
+        slow_rots, slow_origins = body_transforms(model, state, bodies)
+        assert np.abs(rots - slow_rots).max() < 1e-9
+        assert np.abs(origins - slow_origins).max() < 1e-9
+
+
+def test_pose_reader_follows_markers_on_offset_frames(model: osim.Model) -> None:
+    """A user model's marker may sit on an offset frame of a body, not on the body itself."""
+    user = model.clone()
+    femur = user.getBodySet().get("femur_r")
+    placement = osim.Transform(osim.Rotation(0.7, osim.Vec3(0, 0, 1)), osim.Vec3(0.02, -0.1, 0.03))
+    offset = osim.PhysicalOffsetFrame("femur_r_offset", femur, placement)
+    femur.addComponent(offset)
+    user.addMarker(osim.Marker("on_offset", offset, osim.Vec3(0.05, 0.01, -0.02)))
+    user.finalizeConnections()
+    state = user.initSystem()
+    pose_state(user, state, POSES[2])
+    names = ["on_offset", "ue_thigh_r"]
+    positions, _, _ = PoseReader(user, names).read(state)
+    assert np.abs(positions - marker_positions(user, state, names)).max() < 1e-9
+
+
+def test_quaternion_matrices_are_simbody_rotations() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        axis = rng.normal(size=3)
+        rot = osim.Rotation(float(rng.uniform(-math.pi, math.pi)), osim.Vec3(*axis))
+        q = rot.convertRotationToQuaternion()
+        mat = rot.asMat33()
+        expected = np.array([[mat.get(r, c) for c in range(3)] for r in range(3)])
+        got = quaternion_matrices(np.array([[q.get(i) for i in range(4)]]))[0]
+        assert np.abs(got - expected).max() < 1e-12
+
+
+def test_coordinates_from_one_q_read_equal_each_coordinate(model: osim.Model) -> None:
+    state = model.initSystem()
+    pose_state(model, state, POSES[2])
+    before = state.getQ().to_numpy().copy()
+    index = coordinate_q_indices(model, state)
+    assert index is not None
+    assert np.array_equal(state.getQ().to_numpy(), before)  # the probe restores Q
+    cs = model.getCoordinateSet()
+    each = np.array([cs.get(i).getValue(state) for i in range(cs.getSize())])
+    assert np.abs(state.getQ().to_numpy()[index] - each).max() < 1e-12
+    assert np.abs(each).max() > 0.5  # the pose is not all zeros: the check can fail
+
+
+def _cell_by_cell_table(targets: np.ndarray, names: list[str]) -> osim.TimeSeriesTableVec3:
+    """The marker table as it was built before issue 11: one Vec3 per cell."""
+    table = osim.TimeSeriesTableVec3()
+    labels = osim.StdVectorString()
+    for n in names:
+        labels.append(BONE_PREFIX + n)
+    table.setColumnLabels(labels)
+    nan = osim.Vec3(math.nan, math.nan, math.nan)
+    for f in range(targets.shape[0]):
+        row = osim.RowVectorVec3(len(names))
+        for j in range(len(names)):
+            p = targets[f, j]
+            row[j] = osim.Vec3(float(p[0]), float(p[1]), float(p[2])) if np.all(np.isfinite(p)) else nan
+        table.appendRow(f * _DT, row)
+    return table
+
+
+def _table_values(table: osim.TimeSeriesTableVec3) -> tuple[list[str], np.ndarray, np.ndarray]:
+    out = np.empty((table.getNumRows(), table.getNumColumns(), 3))
+    for r in range(table.getNumRows()):
+        row = table.getRowAtIndex(r)
+        for j in range(table.getNumColumns()):
+            out[r, j] = row[j].to_numpy()
+    times = np.array([table.getIndependentColumn()[k] for k in range(table.getNumRows())])
+    return list(table.getColumnLabels()), times, out
+
+
+def test_marker_table_in_one_call_equals_cell_by_cell() -> None:
+    rng = np.random.default_rng(5)
+    targets = rng.normal(size=(30, 6, 3))
+    targets[4, 2] = np.nan
+    targets[9, 5, 1] = np.nan  # one bad component blanks the whole target
+    names = [f"bone{i}" for i in range(6)]
+    fast_labels, fast_times, fast = _table_values(_marker_table(targets, names))
+    slow_labels, slow_times, slow = _table_values(_cell_by_cell_table(targets, names))
+    assert fast_labels == slow_labels
+    assert np.array_equal(fast_times, slow_times)
+    assert np.array_equal(np.isnan(fast), np.isnan(slow)) and np.isnan(fast[9, 5]).all()
+    assert np.nanmax(np.abs(fast - slow)) == 0.0
+
+
+def test_fit_residuals_agree_with_their_summary(model: osim.Model) -> None:
+    """rms, max and worst bone are computed from the same read as the stored residual vectors."""
+    state = model.initSystem()
+    markers = [m for m in _names(model)[0] if m.startswith(BONE_PREFIX)]
+    frames = []
+    for f in range(8):
+        pose_state(model, state, {"pelvis_ty": 0.9, "hip_flexion_l": 0.1 * f, "lumbar_bending": 0.03 * f,
+                                  "pelvis_rotation": 0.2 + 0.05 * f})
+        positions = marker_positions(model, state, markers)
+        frames.append({m[len(BONE_PREFIX):]: p + 0.003 * np.sin(f + i) for i, (m, p)
+                       in enumerate(zip(markers, positions, strict=True))})
+    fit = fit_sequence(frames, 1.74, 68.0)
+    assert fit.bone_residuals_m is not None
+    dist = np.linalg.norm(fit.bone_residuals_m, axis=2)
+    assert np.allclose(fit.rms_m, np.sqrt(np.mean(dist**2, axis=1)), rtol=0, atol=1e-12)
+    assert np.allclose(fit.max_m, dist.max(axis=1), rtol=0, atol=1e-12)
+    assert fit.worst_bone == [fit.bones_used[k] for k in dist.argmax(axis=1)]
+    assert fit.rms_m.min() > 1e-4  # the noise is there: the residuals are not trivially zero
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the preload is for Linux builds")
+def test_native_libraries_load_once_and_first() -> None:
+    """Preloaded, each OpenSim library is mapped once (no second copy), and the SWIG modules reuse it."""
+    code = (
+        "import os, collections, synthetic.opensim_runtime as r, opensim\n"
+        "maps = collections.defaultdict(set)\n"
+        "for line in open('/proc/self/maps'):\n"
+        "    p = line.split()\n"
+        "    if len(p) >= 6 and ('libosim' in p[5] or 'libSimTK' in p[5]):\n"
+        "        maps[os.path.basename(p[5])].add(p[4])\n"
+        "print(len(r.PRELOADED), max(len(v) for v in maps.values()), len(maps))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.split()
+    preloaded, copies, libraries = map(int, out)
+    assert preloaded >= 6
+    assert copies == 1
+    assert libraries >= preloaded
