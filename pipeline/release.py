@@ -14,8 +14,8 @@ The COCO files hold no timestamps and the manifest records the revision of every
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
 import os
 import shutil
 from collections import Counter
@@ -36,6 +36,7 @@ from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
 from pipeline.store.models import Image, ModelVersion, Release
+from pipeline.store.store import IN_CHUNK
 from schemas.errors import InputError
 from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
 from schemas.manifest import (
@@ -236,7 +237,8 @@ def write_release_files(
     copied: dict[int, str] = {}
     if copy_images:
         image_files = _copy_images(store, all_labels, out)
-        copied = {image_id: str(out / name) for image_id, (name, _, _) in image_files.items()}
+        folder = str(out).rstrip("/") + "/"
+        copied = {image_id: folder + name for image_id, (name, _, _) in image_files.items()}
         files.extend(FileEntry(path=name, sha256=digest, bytes=size)
                      for name, digest, size in image_files.values())
         image_root = out
@@ -286,6 +288,7 @@ class _CocoParts:
         self.prefix = str(self.root).rstrip("/") + "/"
         self.root_parts = [part for part in str(self.root).split("/") if part]
         self.copied = copied  # image id -> its copy in the release (copy_images)
+        self.folders: dict[str, str] = {}  # an image folder -> its path relative to root, "" or ending in /
         # image id -> its entry, encoded; revision id -> its annotation, encoded: all at once
         firsts = list({lab.image_id: lab for lab in reversed(labels)}.values())
         self.images = dict(zip((lab.image_id for lab in firsts),
@@ -295,21 +298,28 @@ class _CocoParts:
                                     strict=True))
 
     def _image(self, label: Label) -> dict[str, Any]:
-        path = self.copied.get(label.image_id, label.image_path)
-        # os.path.relpath(path, root), without its cost (it normalises both paths every call)
-        if (path.startswith("/") and not path.endswith(("/", "/.", "/..")) and "/../" not in path
-                and "/./" not in path and "//" not in path):
-            if path.startswith(self.prefix):
-                return image_entry(label, None, file_name=path[len(self.prefix):])
-            parts = [part for part in path.split("/") if part]
+        return image_entry(label, None, file_name=self._relative(self.copied.get(label.image_id,
+                                                                                 label.image_path)))
+
+    def _relative(self, path: str) -> str:
+        """os.path.relpath(path, root), without its cost (it normalises both paths every call):
+        worked out once per folder, the file's name appended."""
+        folder, _, name = path.rpartition("/")
+        if (not path.startswith("/") or path.endswith(("/", "/.", "/..")) or "/../" in path
+                or "/./" in path or "//" in path or name in ("", ".", "..")
+                or self.prefix.startswith(path + "/")):  # the root itself, or a folder above it
+            return os.path.relpath(path, self.root)
+        relative = self.folders.get(folder)
+        if relative is None:
+            parts = [part for part in folder.split("/") if part]
             common = 0
             for mine, theirs in zip(parts, self.root_parts, strict=False):
                 if mine != theirs:
                     break
                 common += 1
-            relative = [".."] * (len(self.root_parts) - common) + parts[common:]
-            return image_entry(label, None, file_name="/".join(relative) or ".")
-        return image_entry(label, None, file_name=os.path.relpath(path, self.root))
+            relative = self.folders[folder] = "".join(
+                f"{part}/" for part in [".."] * (len(self.root_parts) - common) + parts[common:])
+        return relative + name
 
     def write(self, path: Path, labels: Sequence[Label], info: dict[str, Any]) -> Path:
         """The bytes of `dump_coco(coco_dataset(images, annotations, info=info), path)`, with every
@@ -362,6 +372,7 @@ def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, 
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     prefix = str(images_dir) + "/"
+    link = True  # until a link fails with EXDEV (another file system): then copies only
     for lab in progress.track(labels, "release: images"):
         if lab.image_id in files:
             continue
@@ -369,7 +380,11 @@ def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, 
         try:
             with open(src, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                if size <= _READ_WHOLE:  # one read: file_digest's 256 KiB buffer costs more than the hash
+                    data = fh.read()
+                    size, digest = len(data), hashlib.sha256(data).hexdigest()
+                else:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise InputError(src, "image of a released label is missing", field="path") from None
         if digest != hashes[lab.image_id]:
@@ -377,11 +392,18 @@ def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, 
         name = f"{lab.image_id:012d}{_suffix(src).lower()}"
         dst = prefix + name
         try:
+            if not link:
+                raise OSError(errno.EXDEV, "copying")
             os.link(src, dst)
-        except OSError:
+        except OSError as error:
+            link = link and error.errno != errno.EXDEV
             shutil.copyfile(src, dst)
         files[lab.image_id] = (f"images/{name}", digest, size)
     return files
+
+
+#: Images up to this size are hashed from one read.
+_READ_WHOLE = 1 << 24
 
 
 def _suffix(path: str) -> str:
@@ -392,7 +414,14 @@ def _suffix(path: str) -> str:
 
 
 def _image_hashes(store: Store, image_ids: set[int]) -> dict[int, str]:
-    return dict(store.rows_in(select(Image.id, Image.sha256), Image.id, sorted(image_ids)))
+    """sha256 of each image at ingest; a release of most of the store reads the whole column once
+    (one query, plain rows) rather than IN (...) chunk by chunk."""
+    query = select(Image.id, Image.sha256)
+    if len(image_ids) <= 4 * IN_CHUNK:
+        return dict(store.rows_in(query, Image.id, sorted(image_ids)))
+    with store.session() as s:
+        rows = s.connection().execute(query)
+        return {image_id: digest for image_id, digest in rows if image_id in image_ids}
 
 
 def _entry(root: Path, path: Path) -> FileEntry:
