@@ -218,10 +218,10 @@ def _fit_actor(
     from synthetic.alignment import DEFAULT_ACCURACY, fit_sequence
 
     subject = seq.info.subject_of(actor)
-    bones_os = [
-        {name: unreal_to_opensim(xyz) for name, xyz in seq.bones[(f, actor)].bones.items()}
-        for f in range(seq.frame_count)
-    ]
+    bones_os = []
+    for f in range(seq.frame_count):  # one conversion per frame, not per bone
+        bones = seq.bones[(f, actor)].bones
+        bones_os.append(dict(zip(bones, unreal_to_opensim(list(bones.values())), strict=True)))
     fit = fit_sequence(
         bones_os,
         subject.height_cm / 100.0,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,7 @@ class RenderSequence:
                 raise InputError(path, f"unreadable depth array: {exc}") from exc
             if arr.shape != (h, w) or arr.dtype.kind != "f":
                 raise InputError(path, f"expected float (H, W)=({h}, {w}) cm, got {arr.dtype} {arr.shape}")
-            depth = arr.astype(np.float32)
+            depth = arr.astype(np.float32, copy=False)  # np.load made a fresh array: no second copy
             depth[np.isnan(depth)] = np.inf
             return depth
         raw = _read_png(path, (w, h))
@@ -197,7 +198,32 @@ class RenderSequence:
                     yield p
 
 
+#: PNG file signature and the IHDR chunk that must follow it (width, height, bit depth, colour type).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GREY = 0
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from a PNG's first 26 bytes; None if not a PNG."""
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height, data[24], data[25]
+
+
 def _read_png(path: Path, size: tuple[int, int]) -> NDArray[np.generic]:
+    """The pixels of a PNG as PIL gives them (grey 8/16-bit ones decoded by OpenCV: 2x faster)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"unreadable PNG: {exc}") from exc
+    header = _png_header(data)
+    if header is not None and header[3] == _PNG_GREY and header[2] in (8, 16):
+        if header[:2] != size:
+            raise InputError(path, f"image size {header[:2]} differs from sequence.json {size}")
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is not None and arr.shape == (size[1], size[0]):
+            return np.asarray(arr)
     try:
         with Image.open(path) as img:
             if img.size != size:
@@ -257,16 +283,29 @@ def read_sequence(folder: str | Path, *, check_image_sizes: bool = True) -> Rend
             for path in (seq.rgb_path(f), seq.mask_path(f)):
                 if path is None:
                     continue
-                try:
-                    with Image.open(path) as img:  # reads the header only
-                        found = img.size
-                except OSError as exc:
-                    raise InputError(path, f"unreadable PNG: {exc}") from exc
+                header = _png_header(_head(path))
+                if header is not None:
+                    found = header[:2]
+                else:  # not a PNG by its signature: PIL names what it is (or is not)
+                    try:
+                        with Image.open(path) as img:  # reads the header only
+                            found = img.size
+                    except OSError as exc:
+                        raise InputError(path, f"unreadable PNG: {exc}") from exc
                 if found != size:
                     raise InputError(
                         path, f"image size {found} differs from sequence.json {size}", field="image_width"
                     )
     return seq
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of a file (a PNG's signature and IHDR); empty if it cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(26)
+    except OSError:
+        return b""
 
 
 def content_sha256(seq: RenderSequence) -> tuple[str, dict[str, str]]:

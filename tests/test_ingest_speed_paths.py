@@ -186,3 +186,49 @@ def test_native_libraries_load_once_and_first() -> None:
     assert preloaded >= 6
     assert copies == 1
     assert libraries >= preloaded
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "P"])
+def test_png_reads_equal_pil(tmp_path: Path, mode: str) -> None:
+    """The mask/depth PNG reader gives PIL's pixels and dtype for every PNG kind (grey via OpenCV)."""
+    from PIL import Image
+
+    from synthetic.reader import _png_header, _read_png
+
+    rng = np.random.default_rng(1)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, size=(12, 20), dtype=np.uint16))
+    elif mode in ("RGB", "RGBA"):
+        img = Image.fromarray(rng.integers(0, 255, size=(12, 20, len(mode)), dtype=np.uint8), mode)
+    else:
+        img = Image.fromarray(rng.integers(0, 5, size=(12, 20), dtype=np.uint8)).convert(mode)
+    path = tmp_path / "x.png"
+    img.save(path)
+    with Image.open(path) as again:
+        expected = np.asarray(again)
+    got = _read_png(path, (20, 12))
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    header = _png_header(path.read_bytes()[:26])
+    assert header is not None and header[:2] == (20, 12)
+
+
+def test_markers_attached_in_one_pass_give_the_same_model(tmp_path: Path) -> None:
+    """attach_markers appends and finalizes once; the model is what Model.addMarker per marker gives."""
+    from synthetic.anatomy import default_anatomy
+    from synthetic.marker_map import LANDMARK_PREFIX
+
+    fast = build_default_model(1.81, 77.0)
+    slow = fast.clone()
+    slow.updMarkerSet().clearAndDestroy()
+    mm = default_anatomy(1.81, 77.0).marker_map
+    bodies = slow.getBodySet()
+    for prefix, specs in ((BONE_PREFIX, mm.bones), (LANDMARK_PREFIX, mm.landmarks)):
+        for name, spec in specs.items():
+            offset = osim.Vec3(*map(float, spec.offset))
+            slow.addMarker(osim.Marker(prefix + name, bodies.get(spec.body), offset))
+    slow.finalizeConnections()
+    fast.printToXML(str(tmp_path / "fast.osim"))
+    slow.printToXML(str(tmp_path / "slow.osim"))
+    assert (tmp_path / "fast.osim").read_text() == (tmp_path / "slow.osim").read_text()
+    assert fast.getMarkerSet().getSize() == len(mm.bones) + len(mm.landmarks)
