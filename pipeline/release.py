@@ -420,7 +420,7 @@ def _image_hashes(store: Store, image_ids: set[int]) -> dict[int, str]:
     if len(image_ids) <= 4 * IN_CHUNK:
         return dict(store.rows_in(query, Image.id, sorted(image_ids)))
     with store.session() as s:
-        rows = s.connection().execute(query)
+        rows = s.connection().execute(query).all()
         return {image_id: digest for image_id, digest in rows if image_id in image_ids}
 
 

@@ -15,6 +15,7 @@ the file, so the App never has to compute it.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import mimetypes
 import os
@@ -25,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from annotation.fiftyone.setup import SPINE_POINTS, dataset_name, fiftyone_module, skeleton, spine_skeleton
 from annotation.fiftyone.tags import NEEDS_FIX, revision_times, sync_review_tags, tag_times
@@ -64,9 +65,12 @@ def latest_predictions(store: Store, instance_ids: Iterable[int] | None = None) 
 
 
 def _revision_scores(store: Store, revision_ids: Sequence[int]) -> dict[int, tuple[list[float] | None, bool]]:
-    q = select(Revision.id, Revision.scores, Revision.accepted)
-    return {rid: (scores, accepted)
-            for rid, scores, accepted in store.rows_in(q, Revision.id, sorted(set(revision_ids)))}
+    """revision id -> (per-keypoint scores, accepted); the scores read as text and decoded by one
+    json.loads (the ORM decodes each row's JSON on its own)."""
+    q = select(Revision.id, cast(Revision.scores, Text), Revision.accepted)
+    rows = store.rows_in(q, Revision.id, sorted(set(revision_ids)))
+    scores = json.loads("[" + ",".join(text if text is not None else "null" for _, text, _ in rows) + "]")
+    return {rid: (value, accepted) for (rid, _, accepted), value in zip(rows, scores, strict=True)}
 
 
 # -- building samples ------------------------------------------------------------------------------
@@ -148,18 +152,13 @@ def _common(label: Label) -> dict[str, Any]:
     }
 
 
-def _keypoint(fo: ModuleType, label: Label, instance: Any, scores: list[float] | None = None,
-              **extra: Any) -> Any:
-    points, visibility = _points(label)
+def _keypoint(fo: ModuleType, label: Label, instance: Any, scores: list[float] | None = None, *,
+              name: str = "person", ids: Sequence[int] = range(NUM_KEYPOINTS), **fields: Any) -> Any:
+    """An fo.Keypoint of points `ids` of `label`: the body, or the spine group (`spine` field)."""
+    points, visibility = _points(label, ids)
     confidence = [float(c) for c in scores] if scores and len(scores) == NUM_KEYPOINTS else None
-    return fo.Keypoint(label="person", points=points, confidence=confidence, visibility=visibility,
-                       instance=instance, **_common(label), **extra)
-
-
-def _spine(fo: ModuleType, label: Label, instance: Any) -> Any:
-    points, visibility = _points(label, SPINE_POINTS)
-    return fo.Keypoint(label="spine", points=points, visibility=visibility, instance=instance,
-                       store_instance_id=label.instance_id, store_revision_id=label.revision_id)
+    return fo.Keypoint(label=name, points=points, confidence=confidence, visibility=visibility,
+                       instance=instance, **fields)
 
 
 def _box(fo: ModuleType, label: Label, instance: Any) -> Any:
@@ -216,18 +215,19 @@ def build_samples(
         gt, spine, boxes, preds = [], [], [], []
         for lab in entry["labels"]:
             inst = instances.setdefault(lab.instance_id, fo.Instance())
-            kp = _keypoint(fo, lab, inst, split=(splits or {}).get(lab.instance_id))
+            kp = _keypoint(fo, lab, inst, **_common(lab), split=(splits or {}).get(lab.instance_id))
             box = _box(fo, lab, inst)
             kp.tags = list(open_tags.get(lab.instance_id, []))
             box.tags = list(kp.tags)
             gt.append(kp)
-            spine.append(_spine(fo, lab, inst))
+            spine.append(_keypoint(fo, lab, inst, name="spine", ids=SPINE_POINTS,
+                                   store_instance_id=lab.instance_id, store_revision_id=lab.revision_id))
             boxes.append(box)
         labelled = {lab.instance_id for lab in entry["labels"]}
         for lab in entry["predictions"]:
             inst = instances.setdefault(lab.instance_id, fo.Instance())
             pred_scores, accepted = scores.get(lab.revision_id, (None, False))
-            pred = _keypoint(fo, lab, inst, pred_scores, accepted=bool(accepted))
+            pred = _keypoint(fo, lab, inst, pred_scores, **_common(lab), accepted=bool(accepted))
             if lab.instance_id not in labelled:
                 pred.tags = list(open_tags.get(lab.instance_id, []))  # a proposal-only instance
             preds.append(pred)
@@ -296,26 +296,22 @@ def _label_doc(cls: str, label: str, instance: Any, tags: list[str],
             "instance": instance}
 
 
-def _keypoint_doc(label: Label, instance: Any, tags: list[str], common: dict[str, Any],
-                  scores: list[float] | None = None, *,
-                  points: tuple[list[list[float]], list[int]] | None = None, **extra: Any) -> dict[str, Any]:
+#: Points of each keypoint document: the whole body (`ground_truth`, `predictions`) or the spine.
+ALL_POINTS: tuple[int, ...] = tuple(range(NUM_KEYPOINTS))
+
+
+def _keypoint_doc(label: Label, instance: Any, tags: list[str], fields: dict[str, Any], *,
+                  name: str = "person", ids: Sequence[int] = ALL_POINTS,
+                  points: tuple[list[list[float]], list[int]] | None = None,
+                  scores: list[float] | None = None) -> dict[str, Any]:
+    """A fo.Keypoint document of points `ids` of `label` (the body, or the spine group for the
+    `spine` field); `points` are the label's (xy, v) for all 37 points when computed already."""
     xy, visibility = points or _point_lists(label)
+    if ids is not ALL_POINTS:
+        xy, visibility = [xy[i] for i in ids], [visibility[i] for i in ids]
     confidence = [float(c) for c in scores] if scores and len(scores) == NUM_KEYPOINTS else None
-    return _label_doc("Keypoint", "person", instance, tags,
-                      {"points": xy, "confidence": confidence,
-                       "visibility": visibility, **common, **extra})
-
-
-def _spine_doc(label: Label, instance: Any,
-               all_points: tuple[list[list[float]], list[int]] | None = None) -> dict[str, Any]:
-    if all_points is None:
-        points, visibility = _point_lists(label, SPINE_POINTS)
-    else:
-        points = [all_points[0][i] for i in SPINE_POINTS]
-        visibility = [all_points[1][i] for i in SPINE_POINTS]
-    return _label_doc("Keypoint", "spine", instance, [],
-                      {"points": points, "confidence": None, "visibility": visibility,
-                       "store_instance_id": label.instance_id, "store_revision_id": label.revision_id})
+    return _label_doc("Keypoint", name, instance, tags,
+                      {"points": xy, "confidence": confidence, "visibility": visibility, **fields})
 
 
 def _box_doc(label: Label, instance: Any, tags: list[str], common: dict[str, Any]) -> dict[str, Any]:
@@ -378,17 +374,19 @@ def sample_documents(
             tags = list(open_tags.get(lab.instance_id, []))
             common = _common(lab)
             points = points_of[lab.revision_id]
-            gt.append(_keypoint_doc(lab, inst, tags, common, points=points,
-                                    split=(splits or {}).get(lab.instance_id)))
-            spine.append(_spine_doc(lab, inst, points))
+            gt.append(_keypoint_doc(lab, inst, tags, {**common, "split": (splits or {}).get(lab.instance_id)},
+                                    points=points))
+            spine.append(_keypoint_doc(lab, inst, [], {"store_instance_id": lab.instance_id,
+                                                       "store_revision_id": lab.revision_id},
+                                       name="spine", ids=SPINE_POINTS, points=points))
             boxes.append(_box_doc(lab, inst, list(tags), common))
         labelled = {lab.instance_id for lab in entry["labels"]}
         for lab in entry["predictions"]:
             inst = instances.setdefault(lab.instance_id, {"_id": ObjectId(), "_cls": "Instance"})
             pred_scores, accepted = scores.get(lab.revision_id, (None, False))
             tags = [] if lab.instance_id in labelled else list(open_tags.get(lab.instance_id, []))
-            preds.append(_keypoint_doc(lab, inst, tags, _common(lab), pred_scores,
-                                       points=points_of[lab.revision_id], accepted=bool(accepted)))
+            preds.append(_keypoint_doc(lab, inst, tags, {**_common(lab), "accepted": bool(accepted)},
+                                       points=points_of[lab.revision_id], scores=pred_scores))
         everything = entry["labels"] + entry["predictions"]
         doc: dict[str, Any] = {
             "filepath": first.image_path,
@@ -464,8 +462,8 @@ def load_into_fiftyone(
 
 def new_dataset(fo: ModuleType, name: str, release: str | None, store: Store) -> Any:
     """An empty persistent dataset with SpineTrack's schema, skeletons and colours."""
-    dataset = fo.Dataset(name)
-    dataset.persistent = True
+    dataset = fo.Dataset(name, persistent=True)
+    declare_fields(fo, dataset)  # first: the sidebar order below needs the fields
     dataset.info = {"spinetrack_release": release, "keypoints": list(NAMES),
                     "store": store.engine.url.render_as_string(hide_password=True)}
     dataset.skeletons = {"ground_truth": skeleton(fo), "predictions": skeleton(fo),
@@ -475,9 +473,8 @@ def new_dataset(fo: ModuleType, name: str, release: str | None, store: Store) ->
         color_by="field", show_skeletons=True,
         fields=[{"path": path, "fieldColor": colour} for path, colour in COLOURS.items()],
     )
-    dataset.save()
-    declare_fields(fo, dataset)
     _label_order(fo, dataset)
+    dataset.save()  # one save for all of the above
     return dataset
 
 
@@ -495,7 +492,6 @@ def _label_order(fo: ModuleType, dataset: Any) -> None:
             rest = [path for path in group.paths if path not in LABEL_ORDER]
             group.paths = [path for path in LABEL_ORDER if path in group.paths] + rest
     dataset.app_config.sidebar_groups = groups
-    dataset.save()
 
 
 def insert_in_batches(dataset: Any, docs: Sequence[dict[str, Any]], batch: int = BATCH) -> None:

@@ -688,7 +688,7 @@ class Store:
             rows = self.rows_in(q, Image.id, image_ids)
         else:
             with self.session() as s:
-                rows = list(s.connection().execute(q))  # Core rows, no ORM result layer
+                rows = list(s.connection().execute(q).all())  # Core rows (fetchall), no ORM layer
         labels = _labels(rows)
         if image_ids is not None or instance_ids is not None:  # chunks come back chunk by chunk
             labels.sort(key=lambda lab: (lab.image_id, lab.instance_id))
