@@ -1,39 +1,35 @@
 """Release speed at dataset scale: create_release of N labelled instances (default 60,000).
 
-Usage: python bench/release_speed.py [--instances 60000] [--per-image 1] [--baseline-instances 10000]
-Fills a fresh store through Store.add_labels (tiny PNGs, hard-linked per group so the fill is fast),
-then times `create_release` (images referenced, then copied = hard-linked) and, for comparison in
-the same run, the same release done by pipeline/release.py as of commit BASELINE (loaded from git)
-on a smaller store. Writes bench/results/release_speed.json with the load average.
+Usage: python bench/release_speed.py [--instances 60000] [--baseline-instances 10000]
+Fills a fresh store through Store.add_labels (tiny PNGs, one file each), then times
+`create_release` (images referenced, then copied = hard-linked), wall and CPU seconds, and, for
+comparison in the same run:
+- on the same store, the release code of PREVIOUS (pipeline/release.py before the bulk rounding
+  and encoding, loaded from git; it runs on today's store reads), images referenced;
+- on a smaller store, the release code of BASELINE (before any speed work), images copied.
+Writes bench/results/release_speed.json with the load average (bench/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import Run, module_at_commit  # bench/ is sys.path[0]: the repository goes on sys.path too
+from PIL import Image as PILImage
 
-from PIL import Image as PILImage  # noqa: E402
-
-from pipeline.release import create_release  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.store.store import NewImage, NewLabel, NewRevision  # noqa: E402
-from schemas.keypoints import NUM_KEYPOINTS  # noqa: E402
+from pipeline.release import create_release
+from pipeline.store import Store
+from pipeline.store.store import NewImage, NewLabel, NewRevision
+from schemas.keypoints import NUM_KEYPOINTS
 
 BASELINE = "16d224c"  # pipeline/release.py before the speed work
+PREVIOUS = "44963bd"  # pipeline/release.py before the bulk rounding and encoding (11.7 s at 60,000)
 
 
 def fill(store: Store, folder: Path, instances: int, per_group: int = 50) -> None:
@@ -64,26 +60,10 @@ def fill(store: Store, folder: Path, instances: int, per_group: int = 50) -> Non
         store.add_labels(rows)
 
 
-def baseline_release() -> ModuleType | None:
-    try:
-        code = subprocess.run(["git", "-C", str(REPO), "show", f"{BASELINE}:pipeline/release.py"],
-                              capture_output=True, text=True, check=True, timeout=30).stdout
-    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        return None
-    path = Path(tempfile.mkdtemp(prefix="spinetrack-baseline-")) / "release_baseline.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location("release_baseline", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def timed(fn: Any, store: Store, version: str, **kwargs: Any) -> float:
-    start = time.perf_counter()
+def timed(fn: Any, store: Store, version: str, **kwargs: Any) -> dict[str, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
     fn(store, version, **kwargs)
-    return round(time.perf_counter() - start, 3)
+    return {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3)}
 
 
 def run(instances: int, baseline_instances: int, workdir: Path) -> dict[str, Any]:
@@ -92,39 +72,50 @@ def run(instances: int, baseline_instances: int, workdir: Path) -> dict[str, Any
     start = time.perf_counter()
     fill(store, workdir / "images", instances)
     result["fill_s"] = round(time.perf_counter() - start, 2)
-    result["release_referenced_s"] = timed(create_release, store, "1.0.0", copy_images=False)
-    result["release_copied_s"] = timed(create_release, store, "2.0.0", copy_images=True)
-    store.engine.dispose()
-    legacy = baseline_release()
+    referenced = timed(create_release, store, "1.0.0", copy_images=False)
+    copied = timed(create_release, store, "2.0.0", copy_images=True)
+    result["release_referenced_s"] = referenced["wall_s"]
+    result["release_copied_s"] = copied["wall_s"]
+    result["cpu_s"] = {"referenced": referenced["cpu_s"], "copied": copied["cpu_s"]}
+    previous = module_at_commit(PREVIOUS, "pipeline/release.py", "release_previous", folder=workdir)
+    if previous is not None:
+        before = timed(previous.create_release, store, "3.0.0", copy_images=False)
+        result["previous"] = {"commit": PREVIOUS, "release_referenced_s": before["wall_s"],
+                              "cpu_s": before["cpu_s"],
+                              "ratio_wall": round(before["wall_s"] / referenced["wall_s"], 2),
+                              "ratio_cpu": round(before["cpu_s"] / referenced["cpu_s"], 2)}
+    store.close()
+    legacy = module_at_commit(BASELINE, "pipeline/release.py", "release_baseline", folder=workdir)
     if legacy is not None and baseline_instances:
         small = Store(home=workdir / "home-small")
         fill(small, workdir / "images-small", baseline_instances)
         result["baseline_instances"] = baseline_instances
-        result["baseline_release_copied_s"] = timed(legacy.create_release, small, "1.0.0", copy_images=True)
-        result["today_release_copied_same_store_s"] = timed(create_release, small, "2.0.0", copy_images=True)
+        result["baseline_commit"] = BASELINE
+        result["baseline_release_copied_s"] = timed(legacy.create_release, small, "1.0.0",
+                                                    copy_images=True)["wall_s"]
+        result["today_release_copied_same_store_s"] = timed(create_release, small, "2.0.0",
+                                                            copy_images=True)["wall_s"]
         result["ratio_same_store"] = round(result["baseline_release_copied_s"]
                                            / result["today_release_copied_same_store_s"], 2)
-        small.engine.dispose()
+        small.close()
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=60000)
     parser.add_argument("--baseline-instances", type=int, default=10000)
+    parser.add_argument("--out", default="release_speed", help="result name under bench/results/")
     args = parser.parse_args()
+    bench = Run()
     workdir = Path(tempfile.mkdtemp(prefix="spinetrack-bench-release-"))
-    load_before = os.getloadavg()[0]
     try:
         result = run(args.instances, args.baseline_instances, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "platform": platform.platform()}
-    out = REPO / "bench" / "results" / "release_speed.json"
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=1))
+    result["load_note"] = "shared 2-core machine, other work running: wall times under load, CPU times too"
+    out = bench.write(result, args.out)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
     print(f"wrote {out}")
 
 
