@@ -7,7 +7,6 @@ session's ephemeral Prefect API.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -154,20 +153,34 @@ def test_store_ref_names_the_flow_store(home: Path) -> None:
         store.close()
 
 
-def _pseudo_labels(store: Store) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """Every pseudo-label, keyed by (image path, instance key), with what the annotator produced."""
-    out: dict[tuple[str, str], tuple[Any, ...]] = {}
+def _pseudo_labels(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every pseudo-label, keyed by (image file, instance key), with what the annotator produced."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for img, inst in store.unlabelled_instances():
         revs = [r for r in store.revisions(inst.id) if r.source == "pseudo"]
         assert len(revs) == 1, f"{img.path} {inst.key}: {len(revs)} pseudo-labels"
         rev = revs[0]
-        out[(Path(img.path).name, inst.key)] = (
-            tuple(round(v, 4) for v in rev.keypoints), tuple(round(v, 4) for v in rev.scores or []),
-            round(float(rev.uncertainty or 0.0), 6), rev.model_version, rev.external_id,
-            json.dumps(rev.provenance, sort_keys=True),
-            json.dumps(rev.quality, sort_keys=True),
-        )
+        out[(Path(img.path).name, inst.key)] = {
+            "keypoints": rev.keypoints, "scores": rev.scores, "uncertainty": rev.uncertainty,
+            "quality": rev.quality, "model_version": rev.model_version, "external_id": rev.external_id,
+            "provenance": rev.provenance, "round": rev.round, "accepted": rev.accepted,
+        }
     return out
+
+
+def _differences(a: Any, b: Any, tol: float, where: str = "") -> list[str]:
+    """Where two JSON-like values differ: exactly for everything but floats, floats within `tol`."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where}: keys {sorted(a)} != {sorted(b)}"]
+        return [d for k in a for d in _differences(a[k], b[k], tol, f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, tol, where)]
+    if isinstance(a, float) and isinstance(b, float) and not isinstance(a, bool):
+        return [] if abs(a - b) <= tol else [f"{where}: {a} != {b}"]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
 def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
@@ -178,6 +191,7 @@ def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
     import shutil
 
     from flows.model import pseudo_label
+    from pipeline.model.configs import build_config
     from pipeline.model.predict import untrained_model
     from pipeline.model.registry import save_model
     from pipeline.real_import import import_coco
@@ -188,7 +202,7 @@ def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
         import_coco(store, real_people / "coco" / "test_coco.json", image_dir=real_people / "coco",
                     subset="real-people-coco")
         save_model(store, untrained_model("tiny", seed=3), name="tiny-dask", config_name="tiny",
-                   config={"name": "tiny"}, data_snapshot="test")
+                   config=build_config("tiny", work_dir=tmp_path), data_snapshot="test")
     shutil.copytree(single, tmp_path / "dask")
     spec = "combined:student=tiny-dask"
 
@@ -201,7 +215,12 @@ def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
         got = _pseudo_labels(store)
 
     assert one["written"] == two["written"] == len(expected) == 14
-    assert got == expected
+    assert got.keys() == expected.keys()
+    # Exactly the same labels, but for float32 noise: the student predicts a chunk of 4 boxes per
+    # batch on a worker and the whole pool in one process, and batch size changes the order of
+    # float32 sums (measured: scores differ by up to 5e-6, keypoints by under 1e-4 px).
+    differing = [d for key in expected for d in _differences(got[key], expected[key], 1e-4, str(key))]
+    assert not differing, f"labels from two workers differ: {differing[:5]}"
     # a second parallel run finds every chunk done and writes nothing
     again = pseudo_label(spec, "real", None, "cpu", None, 2, None, 4)
     assert (again["written"], again["already_done"]) == (0, 14)

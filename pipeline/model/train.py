@@ -257,9 +257,11 @@ def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
     """mmengine's Runner from our config, around the model built (and prepared) here."""
     from pipeline.model import distributed
 
+    # The Runner gets only the config keys it reads itself (the model wrapper under torchrun): given
+    # the whole config it formats it with yapf three times (dump, log, visualizer), ~10 s each on
+    # these cores, for every model trained. The full config is kept in the model's meta.json.
     wrapper = distributed.model_wrapper_cfg()
-    if wrapper is not None:  # the Runner reads it from cfg
-        cfg.model_wrapper_cfg = wrapper
+    runner_cfg = Config({"model_wrapper_cfg": wrapper}) if wrapper is not None else None
     optional = {
         key: cfg.get(key)
         for key in (
@@ -285,7 +287,7 @@ def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
         default_scope=cfg.default_scope,
         randomness=cfg.randomness,
         experiment_name=name,
-        cfg=cfg,
+        cfg=runner_cfg,
         **optional,
     )
 
