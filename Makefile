@@ -4,7 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export SPINETRACK_LS_VENV ?= $(CURDIR)/.venv-labelstudio
 
-.PHONY: demo test venv venv-labelstudio system-packages lint typecheck bench clean
+.PHONY: demo test venvs venv venv-labelstudio system-packages lint typecheck bench clean
+
+# both virtualenvs side by side (and the Debian packages for the tests): scripts/bootstrap_all.sh
+venvs:
+	@bash scripts/bootstrap_all.sh
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -14,13 +18,14 @@ venv-labelstudio: venv
 	@# migrate a template data folder once (minutes), so every server start afterwards takes seconds
 	@$(PY) -c "from annotation.labelstudio.server import ensure_template; ensure_template()"
 
-demo: venv venv-labelstudio
+demo: venvs
 	$(VENV)/bin/spinetrack demo
 
 system-packages:
 	@bash scripts/system_packages.sh
 
-test: venv venv-labelstudio system-packages
+test:
+	@bash scripts/bootstrap_all.sh --system
 	$(PY) -m pytest -q
 
 lint: venv
