@@ -38,7 +38,6 @@ import synthetic.opensim_runtime  # noqa: F401  (before opensim: binds its libra
 # isort: split
 import opensim as osim
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import trim_mean
 
 from schemas.keypoints import NAMES
 from synthetic.anatomy import (
@@ -271,6 +270,17 @@ def _robust(distances: NDArray[np.float64]) -> NDArray[np.float64]:
     return distances[np.abs(distances - med) <= 4.0 * spread]
 
 
+def _trim_mean(values: NDArray[np.float64], proportion: float) -> float:
+    """`scipy.stats.trim_mean` of finite 1-D values, the same operations (so the same bits) without
+    its argument-checking wrapper, which cost 1.4 ms a call (40 calls a sequence)."""
+    lowercut = int(proportion * values.size)
+    uppercut = values.size - lowercut
+    if lowercut > uppercut:
+        raise ValueError("Proportion too big.")
+    kept = np.partition(values, (lowercut, uppercut - 1))[lowercut:uppercut]
+    return float(np.mean(kept))
+
+
 def _axis_scale_set(
     model: osim.Model,
     state: osim.State,
@@ -295,7 +305,7 @@ def _axis_scale_set(
                 d_subject = np.linalg.norm(frames[:, index[a]] - frames[:, index[b]], axis=1)
                 d_subject = _robust(d_subject[np.isfinite(d_subject)])
                 if d_model > 1e-6 and d_subject.size:
-                    ratios.append(float(trim_mean(d_subject, settings.trim / 2)) / d_model)
+                    ratios.append(_trim_mean(d_subject, settings.trim / 2) / d_model)
             if ratios:
                 axis_factor[axis] = float(np.mean(ratios))
         if axis_factor:

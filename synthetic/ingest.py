@@ -308,6 +308,49 @@ class _WriteContext:
     fit: _ActorFit
     rule: dict[str, Any]
     software: dict[str, str]
+    #: the actor's provenance as JSON, made once by the model (`_provenance`); frames change 3 keys
+    provenance_template: dict[str, Any] = field(default_factory=dict)
+
+
+#: The provenance keys that differ between the frames of one actor.
+_PER_FRAME_PROVENANCE = ("frame", "rgb_file", "residuals")
+
+
+def _provenance_model(ctx: _WriteContext, label: _FrameLabel) -> SyntheticProvenance:
+    src, fit = ctx.source, ctx.fit
+    seq = src.seq
+    return SyntheticProvenance(
+        source_sequence=seq.sequence_id,
+        source_path=str(seq.folder),
+        sequence_sha256=src.digest,
+        schema_version=seq.info.schema_version,
+        frame=label.frame,
+        actor=label.actor,
+        subject_id=fit.subject_id,
+        rgb_file=f"{RGB_DIR}/{frame_name(label.frame, '.png')}",
+        renderer=seq.info.renderer,
+        model_file=src.model_id[0],
+        model_sha256=src.model_id[1],
+        marker_map=src.model_id[2],
+        ik_settings=fit.ik_settings,
+        residuals=IKResiduals(rms_m=label.rms_m, max_m=label.max_m, worst_marker=label.worst_bone),
+        visibility_rule=ctx.rule,
+        software=ctx.software,
+    )
+
+
+def _provenance(ctx: _WriteContext, label: _FrameLabel) -> dict[str, Any]:
+    """`SyntheticProvenance` of one label as JSON; the model validates and dumps the actor's first
+    label, later ones copy it and set the per-frame keys (the same dict, a tenth of the time:
+    tests/test_ingest_speed_paths.py)."""
+    if not ctx.provenance_template:
+        ctx.provenance_template.update(_provenance_model(ctx, label).model_dump(mode="json"))
+    out = dict(ctx.provenance_template)
+    out["frame"] = label.frame
+    out["rgb_file"] = f"{RGB_DIR}/{frame_name(label.frame, '.png')}"
+    out["residuals"] = IKResiduals(rms_m=label.rms_m, max_m=label.max_m,
+                                   worst_marker=label.worst_bone).model_dump(mode="json")
+    return out
 
 
 def _image_record(src: _Source, frame: int) -> dict[str, Any]:
@@ -331,26 +374,7 @@ def _image_record(src: _Source, frame: int) -> dict[str, Any]:
 
 
 def _revision_record(ctx: _WriteContext, label: _FrameLabel) -> dict[str, Any]:
-    src, fit = ctx.source, ctx.fit
-    seq = src.seq
-    provenance = SyntheticProvenance(
-        source_sequence=seq.sequence_id,
-        source_path=str(seq.folder),
-        sequence_sha256=src.digest,
-        schema_version=seq.info.schema_version,
-        frame=label.frame,
-        actor=label.actor,
-        subject_id=fit.subject_id,
-        rgb_file=f"{RGB_DIR}/{frame_name(label.frame, '.png')}",
-        renderer=seq.info.renderer,
-        model_file=src.model_id[0],
-        model_sha256=src.model_id[1],
-        marker_map=src.model_id[2],
-        ik_settings=fit.ik_settings,
-        residuals=IKResiduals(rms_m=label.rms_m, max_m=label.max_m, worst_marker=label.worst_bone),
-        visibility_rule=ctx.rule,
-        software=ctx.software,
-    )
+    seq = ctx.source.seq
     return {
         "keypoints": label.keypoints,
         "bbox": label.bbox,
@@ -359,7 +383,7 @@ def _revision_record(ctx: _WriteContext, label: _FrameLabel) -> dict[str, Any]:
         "accepted": not label.flagged,
         "status": "flagged" if label.flagged else "ok",
         "quality": {"ik_rms_m": label.rms_m, "ik_max_m": label.max_m, "flagged": label.flagged},
-        "provenance": provenance.model_dump(mode="json"),
+        "provenance": _provenance(ctx, label),
         "external_id": external_id(seq.sequence_id, label.frame, label.actor),
     }
 

@@ -375,7 +375,7 @@ class PoseReader:
     Reading marker by marker through SWIG (`marker_positions`: a name lookup and three calls each)
     and rotations element by element (`body_transforms`: twelve calls a body) cost about 1.5 ms a
     fitted frame (90 markers, 16 bodies). A marker is fixed in its parent frame's base frame, so one
-    rotation (as a quaternion: four numbers) and origin per base frame and numpy give every
+    rotation (as body-fixed X-Y-Z angles: one Vec3) and origin per base frame and numpy give every
     position. The model's marker locations and frame offsets are read when the reader is made:
     make it after scaling. Equal to `marker_positions` and `body_transforms` to 1e-9
     (tests/test_ingest_speed_paths.py).
@@ -411,14 +411,13 @@ class PoseReader:
 
     def frame_poses(self, state: osim.State) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Rotations (K, 3, 3) and origins (K, 3) in ground of every base frame; positions realized."""
-        quats = np.empty((len(self._frames), 4))
+        angles = np.empty((len(self._frames), 3))
         origins = np.empty((len(self._frames), 3))
         for i, frame in enumerate(self._frames):
             tr = frame.getTransformInGround(state)
-            q = tr.R().convertRotationToQuaternion()
-            quats[i] = (q.get(0), q.get(1), q.get(2), q.get(3))
+            angles[i] = tr.R().convertRotationToBodyFixedXYZ().to_numpy()
             origins[i] = tr.p().to_numpy()
-        return quaternion_matrices(quats), origins
+        return body_fixed_xyz_matrices(angles), origins
 
     def read(
         self, state: osim.State
@@ -430,17 +429,41 @@ class PoseReader:
         return positions, rots[self._body_frame], origins[self._body_frame]
 
 
+def body_fixed_xyz_matrices(angles: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rotation matrices (K, 3, 3) of body-fixed X-Y-Z angles (K, 3), Simbody's convention.
+
+    Simbody's conversion to these angles is exact also at gimbal lock (reconstruction error below
+    1e-15, tests/test_ingest_speed_paths.py), and one Vec3 is the cheapest read of a rotation.
+    """
+    c1, c2, c3 = np.cos(angles).T
+    s1, s2, s3 = np.sin(angles).T
+    out = np.empty((angles.shape[0], 3, 3))
+    out[:, 0, 0] = c2 * c3
+    out[:, 0, 1] = -c2 * s3
+    out[:, 0, 2] = s2
+    out[:, 1, 0] = s1 * s2 * c3 + c1 * s3
+    out[:, 1, 1] = c1 * c3 - s1 * s2 * s3
+    out[:, 1, 2] = -s1 * c2
+    out[:, 2, 0] = s1 * s3 - c1 * s2 * c3
+    out[:, 2, 1] = c1 * s2 * s3 + s1 * c3
+    out[:, 2, 2] = c1 * c2
+    return out
+
+
 def quaternion_matrices(quats: NDArray[np.float64]) -> NDArray[np.float64]:
     """Rotation matrices (K, 3, 3) of unit quaternions (K, 4) in Simbody's (w, x, y, z) order."""
     w, x, y, z = quats.T
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
-        ],
-        axis=-2,
-    )
+    out = np.empty((quats.shape[0], 3, 3))
+    out[:, 0, 0] = 1 - 2 * (y * y + z * z)
+    out[:, 0, 1] = 2 * (x * y - z * w)
+    out[:, 0, 2] = 2 * (x * z + y * w)
+    out[:, 1, 0] = 2 * (x * y + z * w)
+    out[:, 1, 1] = 1 - 2 * (x * x + z * z)
+    out[:, 1, 2] = 2 * (y * z - x * w)
+    out[:, 2, 0] = 2 * (x * z - y * w)
+    out[:, 2, 1] = 2 * (y * z + x * w)
+    out[:, 2, 2] = 1 - 2 * (x * x + y * y)
+    return out
 
 
 def coordinate_q_indices(model: osim.Model, state: osim.State) -> NDArray[np.intp] | None:

@@ -25,6 +25,7 @@ from synthetic.alignment import _DT, _marker_table, fit_sequence
 from synthetic.marker_map import BONE_PREFIX
 from synthetic.opensim_builder import (
     PoseReader,
+    body_fixed_xyz_matrices,
     body_transforms,
     build_default_model,
     coordinate_q_indices,
@@ -80,6 +81,19 @@ def test_pose_reader_follows_markers_on_offset_frames(model: osim.Model) -> None
     names = ["on_offset", "ue_thigh_r"]
     positions, _, _ = PoseReader(user, names).read(state)
     assert np.abs(positions - marker_positions(user, state, names)).max() < 1e-9
+
+
+def test_body_fixed_xyz_matrices_are_simbody_rotations_also_at_gimbal_lock() -> None:
+    rng = np.random.default_rng(4)
+    for k in range(60):
+        rot = osim.Rotation()
+        middle = math.pi / 2 * (1 if k % 2 else -1) if k % 3 == 0 else float(rng.uniform(-3, 3))
+        rot.setRotationToBodyFixedXYZ(osim.Vec3(float(rng.uniform(-3, 3)), middle, float(rng.uniform(-3, 3))))
+        mat = rot.asMat33()
+        expected = np.array([[mat.get(r, c) for c in range(3)] for r in range(3)])
+        angles = rot.convertRotationToBodyFixedXYZ().to_numpy()
+        got = body_fixed_xyz_matrices(angles[None])[0]
+        assert np.abs(got - expected).max() < 1e-12
 
 
 def test_quaternion_matrices_are_simbody_rotations() -> None:
@@ -232,3 +246,39 @@ def test_markers_attached_in_one_pass_give_the_same_model(tmp_path: Path) -> Non
     slow.printToXML(str(tmp_path / "slow.osim"))
     assert (tmp_path / "fast.osim").read_text() == (tmp_path / "slow.osim").read_text()
     assert fast.getMarkerSet().getSize() == len(mm.bones) + len(mm.landmarks)
+
+
+def test_trim_mean_is_scipys_to_the_bit() -> None:
+    from scipy.stats import trim_mean
+
+    from synthetic.alignment import _trim_mean
+
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 3, 7, 10, 57, 200):
+        values = rng.normal(1.0, 0.3, size=n)
+        for proportion in (0.0, 0.05, 0.1, 0.25):
+            assert _trim_mean(values, proportion) == float(trim_mean(values, proportion))
+
+
+def test_provenance_from_the_template_equals_the_model_dump(tmp_path: Path) -> None:
+    """Every label's provenance is what SyntheticProvenance(...).model_dump(mode="json") gives."""
+    from synthetic import ingest
+    from synthetic.renderer import render_sequence
+    from synthetic.visibility import VisibilityRule
+
+    folder = tmp_path / "render"
+    render_sequence(folder, frames=4, seed=3, actors=1, width=64, height=48)
+    src = ingest._open(folder, None, None)
+    actor = src.seq.actor_ids[0]
+    fit = ingest._fit_actor(src.seq, actor, residual_threshold_m=0.02, model=None, marker_map=None)
+    ctx = ingest._WriteContext(src, fit, VisibilityRule().as_dict(), {"python": "3"})
+    labels = [
+        ingest._FrameLabel(frame=f, actor=actor, keypoints=[], bbox=[0, 0, 1, 1], area=1.0, flagged=False,
+                           rms_m=float(fit.rms_m[f]), max_m=float(fit.max_m[f]), worst_bone=fit.worst_bone[f])
+        for f in range(4)
+    ]
+    made = [ingest._provenance(ctx, lab) for lab in labels]
+    expected = [ingest._provenance_model(ctx, lab).model_dump(mode="json") for lab in labels]
+    assert made == expected
+    assert len({p["frame"] for p in made}) == 4  # the per-frame keys do change
+    assert set(ingest._PER_FRAME_PROVENANCE) <= set(made[0])
