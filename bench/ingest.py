@@ -83,6 +83,22 @@ def worker(folder: Path, home: Path, out: Path, tree: Path | None) -> None:
             cpu_totals[key] = cpu_totals.get(key, 0.0) + time.process_time() - start
 
     ingest_module._Timer.step = cpu_step  # type: ignore[method-assign]
+    # OpenSim's own solve, apart from the Python around it (alignment first: it loads OpenSim its way)
+    import synthetic.alignment  # noqa: F401
+
+    # isort: split
+    import opensim
+
+    solver_track = opensim.InverseKinematicsSolver.track
+
+    def timed_track(self: Any, state: Any) -> Any:
+        start = time.process_time()
+        try:
+            return solver_track(self, state)
+        finally:
+            cpu_totals["opensim_track"] = cpu_totals.get("opensim_track", 0.0) + time.process_time() - start
+
+    opensim.InverseKinematicsSolver.track = timed_track
 
     if tree is not None:
         assert Path(ingest_module.__file__).is_relative_to(tree), "baseline synthetic/ not first on sys.path"
@@ -96,6 +112,7 @@ def worker(folder: Path, home: Path, out: Path, tree: Path | None) -> None:
         summary = ingest_module.ingest_sequence(store, folder)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         step_cpu = dict(cpu_totals)
+        track_cpu = step_cpu.pop("opensim_track", 0.0)
         start = time.perf_counter()
         again = ingest_module.ingest_sequence(store, folder)
         reingest = time.perf_counter() - start
@@ -118,6 +135,8 @@ def worker(folder: Path, home: Path, out: Path, tree: Path | None) -> None:
         "frames_per_s_cpu": round(frames / cpu, 1),
         "frames_per_s_cpu_without_ik": round(frames / max(cpu - step_cpu.get("ik", 0.0), 1e-9), 1),
         "ik_ms_per_frame": round(1000 * step_cpu.get("ik", 0.0) / frames, 2),
+        "opensim_track_cpu_s": round(track_cpu, 3),
+        "opensim_track_ms_per_frame": round(1000 * track_cpu / max(frames - summary.actors, 1), 2),
         "share_of_cpu": {k: round(v / cpu, 4) for k, v in step_cpu.items()},
         "cpu_timing_s": {k: round(v, 3) for k, v in step_cpu.items()},
         "timing_s": {k: round(v, 3) for k, v in timing.items()},
@@ -231,7 +250,8 @@ def main() -> None:
             cpu = r["cpu_timing_s"]
             print(f"{name:>8}: {r['frames_per_s_cpu']:.0f} frames per CPU second "
                   f"({r['frames_per_s_wall']:.0f}/s wall, {r['frames_per_s_cpu_without_ik']:.0f} per CPU s "
-                  f"without IK); CPU s: IK {cpu['ik']:.2f} ({r['ik_ms_per_frame']} ms/frame), store "
+                  f"without IK); CPU s: IK {cpu['ik']:.2f} ({r['ik_ms_per_frame']} ms/frame, OpenSim track "
+                  f"{r['opensim_track_ms_per_frame']} ms/frame), store "
                   f"{cpu['store']:.2f}, read {cpu['read']:.2f}, projection {cpu['projection']:.2f}; "
                   f"CPU s of each run {r['cpu_s_all_runs']}")
     if "ratio_cpu" in result:

@@ -63,6 +63,11 @@ from synthetic.opensim_builder import (
 DEFAULT_RMS_THRESHOLD_M = 0.02
 #: IK convergence accuracy. Measured on exact targets (default model, 40 frames): 1e-5 -> landmark
 #: error max 0.4 mm; 5e-5 -> 2 mm at ~2x the speed; 1e-4 -> 2.8 mm. See bench/alignment.py.
+#: When tracking a 200-frame render of the independent character (issue 11, counted in Simbody's
+#: objective), it barely changes the work: about 36 evaluations a frame at 1e-6 and 5e-5, 33 at
+#: 1e-4 (landmarks then move by up to 5.6 mm), so it stays; a start extrapolated from the last two
+#: frames needs ~27, but `track` always starts from the solver's last solution and a per-frame
+#: `assemble` costs its set-up again (no faster, measured).
 DEFAULT_ACCURACY = 5e-5
 #: Frames used to measure segment lengths for scaling (their median).
 DEFAULT_SCALE_FRAMES = 10

@@ -385,6 +385,9 @@ def render_sequence(
     if width < 16 or height < 16:
         raise ValueError("image must be at least 16x16 pixels")
     if character == "opensim":
+        import synthetic.opensim_runtime  # noqa: F401  (before opensim: see there)
+
+        # isort: split
         import opensim as osim
 
         osim.Logger.setLevelString("error")
