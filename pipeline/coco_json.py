@@ -27,17 +27,30 @@ def number_rows(values: NDArray[np.float64], int_columns: NDArray[np.bool_]) -> 
     rows, width = values.shape
     if rows == 0 or width == 0:
         return ["[]"] * rows
-    is_int = np.broadcast_to(np.asarray(int_columns, dtype=bool), values.shape)
+    is_int = np.asarray(int_columns, dtype=bool)
+    out: list[str | None] = []
+    for start in range(0, rows, _BLOCK):  # blocks: the temporaries stay in cache and get reused
+        out += _block_rows(values[start:start + _BLOCK], is_int)
+    return out
+
+
+#: Rows formatted together (~10 MB of temporaries at 111 numbers a row).
+_BLOCK = 4096
+
+
+def _block_rows(values: NDArray[np.float64], is_int: NDArray[np.bool_]) -> list[str | None]:
+    scale = np.where(is_int, 1, _SCALE)  # per column
     with np.errstate(invalid="ignore", over="ignore"):
-        units = np.rint(np.where(is_int, values, values * _SCALE))
-        exact = np.where(is_int, units, units / _SCALE) == values  # False for NaN
-        ok_cells = exact & (np.abs(units) < _WHOLE_LIMIT * np.where(is_int, 1, _SCALE))
+        units = np.rint(values * scale)
+        exact = units / scale == values  # False for NaN
+        ok_cells = exact & (np.abs(units) < _WHOLE_LIMIT * scale)
     ok_rows = ok_cells.all(axis=1)
-    out: list[str | None] = [None] * rows
+    out: list[str | None] = [None] * len(values)
     if not ok_rows.any():
         return out
     good = values[ok_rows]
-    text, lengths = _format(units[ok_rows].astype(np.int64), np.signbit(good), is_int[ok_rows])
+    text, lengths = _format(units[ok_rows].astype(np.int32), np.signbit(good),
+                            np.broadcast_to(is_int, good.shape))
     ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64))
     starts = np.concatenate(([0], ends[:-1]))
     for n, start, end in zip(np.flatnonzero(ok_rows).tolist(), starts.tolist(), ends.tolist(), strict=True):
@@ -55,7 +68,7 @@ _CELL = np.dtype([("whole", "<u8"), ("fraction", "<u4")])
 
 @lru_cache(maxsize=1)
 def _tables() -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32],
-                       NDArray[np.int64], NDArray[np.int64]]:
+                       NDArray[np.uint8], NDArray[np.uint8]]:
     """Per whole part below _WHOLE_LIMIT: its 8-byte word ('-', digits, '.'), the word's keep
     mask for a float and for an int (no '.'), and per fraction 0-999 (1000: none, for ints) its
     4-byte word and mask (trailing zeros dropped, one digit always kept); with the kept lengths."""
@@ -78,15 +91,15 @@ def _tables() -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint32
     tail_keep[:, :3] = np.arange(3)[None, :] < shown[:, None]
     tail_keep[_SCALE, :3] = 0  # an int's
     tail_keep[:, 3] = 1
-    lengths = np.stack([float_keep.sum(axis=1), int_keep.sum(axis=1)]).astype(np.int64)
+    lengths = np.stack([float_keep.sum(axis=1), int_keep.sum(axis=1)]).astype(np.uint8)
     keeps = np.concatenate([float_keep.view("<u8")[:, 0], int_keep.view("<u8")[:, 0]])
     return (word.view("<u8")[:, 0], keeps, tail.view("<u4")[:, 0], tail_keep.view("<u4")[:, 0],
             lengths.reshape(-1),
-            tail_keep.sum(axis=1).astype(np.int64))
+            tail_keep.sum(axis=1).astype(np.uint8))
 
 
-def _format(units: NDArray[np.int64], sign_bit: NDArray[np.bool_],
-            is_int: NDArray[np.bool_]) -> tuple[str, NDArray[np.int64]]:
+def _format(units: NDArray[np.int32], sign_bit: NDArray[np.bool_],
+            is_int: NDArray[np.bool_]) -> tuple[str, NDArray[np.uint8]]:
     """Every number as `[-]digits[.decimals],` in one string, and each one's length (same shape).
 
     `units` are the numbers times 1000 (floats) or the numbers (ints); a float with its sign bit
@@ -98,7 +111,7 @@ def _format(units: NDArray[np.int64], sign_bit: NDArray[np.bool_],
     magnitude = np.abs(units)
     whole = np.where(is_int, magnitude, magnitude // _SCALE)
     fraction = np.where(is_int, _SCALE, magnitude - whole * _SCALE)
-    kind = is_int * _WHOLE_LIMIT + whole  # into word_keep and word_lengths, flattened: float, int
+    kind = np.where(is_int, whole + _WHOLE_LIMIT, whole)  # into word_keep, word_lengths: float, int
     cells = np.empty(len(units), dtype=_CELL)
     cells["whole"] = np.take(word, whole)
     cells["fraction"] = np.take(tail, fraction)
@@ -106,5 +119,5 @@ def _format(units: NDArray[np.int64], sign_bit: NDArray[np.bool_],
     keep["whole"] = np.take(word_keep, kind) | negative.astype(np.uint64)  # byte 0: the sign
     keep["fraction"] = np.take(tail_keep, fraction)
     text = cells.view(np.uint8)[keep.view(np.uint8).view(bool)].tobytes().decode("ascii")
-    lengths = negative + np.take(word_lengths, kind) + np.take(tail_lengths, fraction)
+    lengths = negative.view(np.uint8) + np.take(word_lengths, kind) + np.take(tail_lengths, fraction)
     return text, lengths.reshape(shape)

@@ -32,6 +32,7 @@ from pipeline import progress
 from pipeline.coco_writer import coco_dataset
 from pipeline.dataset_card import render_card
 from pipeline.export import SLOT, encode_each, encode_json, encoded_annotations, image_entry
+from pipeline.gc_pause import gc_paused
 from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
@@ -111,6 +112,16 @@ def create_release(
     `parent` defaults to the highest existing version; the changelog is computed against it.
     Groups keep the split they were first given; new groups are split by `fractions`.
     """
+    with gc_paused():  # tens of thousands of labels and entries, no cyclic garbage
+        return _create_release(store, version, parent=parent, notes=notes, fractions=fractions,
+                               pinned=pinned, revision_sources=revision_sources, copy_images=copy_images)
+
+
+def _create_release(
+    store: Store, version: str, *, parent: str | None, notes: str, fractions: Mapping[str, float],
+    pinned: Mapping[str, str] | None, revision_sources: Sequence[str] | None, copy_images: bool,
+) -> PublishedRelease:
+    """The work of `create_release`."""
     check_semver(version)
     fractions = check_fractions(fractions)
     existing = list_releases(store)

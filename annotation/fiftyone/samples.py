@@ -14,13 +14,11 @@ the file, so the App never has to compute it.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import mimetypes
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +30,7 @@ from annotation.fiftyone.setup import SPINE_POINTS, dataset_name, fiftyone_modul
 from annotation.fiftyone.tags import NEEDS_FIX, revision_times, sync_review_tags, tag_times
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
 from pipeline import progress
+from pipeline.gc_pause import gc_paused
 from pipeline.release import get_release, labels_for_revisions
 from pipeline.store import Label, Store
 from pipeline.store.models import Revision
@@ -122,19 +121,6 @@ def _points_by_revision(labels: Sequence[Label]) -> dict[int, tuple[list[list[fl
     xy[v <= 0] = np.nan
     return {lab.revision_id: pair for lab, pair in zip(labels, zip(xy.tolist(), v.astype(np.int64).tolist(),
                                                                     strict=True), strict=True)}
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Bulk building makes millions of small lists and dicts, none of them cyclic garbage: the
-    cyclic collector, run again and again over every live object, took half the load time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _common(label: Label) -> dict[str, Any]:
@@ -435,7 +421,7 @@ def load_into_fiftyone(
     labels they were given to, so no review work is lost. Samples are written as documents, BATCH
     per insert, into a schema declared up front (bench/fiftyone_load.py measures it).
     """
-    with _gc_paused():  # store reads, documents and inserts
+    with gc_paused():  # store reads, documents and inserts
         fo = fiftyone_module(store.home)
         name = name or dataset_name(release)
         splits: dict[int, str] | None = None
