@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import flows  # noqa: F401  (sets Prefect's start-up settings before anything imports prefect)
+import synthetic.opensim_runtime  # noqa: F401  (before any test imports opensim: its faster binding)
 from pipeline.store import Store
 
 pytest_plugins = ["tests.labelstudio_fixtures", "tests.postgres_fixtures"]
