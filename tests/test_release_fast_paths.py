@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.coco_json import number_rows
 from pipeline.coco_writer import round_like_python
 from pipeline.export import encode_each, encode_json, encoded_annotations, label_annotation, label_annotations
-from pipeline.store import Label
+from pipeline.release import create_release, verify_release
+from pipeline.store import Label, Store
 from schemas.keypoints import NUM_KEYPOINTS
 
 #: Ties at 3 decimals (exact and near), signed zeros, tiny, huge, not finite.
@@ -97,3 +102,38 @@ def test_encode_each_is_one_call_per_value() -> None:
     values = [{"a": 1, "b": [1.5, None]}, "x", 3, {"s": "\x00spinetrack-separator\x00"}, []]
     assert encode_each(values) == [encode_json(v) for v in values]
     assert encode_each([]) == []
+
+
+def _one_image_store(store: Store, folder: Path, count: int = 3) -> None:
+    from PIL import Image as PILImage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        path = folder / f"img-{n}.png"
+        PILImage.new("RGB", (32, 24), (n, 9, 9)).save(path)
+        image = store.add_image(path, source="real", subset="coco", group_key=f"g{n}", width=32, height=24)
+        store.add_revision(store.instance_id(image, "p0"), [1.0] * (NUM_KEYPOINTS * 3), [1, 1, 9, 9],
+                           source="human", annotator="a")
+
+
+def test_copied_images_are_hard_links_on_one_file_system(store: Store, tmp_path: Path) -> None:
+    _one_image_store(store, tmp_path / "images")
+    rel = create_release(store, "1.0.0", copy_images=True)
+    images = sorted((rel.path / "images").iterdir())
+    assert len(images) == 3 and all(p.stat().st_nlink == 2 for p in images)
+    assert verify_release(rel.path) == []
+
+
+def test_copied_images_are_copies_across_file_systems(store: Store, tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) to put the images on")
+    folder = Path(tempfile.mkdtemp(prefix="spinetrack-test-", dir=shm))
+    try:
+        _one_image_store(store, folder)
+        rel = create_release(store, "1.0.0", copy_images=True)
+        images = sorted((rel.path / "images").iterdir())
+        assert len(images) == 3 and all(p.stat().st_nlink == 1 for p in images)  # EXDEV: copied
+        assert verify_release(rel.path) == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
