@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.console import STATE, SpineTrackGroup, quiet_prefect
+from flows.console import STATE, SpineTrackGroup, quiet_prefect, reserve_stdout_for_json
 
 app = typer.Typer(
     name="spinetrack",
@@ -32,4 +32,6 @@ def main_options(
     """
     STATE.debug = debug
     STATE.json = json_output
+    if json_output:
+        reserve_stdout_for_json()
     quiet_prefect()

@@ -40,9 +40,26 @@ class CliState:
     debug: bool = False
     json: bool = False
     running: bool = False  # a command is running (Prefect's console is quietened only then)
+    out: Any = None  # with --json: the real stdout, kept for the one JSON document
 
 
 STATE = CliState()
+
+
+def reserve_stdout_for_json() -> None:
+    """With `--json`, stdout carries the JSON document only: whatever else writes to file
+    descriptor 1 while a command runs (pycocotools' prints, mmengine's and C libraries' logs) is
+    sent to stderr, and `emit` writes to the descriptor kept aside."""
+    if STATE.out is not None:
+        return
+    try:
+        if sys.stdout.fileno() != 1:
+            return
+    except (AttributeError, OSError, ValueError):  # captured (a test's CliRunner): nothing to guard
+        return
+    sys.stdout.flush()
+    STATE.out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
 
 
 def stdout() -> Console:
@@ -61,8 +78,9 @@ def stderr() -> Console:
 def emit(data: Any, render: Callable[[Console], None] | None = None) -> None:
     """Machine output with `--json` (one JSON document on stdout), else `render` (or pretty JSON)."""
     if STATE.json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=True) + "\n")
-        sys.stdout.flush()
+        out = STATE.out or sys.stdout
+        out.write(json.dumps(data, indent=2, default=str, sort_keys=True) + "\n")
+        out.flush()
         return
     console = stdout()
     if render is None:

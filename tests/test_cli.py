@@ -175,3 +175,21 @@ def test_a_project_error_inside_a_flow_is_one_line(prefect_harness: None, home: 
     assert "Traceback" not in result.output
     refused = CliRunner().invoke(app, ["release", "one"])  # refused before any flow runs
     assert refused.exit_code == PROJECT_ERROR_EXIT and "is not a semantic version" in refused.output
+
+
+def test_json_stdout_carries_only_the_document(tmp_path: Path) -> None:
+    """Libraries print to stdout while a command runs (pycocotools' "loading annotations", mmengine,
+    C code writing to fd 1): with --json all of that goes to stderr and stdout parses as JSON."""
+    code = (
+        "import os, sys\n"
+        "from flows.console import STATE, emit, reserve_stdout_for_json\n"
+        "STATE.json = True\n"
+        "reserve_stdout_for_json()\n"
+        "print('loading annotations into memory...')\n"
+        "os.write(1, b'a C library writes to fd 1\\n')\n"
+        "emit({'release': '0.1.0', 'instances': 3})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"release": "0.1.0", "instances": 3}
+    assert "loading annotations into memory..." in proc.stderr and "fd 1" in proc.stderr
