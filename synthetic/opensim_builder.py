@@ -21,6 +21,12 @@ Topology (joints in parentheses; coordinates are rotations in radians unless not
 - pelvis -> femur (``hip_*``: flexion, adduction, rotation) -> tibia (``knee_*``: flexion) -> foot
   (``ankle_*``: dorsiflexion) -> toes (welded at the metatarsophalangeal joint).
 
+Joint types: the root is a CustomJoint; every other joint with rotations is the native OpenSim joint
+that turns about the same axes in the same order (Gimbal for three rotations, Universal for two, Pin
+for one), its frames turned so its own X/Y/Z axes lie on the anatomical ones: the CustomJoint model's
+coordinates and kinematics (to ~1e-15 m, tests/test_opensim_native_joints.py) at about half of IK's
+cost (bench/results/ingest.json). ``joints="custom"`` builds the CustomJoint model of before.
+
 Markers: ``ue_<bone>`` at the joint centre each Unreal bone stands for (IK targets) and
 ``kp_<name>`` for each of the 37 SpineTrack landmarks (the outputs), both from one `MarkerMap`.
 Joint ranges: `synthetic.anatomy.JOINT_RANGES_DEG` (anatomical, with a margin) or wide open
@@ -109,6 +115,63 @@ def _custom_joint(
     return osim.CustomJoint(name, parent, _vec(location_in_parent), zero, child, zero, zero, st)
 
 
+def _frame_turning_native_axes_onto(axes: Sequence[Sequence[float]]) -> NDArray[np.float64] | None:
+    """Rotation C whose columns send the native joint's axes onto `axes`; None if no proper one exists.
+
+    With the joint's parent and child frames both turned by C, the native joint's rotation R(q)
+    about its own axes becomes C R(q) C^T between the bodies: the same body-fixed sequence about
+    `axes`, coordinate by coordinate. Only signed coordinate axes are accepted, so C is exact.
+    """
+    cols = [np.asarray(a, dtype=np.float64) for a in axes]
+    for c in cols:
+        if sorted(np.abs(c).tolist()) != [0.0, 0.0, 1.0]:
+            return None
+    if len(cols) == 1:  # Pin turns about Z: any proper frame whose Z is the axis
+        z = cols[0]
+        x = np.roll(np.abs(z), 1)  # another coordinate axis (Z -> X, X -> Y, Y -> Z)
+        cols = [x, np.asarray(np.cross(z, x), dtype=np.float64), z]
+    elif len(cols) == 2:
+        cols.append(np.asarray(np.cross(cols[0], cols[1]), dtype=np.float64))
+    mat = np.column_stack(cols)
+    if not np.array_equal(np.abs(mat) @ np.ones(3), np.ones(3)) or round(float(np.linalg.det(mat))) != 1:
+        return None
+    return mat
+
+
+def _body_fixed_xyz(mat: NDArray[np.float64]) -> tuple[float, float, float]:
+    """Body-fixed X-Y-Z angles of a rotation matrix (an offset frame's ``orientation``)."""
+    b = math.asin(max(-1.0, min(1.0, float(mat[0, 2]))))
+    if abs(mat[0, 2]) < 1.0:
+        return math.atan2(-mat[1, 2], mat[2, 2]), b, math.atan2(-mat[0, 1], mat[0, 0])
+    return math.atan2(mat[2, 1], mat[1, 1]), b, 0.0  # gimbal lock: all of the turn in the first angle
+
+
+def _native_joint(
+    name: str,
+    parent: osim.PhysicalFrame,
+    location_in_parent: Sequence[float],
+    child: osim.Body,
+    rotations: Sequence[tuple[str, Sequence[float]]],
+) -> osim.Joint:
+    """The `_custom_joint` of `rotations` as a Pin, Universal or Gimbal joint (same coordinates, kinematics).
+
+    Simbody's specialised mobilizers are cheaper to evaluate than CustomJoint's function-based one
+    (issue 11: IK evaluates the model's kinematics about 36 times a frame). Falls back to the
+    CustomJoint where no native joint turns about the same axes in the same order.
+    """
+    turn = _frame_turning_native_axes_onto([axis for _coord, axis in rotations])
+    if turn is None:
+        return _custom_joint(name, parent, location_in_parent, child, rotations)
+    orientation = _vec(_body_fixed_xyz(turn))
+    loc = _vec(location_in_parent)
+    zero = osim.Vec3(0, 0, 0)
+    kind = {1: osim.PinJoint, 2: osim.UniversalJoint, 3: osim.GimbalJoint}[len(rotations)]
+    joint = kind(name, parent, loc, orientation, child, zero, orientation)
+    for i, (coord, _axis) in enumerate(rotations):
+        joint.upd_coordinates(i).setName(coord)
+    return joint
+
+
 def _weld(
     name: str, parent: osim.PhysicalFrame, location: Sequence[float], child: osim.Body
 ) -> osim.WeldJoint:
@@ -123,11 +186,15 @@ def build_default_model(
     coupled_lumbar: bool = False,
     ranges: Literal["anatomical", "open"] = "open",
     revision: int = LATEST_REVISION,
+    joints: Literal["native", "custom"] = "native",
 ) -> osim.Model:
     """The default SpineTrack full-body model for a subject of `height_m` and `mass_kg`.
 
     Standing neutral pose at all-zero coordinates except ``pelvis_ty`` (hip height), feet on the
-    floor (y = 0). Carries ``ue_*`` bone markers and ``kp_*`` landmark markers.
+    floor (y = 0). Carries ``ue_*`` bone markers and ``kp_*`` landmark markers. `joints` "native"
+    builds the joints below the pelvis as Pin/Universal/Gimbal joints, "custom" all as CustomJoints
+    (the model before issue 11): the same coordinates and kinematics (tests/test_opensim_native_joints.py),
+    the native ones cheaper for IK.
     """
     if not (0.5 < height_m < 2.6):
         raise ValueError(f"height_m={height_m} is not a human height in metres")
@@ -149,6 +216,9 @@ def build_default_model(
     def mass(key: str) -> float:
         return _MASS_FRACTIONS[key] * mass_kg
 
+    # The root keeps its CustomJoint: its yaw/translation axes are what synthetic.alignment reads to
+    # place the model, and no native joint turns Y-Z-X then translates along ground X, Y, Z.
+    rotary = _native_joint if joints == "native" else _custom_joint
     pelvis = _body("pelvis", mass("pelvis"), 0.1 * h, 0.07 * h)
     add(
         pelvis,
@@ -173,7 +243,7 @@ def build_default_model(
             (lumbar_coordinate(i, "bending"), (1, 0, 0)),
             (lumbar_coordinate(i, "rotation"), (0, 1, 0)),
         )
-        add(child, _custom_joint(joint_name, parent, location, child, rots))
+        add(child, rotary(joint_name, parent, location, child, rots))
         parent = child
         location = P(P.lordosis[i], P.lumbar_level, 0.0)
     thorax = parent
@@ -181,7 +251,7 @@ def build_default_model(
     neck = _body("neck", mass("neck"), P.cervical_length * h, 0.04 * h)
     add(
         neck,
-        _custom_joint(
+        rotary(
             "C7_T1",
             thorax,
             P.thoracic_point(1.0),
@@ -192,7 +262,7 @@ def build_default_model(
     head = _body("head", mass("head"), 0.11 * h, 0.06 * h)
     add(
         head,
-        _custom_joint(
+        rotary(
             "C1_head",
             neck,
             P.cervical_point(1.0),
@@ -207,7 +277,7 @@ def build_default_model(
         # elevation about the forward axis (mirrored on the left so + is up on both sides)
         add(
             clav,
-            _custom_joint(
+            rotary(
                 f"sternoclavicular_{side}",
                 thorax,
                 sc,
@@ -219,7 +289,7 @@ def build_default_model(
         hum = _body(f"humerus_{side}", mass("humerus"), P.upper_arm * h, 0.03 * h)
         add(
             hum,
-            _custom_joint(
+            rotary(
                 f"shoulder_{side}",
                 clav,
                 gh,
@@ -234,7 +304,7 @@ def build_default_model(
         fore = _body(f"forearm_{side}", mass("forearm"), P.forearm * h, 0.025 * h)
         add(
             fore,
-            _custom_joint(
+            rotary(
                 f"elbow_{side}", hum, P(0, -P.upper_arm, 0), fore, ((f"elbow_flexion_{side}", (0, 0, 1)),)
             ),
         )
@@ -245,7 +315,7 @@ def build_default_model(
         femur = _body(f"femur_{side}", mass("femur"), P.thigh * h, 0.05 * h)
         add(
             femur,
-            _custom_joint(
+            rotary(
                 f"hip_{side}",
                 pelvis,
                 hip,
@@ -260,14 +330,14 @@ def build_default_model(
         tibia = _body(f"tibia_{side}", mass("tibia"), P.shank * h, 0.035 * h)
         add(
             tibia,
-            _custom_joint(
+            rotary(
                 f"knee_{side}", femur, P(0, -P.thigh, 0), tibia, ((f"knee_flexion_{side}", (0, 0, -1)),)
             ),
         )
         foot = _body(f"foot_{side}", mass("foot"), 0.1 * h, 0.03 * h)
         add(
             foot,
-            _custom_joint(
+            rotary(
                 f"ankle_{side}", tibia, P(0, -P.shank, 0), foot, ((f"ankle_dorsiflexion_{side}", (0, 0, 1)),)
             ),
         )
