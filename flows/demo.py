@@ -47,6 +47,11 @@ PINNED = {"synthetic-squat-seed15": "val", "held-out/walk-seed24": "val"}
 SHOWCASE_SUBSET = "real-people-coco"
 SHOWCASE_ROUND = 0
 SHOWCASE_REASON = "showcase"
+#: The rounds distil BlazePose's body points on the pool's real images into the student
+#: (confidence-weighted hard targets, no human labels needed; docs/annotators.md): the demo's
+#: student then scores above 0 body AP on real photos after its rounds (bench/results/demo.json),
+#: which it never does alone.
+DEFAULT_TEACHER = "blazepose"
 
 
 def shared_real_people() -> Path | None:
@@ -208,10 +213,11 @@ def body_ap_on_coco(store: Store, model: str, real: Path) -> dict[str, float | N
 def demo_command(
     rounds: int = typer.Option(2, min=1),
     budget: int = typer.Option(20, min=1),
-    teacher: str | None = typer.Option(None, help="annotator distilled into the student in the rounds"),
+    teacher: str = typer.Option(DEFAULT_TEACHER, help="annotator whose body points are distilled into the "
+                                "student in the rounds (pipeline.annotators spec; 'none': no teacher)"),
 ) -> None:
     """Run the whole pipeline end to end on a sample (what `make demo` runs)."""
-    out = demo_flow(rounds=rounds, budget=budget, teacher=teacher)
+    out = demo_flow(rounds=rounds, budget=budget, teacher=None if teacher.lower() == "none" else teacher)
     emit(out, lambda con: con.print(_done_panel(out)))
 
 
