@@ -21,8 +21,10 @@ from synthetic.alignment import _apply_scale
 from synthetic.anatomy import ANATOMY_REVISIONS
 from synthetic.opensim_builder import (
     PoseReader,
+    _body_fixed_xyz,
     _frame_turning_native_axes_onto,
     _native_joint,
+    body_fixed_xyz_matrices,
     build_default_model,
     coordinate_q_indices,
 )
@@ -159,3 +161,25 @@ def test_axes_a_native_joint_cannot_turn_about_fall_back_to_a_custom_joint() -> 
     model.finalizeFromProperties()
     assert joint.getConcreteClassName() == "CustomJoint"
     assert [joint.get_coordinates(i).getName() for i in range(3)] == ["a", "b", "c"]
+
+
+def test_frame_orientations_are_exact_for_every_turn_of_the_axes() -> None:
+    """The offset frames' X-Y-Z angles rebuild every signed axis permutation (the 24 turns), also at
+    gimbal lock, and random rotations."""
+    from itertools import permutations, product
+
+    turns = []
+    for perm in permutations(range(3)):
+        for signs in product((1.0, -1.0), repeat=3):
+            mat = np.zeros((3, 3))
+            for col, (row, sign) in enumerate(zip(perm, signs, strict=True)):
+                mat[row, col] = sign
+            if np.linalg.det(mat) > 0:
+                turns.append(mat)
+    assert len(turns) == 24
+    angles = np.array([_body_fixed_xyz(m) for m in turns])
+    np.testing.assert_allclose(body_fixed_xyz_matrices(angles), np.array(turns), atol=1e-15)
+    rng = np.random.default_rng(3)
+    random = body_fixed_xyz_matrices(rng.uniform(-math.pi, math.pi, (50, 3)))
+    again = body_fixed_xyz_matrices(np.array([_body_fixed_xyz(m) for m in random]))
+    np.testing.assert_allclose(again, random, atol=1e-12)
