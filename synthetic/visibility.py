@@ -30,6 +30,7 @@ Measured on the independent character: bench/synthetic_fidelity.py, `occlusion`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -132,21 +133,27 @@ def self_occlusion(
     """
     origin = np.asarray(camera_location, dtype=np.float64)
     blocked = segment_hits(origin, np.asarray(points, dtype=np.float64), cap_a, cap_b, radii)
-    foreign = np.array([[body not in allowed for body in cap_bodies] for allowed in home])
-    return np.asarray((blocked & foreign).any(axis=1))
+    return np.asarray((blocked & _foreign(tuple(cap_bodies), tuple(home))).any(axis=1))
+
+
+@lru_cache(maxsize=64)
+def _foreign(cap_bodies: tuple[str, ...], home: tuple[frozenset[str], ...]) -> NDArray[np.bool_]:
+    """(P, C): capsule c is not one of point p's home bodies (the same for every frame of an actor)."""
+    out = np.array([[body not in allowed for body in cap_bodies] for allowed in home], dtype=bool)
+    out.setflags(write=False)
+    return out
 
 
 def _actor_near(
     mask: NDArray[np.integer[Any]], rows: NDArray[np.intp], cols: NDArray[np.intp], actor_id: int, radius: int
 ) -> NDArray[np.bool_]:
+    """Per point: is the actor's own pixel within `radius` (a square window, clipped to the image)?"""
     h, w = mask.shape
-    found = np.zeros(rows.shape, dtype=bool)
-    for dr in range(-radius, radius + 1):
-        for dc in range(-radius, radius + 1):
-            r = np.clip(rows + dr, 0, h - 1)
-            c = np.clip(cols + dc, 0, w - 1)
-            found |= mask[r, c] == actor_id
-    return found
+    offsets = np.arange(-radius, radius + 1)
+    r = np.clip(rows[:, None] + offsets, 0, h - 1)  # (P, 2r+1)
+    c = np.clip(cols[:, None] + offsets, 0, w - 1)
+    window = mask[r[:, :, None], c[:, None, :]]  # (P, 2r+1, 2r+1), one gather for every offset
+    return np.asarray((window == actor_id).any(axis=(1, 2)))
 
 
 def bbox_from_mask(mask: NDArray[np.integer[Any]], actor_id: int) -> tuple[list[float], float] | None:
@@ -183,7 +190,10 @@ def coco_keypoints(uv: ArrayLike, vis: ArrayLike) -> list[float]:
     """Flat COCO (x, y, v) triplets; unlabelled points (v=0) are written as 0, 0, 0 as COCO expects."""
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     v = np.asarray(vis).reshape(-1)
-    out: list[float] = []
-    for (x, y), vi in zip(uv, v, strict=True):
-        out.extend([float(x), float(y), float(vi)] if vi > 0 else [0.0, 0.0, 0.0])
-    return out
+    if len(v) != len(uv):
+        raise ValueError(f"{len(uv)} points but {len(v)} visibility flags")
+    out = np.zeros((len(uv), 3))
+    keep = v > 0
+    out[keep, :2] = uv[keep]
+    out[keep, 2] = v[keep]
+    return [float(x) for x in out.ravel()]

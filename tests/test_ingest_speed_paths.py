@@ -282,3 +282,24 @@ def test_provenance_from_the_template_equals_the_model_dump(tmp_path: Path) -> N
     assert made == expected
     assert len({p["frame"] for p in made}) == 4  # the per-frame keys do change
     assert set(ingest._PER_FRAME_PROVENANCE) <= set(made[0])
+
+
+def test_actor_window_and_coco_triplets_match_the_plain_loops() -> None:
+    """The one-gather mask window and the vectorised COCO triplets give the loops' answers."""
+    from synthetic.visibility import _actor_near, coco_keypoints
+
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(3, 40, 2))
+        mask = rng.integers(0, 4, (h, w)).astype(np.uint8)
+        rows, cols = rng.integers(0, h, 37), rng.integers(0, w, 37)
+        for radius in (0, 1, 2):
+            expected = [any(mask[min(max(r + dr, 0), h - 1), min(max(c + dc, 0), w - 1)] == 2
+                            for dr in range(-radius, radius + 1) for dc in range(-radius, radius + 1))
+                        for r, c in zip(rows, cols, strict=True)]
+            assert _actor_near(mask, rows, cols, 2, radius).tolist() == expected
+        uv, vis = rng.normal(20, 30, (37, 2)), rng.integers(0, 3, 37).astype(np.int8)
+        plain: list[float] = []
+        for (x, y), v in zip(uv, vis, strict=True):
+            plain.extend([float(x), float(y), float(v)] if v > 0 else [0.0, 0.0, 0.0])
+        assert coco_keypoints(uv, vis) == plain
