@@ -88,3 +88,23 @@ class Run:
         text = json.dumps(self.annotate(result), indent=indent, default=str)
         path.write_text(text + "\n", encoding="utf-8")
         return path
+
+
+def time_opensim_track(add: Any) -> None:
+    """Count the CPU seconds of OpenSim's own `InverseKinematicsSolver.track` (the solve, apart
+    from the Python around it): each call's time is passed to `add(seconds)`. Import
+    synthetic.alignment (or synthetic.opensim_runtime) first, so OpenSim is loaded its fast way."""
+    import time
+
+    import opensim
+
+    solver_track = opensim.InverseKinematicsSolver.track
+
+    def timed_track(self: Any, state: Any) -> Any:
+        start = time.process_time()
+        try:
+            return solver_track(self, state)
+        finally:
+            add(time.process_time() - start)
+
+    opensim.InverseKinematicsSolver.track = timed_track

@@ -49,13 +49,11 @@ def _stats(mm: NDArray[np.float64]) -> dict[str, float]:
 def run(frames: int, seed: int, repeats: int, workdir: Path) -> dict[str, Any]:
     import synthetic.alignment as alignment
     import synthetic.opensim_builder as builder
+    from bench.common import time_opensim_track
     from schemas.keypoints import NAMES
     from synthetic.coords import opensim_to_unreal, unreal_to_opensim
     from synthetic.ingest import read_sequence
     from synthetic.renderer import render_sequence
-
-    # isort: split
-    import opensim
 
     render_sequence(workdir, frames=frames, seed=seed, actors=1)
     seq = read_sequence(workdir)
@@ -68,16 +66,11 @@ def run(frames: int, seed: int, repeats: int, workdir: Path) -> dict[str, Any]:
     truth = np.load(workdir / "ground_truth_3d.npz")["landmarks_ue_cm"][:, 0]
 
     track_cpu = [0.0]
-    solver_track = opensim.InverseKinematicsSolver.track
 
-    def timed_track(self: Any, state: Any) -> Any:
-        start = time.process_time()
-        try:
-            return solver_track(self, state)
-        finally:
-            track_cpu[0] += time.process_time() - start
+    def add_track(seconds: float) -> None:
+        track_cpu[0] += seconds
 
-    opensim.InverseKinematicsSolver.track = timed_track
+    time_opensim_track(add_track)
     build = builder.build_default_model
 
     def fit(joints: str, ranges: str, targets: list[dict[str, Any]]) -> tuple[float, float, Any]:

@@ -85,20 +85,12 @@ def worker(folder: Path, home: Path, out: Path, tree: Path | None) -> None:
     ingest_module._Timer.step = cpu_step  # type: ignore[method-assign]
     # OpenSim's own solve, apart from the Python around it (alignment first: it loads OpenSim its way)
     import synthetic.alignment  # noqa: F401
+    from bench.common import time_opensim_track
 
-    # isort: split
-    import opensim
+    def add_track(seconds: float) -> None:
+        cpu_totals["opensim_track"] = cpu_totals.get("opensim_track", 0.0) + seconds
 
-    solver_track = opensim.InverseKinematicsSolver.track
-
-    def timed_track(self: Any, state: Any) -> Any:
-        start = time.process_time()
-        try:
-            return solver_track(self, state)
-        finally:
-            cpu_totals["opensim_track"] = cpu_totals.get("opensim_track", 0.0) + time.process_time() - start
-
-    opensim.InverseKinematicsSolver.track = timed_track
+    time_opensim_track(add_track)
 
     if tree is not None:
         assert Path(ingest_module.__file__).is_relative_to(tree), "baseline synthetic/ not first on sys.path"
