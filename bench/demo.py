@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-setup", action="store_true", help="reuse this checkout's virtualenvs")
     parser.add_argument("--work", type=Path, default=None, help="folder for the clone and the store")
-    parser.add_argument("--out", default="demo.json")
+    parser.add_argument("--out", default="demo", help="a bare name goes to bench/results/NAME.json")
     args = parser.parse_args()
 
     run = Run()
