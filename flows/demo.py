@@ -145,10 +145,10 @@ def demo_flow(
     logger.info("active-learning rounds with the SIMULATED annotator (a benchmark stand-in; the normal "
                 "path is push -> people annotate over days -> `spinetrack round` again)")
     done = sum(1 for r in history(store) if r.step == "record")
-    for _ in range(max(0, rounds - done)):
+    for number in range(done + 1, rounds + 1):
         active_learning_round(RoundSettings(budget=budget, train_iters=round_iters, teacher=teacher),
                               simulate_annotators=True)
-        steps.done(f"round{done + _ + 1}")
+        steps.done(f"round{number}")
     if real is not None:
         out["body_AP_after"] = body_ap_on_coco(store, current_model(store) or model, real)
         logger.info("body AP on the real COCO sample after the rounds: %s", out["body_AP_after"])

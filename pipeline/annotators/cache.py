@@ -145,21 +145,21 @@ class CachedAnnotator(BaseAnnotator):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
         arrays = [boxes_array(b) for b in boxes]
         keys = [self._images(img) if len(arr) else "" for img, arr in zip(images, arrays, strict=True)]
-        stored = self._lookup(keys, arrays)
-        missing = [i for i, arr in enumerate(arrays)
-                   if any((keys[i], _box_key(b)) not in stored for b in arr)]
+        box_keys = [[_box_key(box) for box in arr] for arr in arrays]
+        stored = self._lookup(keys)
+        missing = [i for i, names in enumerate(box_keys) if any((keys[i], b) not in stored for b in names)]
         computed: dict[tuple[str, str], PersonPose] = {}
         if missing:
             fresh = self.inner.predict_many([images[i] for i in missing],
                                             [arrays[i].tolist() for i in missing])
             for pose in fresh:
                 i = missing[pose.image_index]
-                computed[(keys[i], _box_key(arrays[i][pose.box_index]))] = pose
+                computed[(keys[i], box_keys[i][pose.box_index])] = pose
             self._store(computed)
         out: list[PersonPose] = []
         for i, arr in enumerate(arrays):
             for j, box in enumerate(arr):
-                key = (keys[i], _box_key(box))
+                key = (keys[i], box_keys[i][j])
                 if key in computed:
                     pose = computed[key]
                     pose.image_index, pose.box_index = i, j
@@ -170,7 +170,7 @@ class CachedAnnotator(BaseAnnotator):
                 out.append(pose)
         return out
 
-    def _lookup(self, keys: list[str], arrays: list[np.ndarray]) -> dict[tuple[str, str], str]:
+    def _lookup(self, keys: list[str]) -> dict[tuple[str, str], str]:
         wanted = sorted({k for k in keys if k})
         found: dict[tuple[str, str], str] = {}
         with self._lock, self._connect() as db:
