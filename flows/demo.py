@@ -50,8 +50,8 @@ SHOWCASE_REASON = "showcase"
 #: The rounds distil BlazePose's body points on the pool's real images into the student
 #: (confidence-weighted hard targets, no human labels needed; docs/annotators.md): the path a
 #: real project takes. The demo's tiny 96x128 student learns little from it in 2 x 150
-#: iterations (body AP on the real COCO sample 0.000 in bench/results/demo.json, 0.018 in another
-#: run); a pretrained RTMPose student (`spinetrack train --init-checkpoint`) is what gains.
+#: iterations (body AP on the real COCO sample 0.000 after the rounds, bench/results/demo.json); a
+#: pretrained RTMPose student (`spinetrack train --init-checkpoint`) is what gains.
 DEFAULT_TEACHER = "blazepose"
 
 
