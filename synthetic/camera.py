@@ -24,7 +24,7 @@ Projection: ``u = cx + fx * right/forward``, ``v = cy - fy * up/forward``; depth
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,6 +192,24 @@ class Camera:
         safe = np.where(depth > NEAR_CM, depth, np.nan)
         u = self.cx + self.fx * cam[..., 1] / safe
         v = self.cy - self.fy * cam[..., 2] / safe
+        return np.stack([u, v], axis=-1), depth
+
+    @staticmethod
+    def project_frames(
+        cameras: Sequence[Camera], points_ue: ArrayLike
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """`project` for many frames at once: camera f sees points (F, N, 3) cm -> uv (F, N, 2),
+        depth (F, N). The same arithmetic as `project`, batched (the ingest projects every frame)."""
+        pts = np.asarray(points_ue, dtype=np.float64)
+        rot = np.stack([c.rotation_matrix for c in cameras])  # (F, 3, 3)
+        loc = np.array([c.location for c in cameras], dtype=np.float64)
+        intr = np.array([(c.fx, c.fy, c.cx, c.cy) for c in cameras], dtype=np.float64)
+        cam = (pts - loc[:, None, :]) @ rot.transpose(0, 2, 1)
+        depth = cam[..., 0]
+        safe = np.where(depth > NEAR_CM, depth, np.nan)
+        fx, fy, cx, cy = (intr[:, i, None] for i in range(4))
+        u = cx + fx * cam[..., 1] / safe
+        v = cy - fy * cam[..., 2] / safe
         return np.stack([u, v], axis=-1), depth
 
     def in_image(self, uv: ArrayLike) -> NDArray[np.bool_]:

@@ -32,17 +32,21 @@ from schemas.errors import InputError
 from schemas.keypoints import KEYPOINTS
 from schemas.provenance import IKResiduals, SyntheticProvenance, software_versions
 from schemas.render import RGB_DIR, frame_name
+from synthetic.camera import Camera
 from synthetic.coords import opensim_to_unreal, unreal_to_opensim
 from synthetic.reader import RenderSequence, content_sha256, read_sequence
 from synthetic.visibility import (
     V_OCCLUDED,
     V_OUTSIDE,
     V_VISIBLE,
+    PixelSamples,
     VisibilityRule,
     bbox_from_keypoints,
     bbox_from_mask,
-    coco_keypoints,
-    keypoint_visibility,
+    coco_keypoints_frames,
+    decide_visibility,
+    point_pixels,
+    sample_pixels,
     self_occlusion,
 )
 
@@ -253,51 +257,69 @@ def _fit_actor(
     )
 
 
-def _label_frame(
+def _label_frames(
     seq: RenderSequence,
     fit: _ActorFit,
-    frame: int,
+    frames: Sequence[int],
     rule: VisibilityRule,
     counts: dict[str, NDArray[np.int64]],
     timer: _Timer,
-) -> _FrameLabel | None:
-    """Project the fitted landmarks of one frame, decide visibility and the box; None if off-screen.
+) -> list[_FrameLabel | None]:
+    """Project the fitted landmarks of `frames`, decide visibility and the boxes; None if off-screen.
 
-    Adds the frame's visibility to `counts` (per keypoint group) whether or not it is stored.
+    The geometry runs on all frames at once (numpy's per-call cost, paid per frame, was most of this
+    step); only reading a frame's depth and mask and sampling them at its points' pixels is per frame.
+    Adds the frames' visibility to `counts` (per keypoint group) whether or not they are stored.
     """
-    cam = seq.camera(frame)
-    with timer.step("read"):
-        depth_buf = seq.load_depth(frame)
-        mask = seq.load_mask(frame)
+    if not frames:
+        return []
+    index = np.asarray(frames, dtype=np.intp)
+    cams = [seq.camera(f) for f in frames]
+    width, height = cams[0].width, cams[0].height
+    points = fit.landmarks_ue[index]  # (F, P, 3)
     with timer.step("projection"):
-        uv, depth = cam.project(fit.landmarks_ue[frame])
+        uv, depth = Camera.project_frames(cams, points)
+        inside, rows, cols = point_pixels(uv, depth, width, height)
         hidden = None
         if fit.surface is not None:  # which of the actor's own parts is in front: the fitted body knows
             ends, radii, bodies, home = fit.surface
-            a, b = ends[frame, :, 0], ends[frame, :, 1]
-            hidden = self_occlusion(cam.location, fit.landmarks_ue[frame], a, b, radii, bodies, home)
-        vis = keypoint_visibility(
-            uv, depth, cam.width, cam.height, depth_buffer=depth_buf, mask=mask, actor_id=fit.actor,
-            rule=rule, self_occluded=hidden,
-        )
-        box = bbox_from_mask(mask, fit.actor) if mask is not None else None
-        if box is None:
-            box = bbox_from_keypoints(uv, vis, cam.width, cam.height, rule.bbox_margin)
+            locations = np.array([c.location for c in cams], dtype=np.float64)
+            a, b = ends[index, :, 0], ends[index, :, 1]
+            hidden = self_occlusion(locations, points, a, b, radii, bodies, home)
+    samples: list[PixelSamples] = []
+    mask_boxes: list[tuple[list[float], float] | None] = []
+    for i, f in enumerate(frames):
+        with timer.step("read"):
+            depth_buf = seq.load_depth(f)
+            mask = seq.load_mask(f)
+        with timer.step("projection"):
+            samples.append(sample_pixels(rows[i], cols[i], depth_buffer=depth_buf, mask=mask,
+                                         actor_id=fit.actor, mask_radius_px=rule.mask_radius_px))
+            mask_boxes.append(bbox_from_mask(mask, fit.actor) if mask is not None else None)
+    with timer.step("projection"):
+        vis = decide_visibility(inside, depth, PixelSamples.stack(samples), actor_id=fit.actor, rule=rule,
+                                self_occluded=hidden)
         for g, group in enumerate(GROUPS):
-            counts[group] += np.bincount(vis[np.equal(_GROUP_OF, g)], minlength=3)
-    if box is None:
-        return None
-    return _FrameLabel(
-        frame=frame,
-        actor=fit.actor,
-        keypoints=coco_keypoints(uv, vis),
-        bbox=list(box[0]),
-        area=float(box[1]),
-        flagged=bool(fit.flagged[frame]),
-        rms_m=float(fit.rms_m[frame]),
-        max_m=float(fit.max_m[frame]),
-        worst_bone=fit.worst_bone[frame],
-    )
+            counts[group] += np.bincount(vis[:, np.equal(_GROUP_OF, g)].ravel(), minlength=3)
+        keypoints = coco_keypoints_frames(uv, vis)
+    labels: list[_FrameLabel | None] = []
+    for i, f in enumerate(frames):
+        box = mask_boxes[i] or bbox_from_keypoints(uv[i], vis[i], width, height, rule.bbox_margin)
+        if box is None:
+            labels.append(None)
+            continue
+        labels.append(_FrameLabel(
+            frame=f,
+            actor=fit.actor,
+            keypoints=keypoints[i],
+            bbox=list(box[0]),
+            area=float(box[1]),
+            flagged=bool(fit.flagged[f]),
+            rms_m=float(fit.rms_m[f]),
+            max_m=float(fit.max_m[f]),
+            worst_bone=fit.worst_bone[f],
+        ))
+    return labels
 
 
 @dataclass(frozen=True)
@@ -449,8 +471,7 @@ def ingest_sequence(
         ctx = _WriteContext(src, fit, rule.as_dict(), software)
         for start in range(0, len(todo), max(1, batch_frames)):
             labels = []
-            for f in todo[start : start + batch_frames]:
-                label = _label_frame(seq, fit, f, rule, counts, timer)
+            for label in _label_frames(seq, fit, todo[start : start + batch_frames], rule, counts, timer):
                 if label is None:
                     summary.empty += 1
                 else:

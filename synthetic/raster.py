@@ -216,10 +216,14 @@ def segment_hits(
 ) -> NDArray[np.bool_]:
     """(T, N): does the straight line from `origin` to target t enter capsule n before reaching it?
 
+    One scene: origin (3,), targets (T, 3), capsules (N, 3); or stacked scenes (frames): origin
+    (F, 3), targets (F, T, 3), capsules (F, N, 3) -> (F, T, N). Radii (N,).
     1 mm of slack keeps a point on a surface from occluding itself.
     """
-    d = targets - origin
-    length = np.linalg.norm(d, axis=1)
-    dirs = d / np.maximum(length, 1e-9)[:, None]
-    t = intersect_capsule(origin, dirs[:, None, :], a[None], b[None], radii[None])
-    return t < (length - 0.1)[:, None]
+    origin = np.asarray(origin, dtype=np.float64)
+    d = targets - origin[..., None, :]
+    length = np.linalg.norm(d, axis=-1)
+    dirs = d / np.maximum(length, 1e-9)[..., None]
+    t = intersect_capsule(origin[..., None, None, :], dirs[..., :, None, :], a[..., None, :, :],
+                          b[..., None, :, :], radii)
+    return t < (length - 0.1)[..., None]

@@ -17,7 +17,9 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -117,15 +119,32 @@ class RenderSequence:
         return Camera.from_record(rec, self.info.image_width, self.info.image_height)
 
     def rgb_path(self, frame: int) -> Path:
-        return self.folder / RGB_DIR / frame_name(frame, ".png")
+        return self._rgb_paths[frame]
 
     def depth_path(self, frame: int) -> Path | None:
-        if self.depth_suffix is None:
-            return None
-        return self.folder / DEPTH_DIR / frame_name(frame, self.depth_suffix)
+        return None if self._depth_paths is None else self._depth_paths[frame]
 
     def mask_path(self, frame: int) -> Path | None:
-        return self.folder / MASK_DIR / frame_name(frame, ".png") if self.has_mask else None
+        return None if self._mask_paths is None else self._mask_paths[frame]
+
+    # every frame's paths built once: pathlib joins cost more than the ingest's other per-frame work
+    @cached_property
+    def _rgb_paths(self) -> tuple[Path, ...]:
+        return _frame_paths(self.folder / RGB_DIR, ".png", self.frame_count)
+
+    @cached_property
+    def _depth_paths(self) -> tuple[Path, ...] | None:
+        if self.depth_suffix is None:
+            return None
+        return _frame_paths(self.folder / DEPTH_DIR, self.depth_suffix, self.frame_count)
+
+    @cached_property
+    def _mask_paths(self) -> tuple[Path, ...] | None:
+        return _frame_paths(self.folder / MASK_DIR, ".png", self.frame_count) if self.has_mask else None
+
+    @cached_property
+    def _npy_reader(self) -> _NpyFrames:
+        return _NpyFrames((self.info.image_height, self.info.image_width))
 
     def bone_positions(self, actor: int, names: tuple[str, ...] = REQUIRED_BONES) -> NDArray[np.float64]:
         """(frames, len(names), 3) Unreal cm for one actor; NaN where an optional bone is absent."""
@@ -146,13 +165,8 @@ class RenderSequence:
         if self.depth_suffix == ".exr":
             return read_exr_depth(path, (w, h))
         if self.depth_suffix == ".npy":
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise InputError(path, f"unreadable depth array: {exc}") from exc
-            if arr.shape != (h, w) or arr.dtype.kind != "f":
-                raise InputError(path, f"expected float (H, W)=({h}, {w}) cm, got {arr.dtype} {arr.shape}")
-            depth = arr.astype(np.float32, copy=False)  # np.load made a fresh array: no second copy
+            arr = self._npy_reader.read(path)
+            depth = arr.astype(np.float32, copy=False)  # a fresh array: no second copy
             depth[np.isnan(depth)] = np.inf
             return depth
         raw = _read_png(path, (w, h))
@@ -196,6 +210,46 @@ class RenderSequence:
             for p in (self.depth_path(f), self.mask_path(f)):
                 if p is not None:
                     yield p
+
+
+def _frame_paths(directory: Path, suffix: str, frame_count: int) -> tuple[Path, ...]:
+    base = str(directory)
+    return tuple(Path(f"{base}/{frame_name(f, suffix)}") for f in range(frame_count))
+
+
+class _NpyFrames:
+    """Reads a sequence's depth ``.npy`` frames: a file whose header bytes equal the last parsed
+    header is read straight into an array (``np.load`` parses every header with ``ast.literal_eval``,
+    a compile per frame); any other header goes through ``np.load`` and becomes the kept one."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.header = b""
+        self.dtype: np.dtype[Any] | None = None
+
+    def read(self, path: Path) -> NDArray[np.floating[Any]]:
+        try:
+            with path.open("rb") as fh:
+                if self.header and fh.read(len(self.header)) == self.header:
+                    assert self.dtype is not None
+                    arr = np.fromfile(fh, dtype=self.dtype, count=self.shape[0] * self.shape[1])
+                    if arr.size == self.shape[0] * self.shape[1]:
+                        return arr.reshape(self.shape)
+                    raise ValueError(f"{arr.size} values, header says {self.shape}")
+                fh.seek(0)
+                arr = np.load(fh, allow_pickle=False)
+                header_len = fh.tell() - arr.nbytes
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"unreadable depth array: {exc}") from exc
+        if arr.shape != self.shape or arr.dtype.kind != "f":
+            h, w = self.shape
+            raise InputError(path, f"expected float (H, W)=({h}, {w}) cm, got {arr.dtype} {arr.shape}")
+        if not arr.dtype.hasobject and arr.flags.c_contiguous and header_len > 0:
+            with path.open("rb") as fh:
+                header = fh.read(header_len)
+            if b"'fortran_order': False" in header:
+                self.header, self.dtype = header, arr.dtype
+        return arr
 
 
 #: PNG file signature and the IHDR chunk that must follow it (width, height, bit depth, colour type).
@@ -312,9 +366,11 @@ def content_sha256(seq: RenderSequence) -> tuple[str, dict[str, str]]:
     """Hash over every contract file (name + bytes), plus per-file hashes (rgb ones become image ids)."""
     total = hashlib.sha256()
     per_file: dict[str, str] = {}
+    root = len(str(seq.folder)) + 1  # frame_files are all under the folder: cut the prefix, no pathlib
     for path in seq.frame_files():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        rel = path.relative_to(seq.folder).as_posix()
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        rel = str(path)[root:].replace(os.sep, "/")
         per_file[rel] = digest
         total.update(f"{rel}\0{digest}\n".encode())
     return total.hexdigest(), per_file

@@ -29,10 +29,12 @@ Measured on the independent character: bench/synthetic_fidelity.py, `occlusion`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -58,12 +60,103 @@ class VisibilityRule:
         return asdict(self)
 
 
-def _pixel_index(
-    uv: NDArray[np.float64], inside: NDArray[np.bool_]
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    cols = np.floor(np.where(inside, uv[:, 0], 0)).astype(np.intp)
-    rows = np.floor(np.where(inside, uv[:, 1], 0)).astype(np.intp)
-    return rows, cols
+def point_pixels(
+    uv: ArrayLike, depth_cm: ArrayLike, width: int, height: int
+) -> tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]]:
+    """Which points fall in the image (in front of the camera) and their pixel (row, col); any
+    leading shape (one frame's (P,) or stacked frames' (F, P)). Points outside get pixel (0, 0)."""
+    uv = np.asarray(uv, dtype=np.float64)
+    depth = np.asarray(depth_cm, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        inside = (
+            np.isfinite(uv).all(axis=-1)
+            & (depth > 0)
+            & (uv[..., 0] >= 0)
+            & (uv[..., 0] < width)
+            & (uv[..., 1] >= 0)
+            & (uv[..., 1] < height)
+        )
+    cols = np.floor(np.where(inside, uv[..., 0], 0)).astype(np.intp)
+    rows = np.floor(np.where(inside, uv[..., 1], 0)).astype(np.intp)
+    return inside, rows, cols
+
+
+@dataclass(frozen=True)
+class PixelSamples:
+    """What one frame's depth buffer and mask say at its points' pixels (`sample_pixels`); samples
+    of several frames stack (`stack`), so the rule is applied to a whole batch at once."""
+
+    surface: NDArray[np.float64] | None = None  # depth buffer at the pixel (cm); None without depth
+    under: NDArray[np.int64] | None = None  # mask value at the pixel; None without a mask
+    own: NDArray[np.bool_] | None = None  # a pixel of the actor within the mask radius
+
+    @staticmethod
+    def stack(frames: Sequence[PixelSamples]) -> PixelSamples:
+        """Frames' samples as (F, P) arrays; every frame must have the same buffers."""
+
+        def one(values: list[Any]) -> Any:
+            if all(v is None for v in values):
+                return None
+            if any(v is None for v in values):
+                raise ValueError("frames differ in which buffers (depth, mask) they have")
+            return np.stack(values)
+
+        return PixelSamples(one([f.surface for f in frames]), one([f.under for f in frames]),
+                            one([f.own for f in frames]))
+
+
+def sample_pixels(
+    rows: NDArray[np.intp],
+    cols: NDArray[np.intp],
+    *,
+    depth_buffer: NDArray[np.floating[Any]] | None = None,
+    mask: NDArray[np.integer[Any]] | None = None,
+    actor_id: int | None = None,
+    mask_radius_px: int = 1,
+) -> PixelSamples:
+    """The buffers of one frame at its points' pixels (rows, cols: (P,)); the buffers can then go."""
+    surface = depth_buffer[rows, cols].astype(np.float64) if depth_buffer is not None else None
+    under = own = None
+    if mask is not None and actor_id is not None:
+        own = _actor_near(mask, rows, cols, actor_id, mask_radius_px)
+        under = mask[rows, cols].astype(np.int64)
+    return PixelSamples(surface, under, own)
+
+
+def decide_visibility(
+    inside: NDArray[np.bool_],
+    depth_cm: ArrayLike,
+    samples: PixelSamples,
+    *,
+    actor_id: int | None = None,
+    rule: VisibilityRule | None = None,
+    self_occluded: NDArray[np.bool_] | None = None,
+) -> NDArray[np.int8]:
+    """COCO v per point from `point_pixels`' `inside` and the pixels' samples; any leading shape.
+
+    The rule of `keypoint_visibility`, on arrays: one frame or a batch of frames in one call.
+    """
+    rule = rule or VisibilityRule()
+    depth = np.asarray(depth_cm, dtype=np.float64)
+    vis = np.where(inside, V_VISIBLE, V_OUTSIDE).astype(np.int8)
+    occluded = np.zeros_like(inside)
+    own = np.zeros_like(inside)  # the actor's own surface is at (or next to) the point's pixel
+    has_mask = samples.under is not None and samples.own is not None and actor_id is not None
+    if has_mask:
+        assert samples.under is not None and samples.own is not None
+        own = samples.own
+        on_other_actor = (samples.under != 0) & (samples.under != actor_id)
+        occluded |= on_other_actor & ~own
+    geometric = self_occluded is not None and has_mask
+    if self_occluded is not None:
+        occluded |= np.asarray(self_occluded, dtype=bool)
+    if samples.surface is not None:
+        tol = rule.depth_tol_cm + rule.depth_tol_rel * depth
+        with np.errstate(invalid="ignore"):
+            by_depth = np.isfinite(samples.surface) & (depth > samples.surface + tol)
+        occluded |= by_depth & ~own if geometric else by_depth
+    vis[inside & occluded] = V_OCCLUDED
+    return vis
 
 
 def keypoint_visibility(
@@ -81,41 +174,19 @@ def keypoint_visibility(
     """COCO v per point: 0 outside the image (or behind the camera), 1 occluded, 2 visible.
 
     `self_occluded` (per point, from `self_occlusion`) replaces the depth test on the actor's own
-    pixels when a mask tells which pixels are the actor's.
+    pixels when a mask tells which pixels are the actor's. One frame; the ingest runs the same three
+    steps (`point_pixels`, `sample_pixels`, `decide_visibility`) over a batch of frames.
     """
     rule = rule or VisibilityRule()
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     depth = np.asarray(depth_cm, dtype=np.float64).reshape(-1)
-    with np.errstate(invalid="ignore"):
-        inside = (
-            np.isfinite(uv).all(axis=1)
-            & (depth > 0)
-            & (uv[:, 0] >= 0)
-            & (uv[:, 0] < width)
-            & (uv[:, 1] >= 0)
-            & (uv[:, 1] < height)
-        )
-    vis = np.where(inside, V_VISIBLE, V_OUTSIDE).astype(np.int8)
+    inside, rows, cols = point_pixels(uv, depth, width, height)
     if not inside.any():
-        return vis
-    rows, cols = _pixel_index(uv, inside)
-    occluded = np.zeros_like(inside)
-    own = np.zeros_like(inside)  # the actor's own surface is at (or next to) the point's pixel
-    if mask is not None and actor_id is not None:
-        own = _actor_near(mask, rows, cols, actor_id, rule.mask_radius_px)
-        under = mask[rows, cols]
-        on_other_actor = (under != 0) & (under != actor_id)
-        occluded |= on_other_actor & ~own
-    geometric = self_occluded is not None and mask is not None and actor_id is not None
-    if self_occluded is not None:
-        occluded |= np.asarray(self_occluded, dtype=bool)
-    if depth_buffer is not None:
-        surface = depth_buffer[rows, cols].astype(np.float64)
-        tol = rule.depth_tol_cm + rule.depth_tol_rel * depth
-        by_depth = np.isfinite(surface) & (depth > surface + tol)
-        occluded |= by_depth & ~own if geometric else by_depth
-    vis[inside & occluded] = V_OCCLUDED
-    return vis
+        return np.full(inside.shape, V_OUTSIDE, dtype=np.int8)
+    samples = sample_pixels(rows, cols, depth_buffer=depth_buffer, mask=mask, actor_id=actor_id,
+                            mask_radius_px=rule.mask_radius_px)
+    return decide_visibility(inside, depth, samples, actor_id=actor_id, rule=rule,
+                             self_occluded=self_occluded)
 
 
 def self_occlusion(
@@ -129,11 +200,12 @@ def self_occlusion(
 ) -> NDArray[np.bool_]:
     """Per point: does the line of sight pass through a fitted body part other than its home bodies?
 
-    All in one frame and unit (e.g. Unreal cm): camera location (3,), points (P, 3), capsules (C, 3).
+    One unit (e.g. Unreal cm): camera location (3,), points (P, 3), capsules (C, 3) for one frame,
+    or stacked frames: (F, 3), (F, P, 3), (F, C, 3) -> (F, P). Radii (C,).
     """
     origin = np.asarray(camera_location, dtype=np.float64)
     blocked = segment_hits(origin, np.asarray(points, dtype=np.float64), cap_a, cap_b, radii)
-    return np.asarray((blocked & _foreign(tuple(cap_bodies), tuple(home))).any(axis=1))
+    return np.asarray((blocked & _foreign(tuple(cap_bodies), tuple(home))).any(axis=-1))
 
 
 @lru_cache(maxsize=64)
@@ -158,14 +230,12 @@ def _actor_near(
 
 def bbox_from_mask(mask: NDArray[np.integer[Any]], actor_id: int) -> tuple[list[float], float] | None:
     """Tight [x, y, w, h] around the actor's pixels (pixel edges) and its pixel area; None if absent."""
-    hit = mask == actor_id
-    if not hit.any():
+    hit = np.equal(mask, actor_id).view(np.uint8)  # OpenCV's box and count: a pass each, in C
+    area = cv2.countNonZero(hit)
+    if area == 0:
         return None
-    rows = np.flatnonzero(hit.any(axis=1))
-    cols = np.flatnonzero(hit.any(axis=0))
-    x0, x1 = float(cols[0]), float(cols[-1] + 1)
-    y0, y1 = float(rows[0]), float(rows[-1] + 1)
-    return [x0, y0, x1 - x0, y1 - y0], float(hit.sum())
+    x, y, w, h = cv2.boundingRect(hit)
+    return [float(x), float(y), float(w), float(h)], float(area)
 
 
 def bbox_from_keypoints(
@@ -197,3 +267,12 @@ def coco_keypoints(uv: ArrayLike, vis: ArrayLike) -> list[float]:
     out[keep, :2] = uv[keep]
     out[keep, 2] = v[keep]
     return [float(x) for x in out.ravel()]
+
+
+def coco_keypoints_frames(uv: NDArray[np.float64], vis: NDArray[np.integer[Any]]) -> list[list[float]]:
+    """`coco_keypoints` of stacked frames: uv (F, P, 2), v (F, P) -> one flat triplet list per frame."""
+    keep = vis > 0
+    out = np.zeros((*vis.shape, 3))
+    out[keep, :2] = uv[keep]
+    out[keep, 2] = vis[keep]
+    return out.reshape(len(out), -1).tolist()

@@ -303,3 +303,104 @@ def test_actor_window_and_coco_triplets_match_the_plain_loops() -> None:
         for (x, y), v in zip(uv, vis, strict=True):
             plain.extend([float(x), float(y), float(v)] if v > 0 else [0.0, 0.0, 0.0])
         assert coco_keypoints(uv, vis) == plain
+
+
+def test_batched_frames_give_the_per_frame_answers() -> None:
+    """The ingest's batch path (projection, self-occlusion, sampling, the rule, COCO triplets) equals
+    one frame at a time through the public per-frame functions, on random scenes with other actors,
+    props in the depth buffer and points behind the camera or outside the image."""
+    from synthetic.camera import Camera
+    from synthetic.visibility import (
+        PixelSamples,
+        VisibilityRule,
+        coco_keypoints,
+        coco_keypoints_frames,
+        decide_visibility,
+        keypoint_visibility,
+        point_pixels,
+        sample_pixels,
+        self_occlusion,
+    )
+
+    rng = np.random.default_rng(11)
+    frames, points, capsules, width, height = 6, 37, 9, 64, 48
+    cams = [Camera(width=width, height=height, fx=60.0, fy=60.0, cx=32.0, cy=24.0,
+                   location=(float(rng.normal(-300, 20)), float(rng.normal(0, 20)), 100.0),
+                   pitch=float(rng.normal(0, 5)), yaw=float(rng.normal(0, 10)), roll=float(rng.normal(0, 3)))
+            for _ in range(frames)]
+    pts = rng.normal([0.0, 0.0, 100.0], [40.0, 60.0, 60.0], (frames, points, 3))
+    pts[0, :3] = [[-400.0, 0.0, 100.0]] * 3  # behind the camera
+    a = rng.normal([0.0, 0.0, 100.0], 40.0, (frames, capsules, 3))
+    b = a + rng.normal(0.0, 20.0, (frames, capsules, 3))
+    radii = rng.uniform(3.0, 12.0, capsules)
+    bodies = [f"body{c}" for c in range(capsules)]
+    home = [frozenset(rng.choice(bodies, 2, replace=False).tolist()) for _ in range(points)]
+    rule = VisibilityRule(mask_radius_px=1)
+    masks = [rng.choice([0, 1, 2], (height, width), p=[0.4, 0.4, 0.2]).astype(np.int32)
+             for _ in range(frames)]
+    depths = [np.where(rng.random((height, width)) < 0.2, np.inf, rng.uniform(150, 500, (height, width)))
+              .astype(np.float32) for _ in range(frames)]
+
+    uv, depth = Camera.project_frames(cams, pts)
+    inside, rows, cols = point_pixels(uv, depth, width, height)
+    locations = np.array([c.location for c in cams])
+    hidden = self_occlusion(locations, pts, a, b, radii, bodies, home)
+    samples = PixelSamples.stack([sample_pixels(rows[f], cols[f], depth_buffer=depths[f], mask=masks[f],
+                                                actor_id=1, mask_radius_px=1) for f in range(frames)])
+    vis = decide_visibility(inside, depth, samples, actor_id=1, rule=rule, self_occluded=hidden)
+    triplets = coco_keypoints_frames(uv, vis)
+    for f in range(frames):
+        uv_f, depth_f = cams[f].project(pts[f])
+        np.testing.assert_allclose(uv[f], uv_f, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(depth[f], depth_f, rtol=0, atol=1e-9)
+        hidden_f = self_occlusion(cams[f].location, pts[f], a[f], b[f], radii, bodies, home)
+        assert hidden[f].tolist() == hidden_f.tolist()
+        vis_f = keypoint_visibility(uv_f, depth_f, width, height, depth_buffer=depths[f], mask=masks[f],
+                                    actor_id=1, rule=rule, self_occluded=hidden_f)
+        assert vis[f].tolist() == vis_f.tolist()
+        assert triplets[f] == coco_keypoints(uv[f], vis[f])
+    assert {0, 1, 2} <= set(vis.ravel().tolist())  # every outcome happens: the comparison means something
+    assert hidden.any() and not hidden.all()
+
+
+def test_mask_box_equals_the_numpy_box() -> None:
+    from synthetic.visibility import bbox_from_mask
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        mask = np.zeros((int(rng.integers(1, 60)), int(rng.integers(1, 60))), dtype=np.int32)
+        for actor in (1, 2):
+            if rng.random() < 0.8:
+                r0, c0 = int(rng.integers(0, mask.shape[0])), int(rng.integers(0, mask.shape[1]))
+                mask[r0 : r0 + int(rng.integers(1, 20)), c0 : c0 + int(rng.integers(1, 20))] = actor
+        hit = mask == 1
+        got = bbox_from_mask(mask, 1)
+        if not hit.any():
+            assert got is None
+            continue
+        rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+        box = [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
+        assert got == (box, float(hit.sum()))
+
+
+def test_depth_frames_read_like_np_load(tmp_path: Path) -> None:
+    """Depth .npy frames after the first are read past its header bytes; a file with another header
+    (dtype, shape) goes through np.load and is checked the same way; a truncated one is an InputError."""
+    from schemas.errors import InputError
+    from synthetic.reader import _NpyFrames
+
+    reader = _NpyFrames((4, 5))
+    rng = np.random.default_rng(0)
+    arrays = [rng.random((4, 5)).astype(np.float32) for _ in range(3)] + [rng.random((4, 5))]  # then float64
+    for i, arr in enumerate(arrays):
+        np.save(tmp_path / f"{i}.npy", arr)
+        got = reader.read(tmp_path / f"{i}.npy")
+        assert got.dtype == arr.dtype and np.array_equal(got, arr) and got.flags.writeable
+    assert reader.dtype == np.float64  # a new header replaces the kept one
+    np.save(tmp_path / "wrong.npy", rng.random((5, 4)).astype(np.float32))
+    with pytest.raises(InputError, match="expected float"):
+        reader.read(tmp_path / "wrong.npy")
+    data = (tmp_path / "0.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-8])
+    with pytest.raises(InputError, match="unreadable depth array"):
+        reader.read(tmp_path / "cut.npy")
