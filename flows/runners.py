@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from schemas.errors import InputError
 
@@ -96,9 +98,36 @@ def run_tasks(
     if not uses_dask(workers, dask_address):
         check_runner_options(workers, dask_address)
         return [task(**p, return_state=True).result(raise_on_failure=False) for p in parameters]
-    with task_runner(workers, dask_address) as runner:
+    with task_runner(workers, dask_address) as runner, _workers_report_here(dask_address):
         futures = [runner.submit(task, p) for p in parameters]
         return [f.result(raise_on_failure=False) for f in futures]
+
+
+def _is_loopback(dask_address: str | None) -> bool:
+    """A cluster started here (None) or one whose scheduler listens on this machine's loopback."""
+    if dask_address is None:
+        return True
+    host = urlsplit(dask_address).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _workers_report_here(dask_address: str | None) -> AbstractContextManager[Any]:
+    """Dask workers on this machine report their task runs to the flow's Prefect API.
+
+    prefect-dask ships the flow's settings with every task. In the embedded default they name no
+    API, so each worker started a temporary Prefect server of its own on its first task: about 9 s
+    a worker on this machine, more than the work of a typical call. With the flow's API URL (its
+    temporary server, or the one configured) in those settings they use the flow's server. A remote
+    cluster cannot reach this machine's loopback: it needs PREFECT_API_URL set to a server it can
+    reach (docs/deployment.md), and is left alone.
+    """
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ctx = FlowRunContext.get()
+    if ctx is None or PREFECT_API_URL.value() or not _is_loopback(dask_address):
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_API_URL: str(ctx.client.api_url).rstrip("/")})
 
 
 def dask_picklable(*objects: Any) -> None:

@@ -7,6 +7,7 @@ session's ephemeral Prefect API.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -224,3 +225,33 @@ def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
     # a second parallel run finds every chunk done and writes nothing
     again = pseudo_label(spec, "real", None, "cpu", None, 2, None, 4)
     assert (again["written"], again["already_done"]) == (0, 14)
+
+
+_EMBEDDED_RUN = """
+import json, sys
+from flows.synthetic import ingest_synthetic
+from prefect import get_client
+
+summaries = ingest_synthetic(sys.argv[1:], workers=2)
+with get_client(sync_client=True) as client:  # the flow's temporary server, still up in this process
+    runs = client.read_task_runs()
+print("RESULT " + json.dumps({"added": [s["annotations_added"] for s in summaries],
+                              "task_runs": sorted((r.name, r.state_name) for r in runs)}))
+"""
+
+
+def test_local_workers_report_to_the_embedded_server(renders: list[Path], tmp_path: Path) -> None:
+    """The embedded default (no PREFECT_API_URL, no harness): the Dask workers use the flow's
+    temporary server. prefect-dask ships settings that name no API, so each worker used to start a
+    temporary server of its own on its first task (~9 s each; this test then fails on the count)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"SPINETRACK_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", _EMBEDDED_RUN, *(str(r) for r in renders[:2])], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert result["added"] == [8, 4]  # seed 21: two actors, 22: one
+    assert result["task_runs"] == sorted([f"ingest {r}", "Completed"] for r in renders[:2])
+    logs = out.stdout + out.stderr
+    assert logs.count("Starting temporary server") == 1, logs[-3000:]

@@ -5,6 +5,9 @@ Every test runs on SQLite and on a real PostgreSQL server (tests/postgres_fixtur
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +211,45 @@ def test_batched_revisions_keep_the_one_by_one_rules(store: Store, tmp_path: Pat
     assert {lab.instance_id: lab.keypoints[0] for lab in store.current_labels()} == {a: 2.0, b: 1.0}
     again = NewRevision(_kps(6), [0, 0, 1, 1], source="human", external_id="ls:1")
     assert store.add_revisions([(a, again)]) == [None]
+
+
+_OPEN_STORE = """
+import sys
+from pathlib import Path
+from pipeline.store import Store
+Store(home=Path(sys.argv[1])).close()
+"""
+
+
+def _open_in_process(home: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("SPINETRACK_DB_URL", None)
+    return subprocess.Popen([sys.executable, "-c", _OPEN_STORE, str(home)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_new_sqlite_store_opened_by_several_processes_at_once(tmp_path: Path) -> None:
+    """Dask workers (or two commands) opening a new store at once: one migrates, the others wait
+    on the file lock and find it at head. Without the lock one of them failed with "table
+    alembic_version already exists" (2 of 18 processes in 6 trials of 3)."""
+    import fcntl
+
+    home = tmp_path / "held"
+    home.mkdir()
+    lock = home / "store.sqlite.migrate-lock"
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        waiting = _open_in_process(home)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=5)  # it waits for the migration lock
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    assert waiting.wait(timeout=120) == 0, waiting.communicate()[1][-2000:]
+
+    for trial in range(3):
+        home = tmp_path / f"race{trial}"
+        procs = [_open_in_process(home) for _ in range(4)]
+        for proc in procs:
+            _out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()[-2000:]
+        with Store(home=home) as store:
+            assert "revisions" in inspect(store.engine).get_table_names()
