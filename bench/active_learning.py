@@ -43,7 +43,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,7 @@ def _metrics(values: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[int], round_iters: int,
             config: str, annotator: str, hooks: Any, min_real_val: int, log: Callable[[str], None],
-            step_log: Callable[[str], None]) -> list[dict[str, Any]]:
+            step_log: Callable[[str], None], teacher: str | None = None) -> list[dict[str, Any]]:
     """R production rounds on a fresh copy of the base store; one record per round (0 = start model).
 
     A finished run leaves its records (with the recipe it ran) in its folder; a re-run of the bench
@@ -276,6 +276,8 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
     recipe = {"base": base.get("recipe"), "start_model": base.get("start_model"), "budgets": list(budgets),
               "round_iters": round_iters, "config": config, "annotator": annotator,
               "min_real_val": min_real_val, "spec": asdict(spec)}
+    if teacher is not None:  # only then: runs recorded before the option existed stay reusable
+        recipe["teacher"] = teacher
     done_file = home / RUN_RECORDS
     if done_file.is_file():
         saved = json.loads(done_file.read_text())
@@ -294,7 +296,7 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
         t = time.perf_counter()
         given = {"budget": budget, "strategy": spec.strategy, "config": config, "train_iters": round_iters,
                  "auto_accept": spec.auto_accept, "seed": spec.seed, "val_size": 0,
-                 "min_real_val": min_real_val, "annotator": annotator}
+                 "min_real_val": min_real_val, "annotator": annotator, "teacher": teacher}
         settings, _ignored = al.resolve_settings(store, number, given)
         al.start_round(store, number, settings, model)
 
@@ -488,7 +490,8 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
                      "round_iters": round_iters, "strategies": args.strategies,
                      "auto_accept": args.auto_accept,
                      "config": args.config, "annotator": args.annotator, "data": args.data,
-                     "min_real_val": args.min_real_val,
+                     "min_real_val": args.min_real_val, "teacher": args.teacher,
+                     "start_iters": base.get("recipe", {}).get("sizes", {}).get("start_iters"),
                      "resamples": args.resamples, "round_settings_defaults": al.RoundSettings().as_dict()},
         "base": base,
         "curves": curves,
@@ -555,6 +558,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", default=al.RoundSettings().config)
     parser.add_argument("--annotator", default=al.RoundSettings().annotator,
                         help="RoundSettings.annotator: who pre-labels the pool (pipeline.annotators spec)")
+    parser.add_argument("--teacher", default=al.RoundSettings().teacher,
+                        help="a teacher distilled into the student at every retrain (RoundSettings.teacher, "
+                             "e.g. blazepose); default: none, as in the production default")
+    parser.add_argument("--start-iters", type=int, default=None,
+                        help="training iterations of the start model (default: the data preset's); "
+                             "another value builds another base store, so give it its own --work")
     parser.add_argument("--min-real-val", type=int, default=10,
                         help="RoundSettings.min_real_val: the real validation split here is small")
     parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples")
@@ -586,7 +595,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.rebuild:  # a new base invalidates every finished run too
         shutil.rmtree(work / "base", ignore_errors=True)
         shutil.rmtree(work / "runs", ignore_errors=True)
-    base = build_base(work, DATA[data], args.config, log)
+    sizes = DATA[data] if args.start_iters is None else replace(DATA[data], start_iters=args.start_iters)
+    base = build_base(work, sizes, args.config, log)
     if base["pool_instances"] < sum(budgets):
         parser.error(f"pool of {base['pool_instances']} instances is smaller than the "
                      f"{sum(budgets)} budgeted")
@@ -616,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     runs.setdefault(spec.key, {})[seed] = run_one(
                         work, base, spec, budgets, round_iters, args.config, args.annotator, hooks,
                         args.min_real_val, log,
-                        log if args.verbose else quiet)
+                        log if args.verbose else quiet, teacher=args.teacher)
             write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=True)
     finally:
         stop_server(server)
