@@ -36,6 +36,7 @@ Writes bench/results/active_learning.json (+ .png); `--out` elsewhere for a try-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -403,6 +404,78 @@ def compare(runs: Runs, resamples: int) -> dict[str, Any]:
     return out
 
 
+#: What a run sent to annotators (its tasks), and the pool a uniform pick draws from (the base).
+_PICKED_SQL = ("SELECT i.subset, i.group_key, count(*) FROM annotation_tasks t "
+               "JOIN instances n ON n.id = t.instance_id JOIN images i ON i.id = n.image_id "
+               "GROUP BY i.subset, i.group_key")
+_POOL_SQL = ("SELECT i.subset, i.group_key, count(*) FROM instances n JOIN images i ON i.id = n.image_id "
+             "JOIN split_assignments s ON s.group_key = i.group_key WHERE s.split = 'train' "
+             "AND (i.subset = 'pool-render' OR i.subset LIKE 'real-%') GROUP BY i.subset, i.group_key")
+
+
+def run_picks(store_file: Path, val_motion: str, sql: str = _PICKED_SQL) -> dict[str, Any] | None:
+    """What one run sent to annotators, by where it came from: real photos (COCO-17 truth, no
+    spine), the pool sequence of the synthetic validation split's motion, other pool renders.
+    With `_POOL_SQL` on the base store: the same shares for the whole pool."""
+    import sqlite3
+
+    if not store_file.is_file():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{store_file}?mode=ro", uri=True)) as db:
+        rows = db.execute(sql).fetchall()
+    total = sum(int(c) for _s, _g, c in rows)
+    if total == 0:
+        return None
+    real = sum(int(c) for sub, _g, c in rows if str(sub).startswith("real-"))
+    same = sum(int(c) for sub, g, c in rows if not str(sub).startswith("real-")
+               and str(g).split("/")[-1].startswith(f"{val_motion}-"))
+    return {"tasks": total, "real_photo_share": real / total, "val_motion_share": same / total,
+            "by_group": {str(g): int(c) for _s, g, c in rows}}
+
+
+def selection_mix(work: Path, runs: Runs, val_motion: str) -> dict[str, Any]:
+    """Per strategy: the mean shares of real photos and of validation-motion renders among its picks,
+    and across runs, their correlation with the final synthetic spine AP (with a bootstrap interval).
+
+    The pool's share of each is the reference: a uniform pick takes them at that rate.
+    """
+    per_run: list[tuple[str, dict[str, Any], float]] = []
+    for key, by_seed in runs.items():
+        strategy, aa = key.split("|")
+        for seed, recs in by_seed.items():
+            picks = run_picks(work / "runs" / RunSpec(strategy, aa == "aa-on", seed).folder / "store.sqlite",
+                              val_motion)
+            if picks is not None:
+                per_run.append((key, picks, float(recs[-1]["metrics"]["synthetic"]["spine_AP"])))
+    pool = run_picks(work / "base" / "store.sqlite", val_motion, _POOL_SQL)
+    out: dict[str, Any] = {"val_motion": val_motion, "by_strategy": {},
+                           "pool": {k: v for k, v in (pool or {}).items() if k != "by_group"}}
+    for key in runs:
+        mine = [p for k, p, _ap in per_run if k == key]
+        if mine:
+            out["by_strategy"][key] = {
+                "runs": len(mine),
+                "real_photo_share": float(np.mean([p["real_photo_share"] for p in mine])),
+                "val_motion_share": float(np.mean([p["val_motion_share"] for p in mine])),
+            }
+    if len(per_run) >= 4:
+        ap = np.array([a for _k, _p, a in per_run])
+        rng = np.random.default_rng(0)
+        for name in ("val_motion_share", "real_photo_share"):
+            x = np.array([p[name] for _k, p, _a in per_run])
+            if x.std() == 0 or ap.std() == 0:
+                continue
+            boot = []
+            for _ in range(5000):
+                i = rng.integers(0, len(x), len(x))
+                if x[i].std() > 0 and ap[i].std() > 0:
+                    boot.append(float(np.corrcoef(x[i], ap[i])[0, 1]))
+            out[f"corr_{name}_final_spine_AP"] = {
+                "r": float(np.corrcoef(x, ap)[0, 1]), "ci_low": float(np.percentile(boot, 2.5)),
+                "ci_high": float(np.percentile(boot, 97.5)), "runs": len(x)}
+    return out
+
+
 def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
     """The winner on synthetic spine AP at equal budget, and whether the issue's goal is met."""
     name = "synthetic_spine_AP"
@@ -419,7 +492,8 @@ def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
         "final_difference_vs_random": diff, "savings_vs_random": sv,
         "beats_random_at_equal_budget": beats, "goal_30pct_met": goal,
         "default_now": DEFAULT_STRATEGY,
-        "recommend_default": best if beats else None,
+        # issue 13: the default is what wins at equal budget, measured; nothing beating random is random
+        "recommend_default": best if beats else "random",
         "note": (f"{best} beats random on {name} at equal budget (interval above 0)" if beats else
                  f"no strategy beats random on {name} at equal budget with an interval above 0 "
                  f"(best: {best}, {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}])"),
@@ -497,6 +571,8 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "curves": curves,
         "comparisons": comparisons,
         "verdict": {m: verdict(comparisons, m) for m in modes},
+        "selection_mix": selection_mix(args.work.resolve(), done,
+                                       str(base.get("recipe", {}).get("sizes", {}).get("val_motion", ""))),
         "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -524,6 +600,19 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"{key}: synthetic spine AP saving {sv['saved_fraction']:+.0%} "
                          f"[{sv['ci_low']:+.0%}, {sv['ci_high']:+.0%}], at equal budget {d['mean']:+.3f} "
                          f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    mix = result.get("selection_mix") or {}
+    if mix.get("by_strategy"):
+        pool = mix.get("pool") or {}
+        lines.append(f"picks: share of real photos / of {mix['val_motion']!r} renders (the synthetic "
+                     f"validation motion); the pool holds {pool.get('real_photo_share', float('nan')):.0%} / "
+                     f"{pool.get('val_motion_share', float('nan')):.0%}")
+        for key, m in mix["by_strategy"].items():
+            lines.append(f"  {key}: {m['real_photo_share']:.0%} / {m['val_motion_share']:.0%}")
+        for name in ("val_motion_share", "real_photo_share"):
+            c = mix.get(f"corr_{name}_final_spine_AP")
+            if c:
+                lines.append(f"  correlation of {name} with final synthetic spine AP over {c['runs']} runs: "
+                             f"{c['r']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]")
     for mode, v in result["verdict"].items():
         lines.append(f"verdict ({mode}): {v.get('note')}")
     return lines

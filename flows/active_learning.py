@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Selection strategies (pipeline.selection.STRATEGIES, checked in tests/test_cli.py), named here so
 #: that listing the commands does not import the selection code.
-STRATEGY_NAMES = ("diversity", "random", "uncertainty", "spine", "kcenter", "plausibility", "effort")
+STRATEGY_NAMES = ("random", "diversity", "uncertainty", "spine", "kcenter", "plausibility", "effort")
 
 
 @lazy.task(name="round-step", cache_policy="NO_CACHE", task_run_name="{step}",

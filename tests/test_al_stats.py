@@ -109,3 +109,28 @@ def test_bench_summary_picks_the_strategy_that_wins_at_equal_budget() -> None:
     v = verdict(found, "aa-off")
     assert v["best_strategy"] == "effort" and v["beats_random_at_equal_budget"] and v["goal_30pct_met"]
     assert v["recommend_default"] == "effort"
+
+
+def test_bench_recommends_random_when_nothing_beats_it() -> None:
+    from bench.active_learning import compare, verdict
+
+    runs = {
+        "random|aa-off": {s: _records([0.2, 0.4, 0.6 + 0.01 * s], [0, 30, 30]) for s in range(3)},
+        "kcenter|aa-off": {s: _records([0.2, 0.3, 0.5 + 0.01 * s], [0, 30, 30]) for s in range(3)},
+    }
+    v = verdict(compare(runs, resamples=300), "aa-off")
+    assert v["best_strategy"] == "kcenter" and not v["beats_random_at_equal_budget"]
+    assert v["recommend_default"] == "random"
+
+
+def test_the_default_strategy_is_the_measured_one() -> None:
+    """Issue 13: the default is what wins on spine AP at equal budget in the full-scale bench."""
+    import json
+    from pathlib import Path
+
+    from pipeline.selection import DEFAULT_STRATEGY
+
+    result = Path(__file__).resolve().parents[1] / "bench" / "results" / "active_learning.json"
+    data = json.loads(result.read_text())
+    assert data["scale"] == "full" and not data["partial"], "the committed bench result is not a full run"
+    assert data["verdict"]["aa-off"]["recommend_default"] == DEFAULT_STRATEGY

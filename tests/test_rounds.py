@@ -72,11 +72,11 @@ def test_resume_keeps_the_stored_settings_whatever_the_flags(store: Store) -> No
     fresh, ignored = resolve_settings(store, 1, {"budget": 7, "close_when": 0.9})
     assert fresh == RoundSettings(budget=7, close_when=0.9) and not ignored
     start_round(store, 1, fresh, "tiny-start")
-    again, ignored = resolve_settings(store, 1, {"budget": 50, "strategy": "random", "close_when": 0.5,
+    again, ignored = resolve_settings(store, 1, {"budget": 50, "strategy": "kcenter", "close_when": 0.5,
                                                  "wait_s": 12.0})
     assert again.budget == 7 and again.strategy == fresh.strategy and again.close_when == 0.9
     assert again.wait_s == 12.0  # how long this call waits is the call's business
-    assert ignored == {"budget": (50, 7), "strategy": ("random", fresh.strategy), "close_when": (0.5, 0.9)}
+    assert ignored == {"budget": (50, 7), "strategy": ("kcenter", fresh.strategy), "close_when": (0.5, 0.9)}
     # defaults come from RoundSettings alone
     assert resolve_settings(store, 2, {})[0] == RoundSettings()
 
