@@ -14,10 +14,11 @@ Each process ingests once outside the timing (imports, OpenSim start), then once
 process CPU time: "per core", the ingest is single-threaded), then re-ingests the unchanged sequence,
 then refits every actor to save its landmarks. The best (least CPU) of `--repeats` runs per variant is
 reported with every run's CPU time (this machine is a VM whose CPU time per unit of work swings by up
-to 1.6x between runs a minute apart, with no process of ours busy: the least is the quiet core);
-the landmarks of the two variants are compared with each other and with the renderer's truth
-(ground_truth_3d.npz: spine = bench/synthetic_fidelity.py's nine spine points). Writes bench/results/ingest.json with the load average: on a shared machine wall times are
-pessimistic, CPU times less so.
+to 1.6x between runs a minute apart, with no process of ours busy: the least is the quiet core).
+The landmarks of the two variants are compared with each other and with the renderer's truth
+(ground_truth_3d.npz: spine = bench/synthetic_fidelity.py's nine spine points). Writes
+bench/results/ingest.json with the load average: on a shared machine wall times are pessimistic,
+CPU times less so.
 """
 
 from __future__ import annotations
