@@ -79,6 +79,9 @@ REAL_SETS: tuple[tuple[str, str, str, str], ...] = (
     ("ochuman", "ochuman/test_ochuman.json", "ochuman", "train"),
     ("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18", "val"),
 )
+#: Image subsets of the real sample sets are this prefix + the set's name (the pool renders: POOL_SUBSET).
+REAL_SUBSET = "real-"
+POOL_SUBSET = "pool-render"
 BUDGETS = {"small": [4], "full": [10, 10, 15, 15, 20]}
 ROUND_ITERS = {"small": 5, "full": 60}
 DEFAULT_STRATEGIES = ("random", "uncertainty", "diversity", "kcenter", "spine", "plausibility", "effort")
@@ -178,13 +181,13 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
     pinned[val[0].name] = "val"
     for folder in pool:
         group = f"pool/{folder.name}"
-        import_coco(store, _pool_truth(folder), image_dir=folder, subset="pool-render", group=group,
+        import_coco(store, _pool_truth(folder), image_dir=folder, subset=POOL_SUBSET, group=group,
                     keep_ground_truth=True)
         pinned[group] = "train"
     real_sets = _copy_real(work, log)
     for name, coco, image_dir, split in real_sets:
         group = f"real/{name}"
-        import_coco(store, coco, image_dir=image_dir, subset=f"real-{name}", group=group,
+        import_coco(store, coco, image_dir=image_dir, subset=f"{REAL_SUBSET}{name}", group=group,
                     keep_ground_truth=True)
         pinned[group] = split
     assign_splits(store, pinned, pinned=pinned)
@@ -221,7 +224,7 @@ def _real_photo_instances(store: Store, ids: Sequence[int]) -> list[int]:
     with store.session() as s:
         rows = s.execute(select(Instance.id, Image.subset).join(Image, Image.id == Instance.image_id)
                          .where(Instance.id.in_(list(ids)))).all()
-    return [int(i) for i, subset in rows if str(subset).startswith("real-")]
+    return [int(i) for i, subset in rows if str(subset).startswith(REAL_SUBSET)]
 
 
 # -- one run: R production rounds ---------------------------------------------------------------------
@@ -410,7 +413,8 @@ _PICKED_SQL = ("SELECT i.subset, i.group_key, count(*) FROM annotation_tasks t "
                "GROUP BY i.subset, i.group_key")
 _POOL_SQL = ("SELECT i.subset, i.group_key, count(*) FROM instances n JOIN images i ON i.id = n.image_id "
              "JOIN split_assignments s ON s.group_key = i.group_key WHERE s.split = 'train' "
-             "AND (i.subset = 'pool-render' OR i.subset LIKE 'real-%') GROUP BY i.subset, i.group_key")
+             f"AND (i.subset = '{POOL_SUBSET}' OR i.subset LIKE '{REAL_SUBSET}%') "
+             "GROUP BY i.subset, i.group_key")
 
 
 def run_picks(store_file: Path, val_motion: str, sql: str = _PICKED_SQL) -> dict[str, Any] | None:
@@ -426,8 +430,8 @@ def run_picks(store_file: Path, val_motion: str, sql: str = _PICKED_SQL) -> dict
     total = sum(int(c) for _s, _g, c in rows)
     if total == 0:
         return None
-    real = sum(int(c) for sub, _g, c in rows if str(sub).startswith("real-"))
-    same = sum(int(c) for sub, g, c in rows if not str(sub).startswith("real-")
+    real = sum(int(c) for sub, _g, c in rows if str(sub).startswith(REAL_SUBSET))
+    same = sum(int(c) for sub, g, c in rows if not str(sub).startswith(REAL_SUBSET)
                and str(g).split("/")[-1].startswith(f"{val_motion}-"))
     return {"tasks": total, "real_photo_share": real / total, "val_motion_share": same / total,
             "by_group": {str(g): int(c) for _s, g, c in rows}}

@@ -66,6 +66,18 @@ def focal_from_hfov(width: int, hfov_deg: float) -> float:
     return (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
 
 
+def _perspective(
+    cam: NDArray[np.float64], fx: Any, fy: Any, cx: Any, cy: Any
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Camera-local (forward, right, up) cm -> (uv pixels, planar depth); intrinsics broadcast
+    against the points' leading shape. At or behind the camera plane (depth <= NEAR_CM) uv is NaN."""
+    depth = cam[..., 0]
+    safe = np.where(depth > NEAR_CM, depth, np.nan)
+    u = cx + fx * cam[..., 1] / safe
+    v = cy - fy * cam[..., 2] / safe
+    return np.stack([u, v], axis=-1), depth
+
+
 @dataclass(frozen=True)
 class Camera:
     """Intrinsics in pixels + Unreal pose; see the module docstring for every convention."""
@@ -187,12 +199,7 @@ class Camera:
         Points at or behind the camera plane (depth <= NEAR_CM) get uv = NaN; their depth is still
         returned so callers can tell "behind" from "outside the image".
         """
-        cam = self.world_to_camera(points_ue)
-        depth = cam[..., 0]
-        safe = np.where(depth > NEAR_CM, depth, np.nan)
-        u = self.cx + self.fx * cam[..., 1] / safe
-        v = self.cy - self.fy * cam[..., 2] / safe
-        return np.stack([u, v], axis=-1), depth
+        return _perspective(self.world_to_camera(points_ue), self.fx, self.fy, self.cx, self.cy)
 
     @staticmethod
     def project_frames(
@@ -205,12 +212,8 @@ class Camera:
         loc = np.array([c.location for c in cameras], dtype=np.float64)
         intr = np.array([(c.fx, c.fy, c.cx, c.cy) for c in cameras], dtype=np.float64)
         cam = (pts - loc[:, None, :]) @ rot.transpose(0, 2, 1)
-        depth = cam[..., 0]
-        safe = np.where(depth > NEAR_CM, depth, np.nan)
         fx, fy, cx, cy = (intr[:, i, None] for i in range(4))
-        u = cx + fx * cam[..., 1] / safe
-        v = cy - fy * cam[..., 2] / safe
-        return np.stack([u, v], axis=-1), depth
+        return _perspective(cam, fx, fy, cx, cy)
 
     def in_image(self, uv: ArrayLike) -> NDArray[np.bool_]:
         """True where a (finite) point falls inside the image: 0 <= u < W and 0 <= v < H."""

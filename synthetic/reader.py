@@ -239,16 +239,16 @@ class _NpyFrames:
                 fh.seek(0)
                 arr = np.load(fh, allow_pickle=False)
                 header_len = fh.tell() - arr.nbytes
+                fh.seek(0)
+                header = fh.read(max(header_len, 0))
         except (OSError, ValueError) as exc:
             raise InputError(path, f"unreadable depth array: {exc}") from exc
         if arr.shape != self.shape or arr.dtype.kind != "f":
             h, w = self.shape
             raise InputError(path, f"expected float (H, W)=({h}, {w}) cm, got {arr.dtype} {arr.shape}")
-        if not arr.dtype.hasobject and arr.flags.c_contiguous and header_len > 0:
-            with path.open("rb") as fh:
-                header = fh.read(header_len)
-            if b"'fortran_order': False" in header:
-                self.header, self.dtype = header, arr.dtype
+        c_order = b"'fortran_order': False" in header
+        if not arr.dtype.hasobject and arr.flags.c_contiguous and c_order:
+            self.header, self.dtype = header, arr.dtype
         return arr
 
 

@@ -262,11 +262,7 @@ def coco_keypoints(uv: ArrayLike, vis: ArrayLike) -> list[float]:
     v = np.asarray(vis).reshape(-1)
     if len(v) != len(uv):
         raise ValueError(f"{len(uv)} points but {len(v)} visibility flags")
-    out = np.zeros((len(uv), 3))
-    keep = v > 0
-    out[keep, :2] = uv[keep]
-    out[keep, 2] = v[keep]
-    return [float(x) for x in out.ravel()]
+    return coco_keypoints_frames(uv[None], v[None])[0]
 
 
 def coco_keypoints_frames(uv: NDArray[np.float64], vis: NDArray[np.integer[Any]]) -> list[list[float]]:
