@@ -57,6 +57,7 @@ from sqlalchemy import select  # noqa: E402
 
 from bench.common import Run  # noqa: E402
 from pipeline import active_learning as al  # noqa: E402
+from pipeline import instance_sets  # noqa: E402
 from pipeline.al_stats import final_difference, savings  # noqa: E402
 from pipeline.correction_effort import round_effort  # noqa: E402
 from pipeline.rounds import get_round  # noqa: E402
@@ -191,10 +192,10 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
                     keep_ground_truth=True)
         pinned[group] = split
     assign_splits(store, pinned, pinned=pinned)
-    validation = {"real": al.real_validation_instances(store),
-                  "synthetic": al.synthetic_validation_instances(store)}
-    labels = al.training_labels(store)
-    pool_ids = al.pool_instances(store)
+    validation = {"real": instance_sets.real_validation_instances(store),
+                  "synthetic": instance_sets.synthetic_validation_instances(store)}
+    labels = instance_sets.training_labels(store)
+    pool_ids = instance_sets.pool_instances(store)
     real_pool = _real_photo_instances(store, pool_ids)
     log(f"store: {len(labels)} synthetic training labels; pool {len(pool_ids)} "
         f"({len(real_pool)} real photos); "

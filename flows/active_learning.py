@@ -73,7 +73,7 @@ def active_learning_round(
     from annotation.labelstudio.hooks import LabelStudioHooks
     from annotation.simulated_annotator import AnnotatorProfile
     from pipeline.active_learning import RoundContext, advance_round, resolve_settings, start_round
-    from pipeline.rounds import current_model, get_round, next_round_number
+    from pipeline.rounds import get_round, next_round_number
     from pipeline.store import Store
 
     logger = get_run_logger()
@@ -85,7 +85,7 @@ def active_learning_round(
         logger.warning(f"round {number} resumes with its stored {name}={kept!r}; ignoring {typed!r}")
     rnd = get_round(store, number)
     model = (rnd.state or {}).get("start_model") if rnd is not None else None
-    model = model or start_model or current_model(store)
+    model = model or start_model or store.current_model()
     if model is None:
         raise RuntimeError("no model to start from: run `spinetrack train` first or pass --model")
     start_round(store, number, resolved, model)
@@ -189,11 +189,11 @@ def validation_set(size: int, seed: int = 0, model: str | None = None) -> dict[s
     """Send real `val` images to Label Studio; their human labels freeze the real validation split."""
     from annotation.labelstudio.hooks import LabelStudioHooks
     from pipeline.active_learning import push_validation_set
-    from pipeline.rounds import current_model, next_round_number
+    from pipeline.rounds import next_round_number
     from pipeline.store import Store
 
     store = Store()
-    name = model or current_model(store)
+    name = model or store.current_model()
     if name is None:
         raise RuntimeError("no model to pre-annotate with: run `spinetrack train` first or pass --model")
     number = next_round_number(store)

@@ -88,7 +88,7 @@ def demo_flow(
     from pipeline.model.train import train
     from pipeline.real_import import import_coco
     from pipeline.release import ReleaseError, create_release, get_release, list_releases
-    from pipeline.rounds import current_model, history
+    from pipeline.rounds import history
     from pipeline.splits import assign_splits
     from pipeline.store import Store
     from synthetic.sample_set import SequenceSpec, render_set
@@ -121,10 +121,10 @@ def demo_flow(
     assign_splits(store, groups, pinned={k: v for k, v in PINNED.items() if k in groups})
     steps.done("import")
 
-    model = current_model(store)
+    model = store.current_model()
     if model is None:
         logger.info("training the tiny model from scratch (%d iterations)", train_iters)
-        from pipeline.active_learning import training_labels
+        from pipeline.instance_sets import training_labels
 
         model = train(store, config="tiny", iters=train_iters, seed=0, labels=training_labels(store)).name
     steps.done("train")
@@ -150,7 +150,7 @@ def demo_flow(
                               simulate_annotators=True)
         steps.done(f"round{number}")
     if real is not None:
-        out["body_AP_after"] = body_ap_on_coco(store, current_model(store) or model, real)
+        out["body_AP_after"] = body_ap_on_coco(store, store.current_model() or model, real)
         logger.info("body AP on the real COCO sample after the rounds: %s", out["body_AP_after"])
         steps.done("body_AP_after")
 

@@ -17,7 +17,6 @@ Public API for the CLI, flows and benchmarks (the benchmark runs THIS step, not 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,7 +28,13 @@ import numpy as np
 from sqlalchemy import select
 
 from pipeline.calibration import DEFAULT_Z, AcceptThreshold, calibrate_threshold
-from pipeline.coco_writer import coco_annotation, coco_image, coco_result
+from pipeline.instance_sets import (
+    pool_instances,
+    real_validation_instances,
+    synthetic_validation_instances,
+    training_labels,
+    val_set_candidates,
+)
 from pipeline.rounds import (
     ROUND_STEPS,
     VALIDATION_REASON,
@@ -46,22 +51,15 @@ from pipeline.rounds import (
 )
 from pipeline.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
 from pipeline.selection import select as select_instances
-from pipeline.splits import assign_splits
 from pipeline.store import Label, Store
-from pipeline.store.models import AnnotationTask, Image, Instance, Revision
+from pipeline.store.models import AnnotationTask, Revision
+from pipeline.validation import ValidationResult, validate, validate_annotator
 from schemas.enums import (
-    EVALUATION_TRUTH_SOURCES,
-    REAL_TRUTH_SOURCES,
-    ImageSource,
     RevisionSource,
-    RevisionStatus,
     RoundStatus,
     RoundStep,
 )
 from schemas.keypoints import NUM_KEYPOINTS
-
-VALIDATION_KEY = "validation-set"
-SYNTHETIC_VALIDATION_KEY = "validation-set:synthetic"
 
 
 @dataclass(frozen=True)
@@ -158,171 +156,6 @@ class RoundContext:
     close_now: bool = False
 
 
-# -- the validation splits and the pool ------------------------------------------------------------
-def _group_splits(store: Store) -> dict[str, str]:
-    return assign_splits(store, store.group_keys())
-
-
-def _val_groups(store: Store) -> set[str]:
-    return {g for g, sp in _group_splits(store).items() if sp == "val"}
-
-
-def _revoked_ids(s: Any) -> set[int]:
-    return {int(i) for i in s.scalars(select(Revision.supersedes).where(Revision.supersedes.is_not(None)))}
-
-
-def _val_instances_with_truth(store: Store, image_source: str, sources: Sequence[str]) -> list[int]:
-    val_groups = _val_groups(store)
-    with store.session() as s:
-        revoked = _revoked_ids(s)
-        rows = s.execute(
-            select(Revision.instance_id, Revision.id, Revision.source, Revision.accepted)
-            .join(Instance, Instance.id == Revision.instance_id)
-            .join(Image, Image.id == Instance.image_id)
-            .where(Image.group_key.in_(val_groups), Image.source == image_source,
-                   Revision.source.in_(list(sources)))
-        ).all()
-    ok = {iid for iid, rid, src, acc in rows
-          if rid not in revoked and (acc or src == RevisionSource.IMPORT)}
-    return sorted(ok)
-
-
-def synthetic_validation_instances(store: Store) -> list[int]:
-    """Renders of `val` groups with ground truth: frozen in the store on first use."""
-    frozen = store.sync_value(SYNTHETIC_VALIDATION_KEY)
-    if frozen is not None:
-        return [int(i) for i in frozen["instance_ids"]]
-    ids = _val_instances_with_truth(store, ImageSource.SYNTHETIC, EVALUATION_TRUTH_SOURCES)
-    store.set_sync_value(SYNTHETIC_VALIDATION_KEY, {"instance_ids": ids})
-    return ids
-
-
-def real_validation_instances(store: Store) -> list[int]:
-    """Real images of `val` groups whose label a person made (Label Studio, review, an imported file).
-
-    It grows as `val-set` tasks are answered; each round freezes the set it calibrates and
-    evaluates on (round state `validation`), so a round's numbers never move under it.
-    """
-    return _val_instances_with_truth(store, ImageSource.REAL, REAL_TRUTH_SOURCES)
-
-
-def validation_instances(store: Store) -> list[int]:
-    """Every validation instance with ground truth, real and synthetic (legacy: frozen on first use)."""
-    frozen = store.sync_value(VALIDATION_KEY)
-    if frozen is not None:
-        return [int(i) for i in frozen["instance_ids"]]
-    ids = sorted(set(real_validation_instances(store)) | set(synthetic_validation_instances(store)))
-    store.set_sync_value(VALIDATION_KEY, {"instance_ids": ids})
-    return ids
-
-
-def ground_truth(store: Store, instance_ids: Sequence[int]) -> dict[int, Revision]:
-    """The reference label of each instance: its latest live accepted label, else its hidden import."""
-    out: dict[int, Revision] = {}
-    revoked = store.revoked_revision_ids()
-    for rev in store.revisions_for(instance_ids, sources=EVALUATION_TRUTH_SOURCES):  # by id
-        if rev.id in revoked or rev.status == RevisionStatus.REVOKED:
-            continue
-        if not rev.accepted and rev.source != RevisionSource.IMPORT:
-            continue  # skipped tasks, refused labels
-        current = out.get(rev.instance_id)
-        # accepted labels win over hidden imports; later wins among equals
-        if current is None or rev.accepted or not current.accepted:
-            out[rev.instance_id] = rev
-    return out
-
-
-def training_labels(store: Store) -> list[Label]:
-    """Everything accepted in `train` groups: synthetic, human (late ones included), auto-accepted."""
-    labels = store.current_labels()
-    splits = assign_splits(store, {lab.group_key for lab in labels})
-    return [lab for lab in labels if splits[lab.group_key] == "train"]
-
-
-def _tasked(store: Store) -> set[int]:
-    return store.tasked_instance_ids()
-
-
-def pool_instances(store: Store, image_source: str = "real") -> list[int]:
-    """Unlabelled instances of `train` groups that were never sent to annotators."""
-    pairs = store.unlabelled_instances(image_source=image_source)
-    splits = assign_splits(store, {img.group_key for img, _ in pairs})
-    tasked = _tasked(store)
-    return [inst.id for img, inst in pairs if splits[img.group_key] == "train" and inst.id not in tasked]
-
-
-def val_set_candidates(store: Store, size: int, seed: int = 0) -> list[int]:
-    """Up to `size` real instances of `val` groups with no accepted label, never sent before.
-
-    A seeded sample spread over groups (one per group first), so a few long videos cannot fill it.
-    """
-    if size <= 0:
-        return []
-    val_groups = _val_groups(store)
-    tasked = _tasked(store)
-    pairs = [(img, inst) for img, inst in store.unlabelled_instances(image_source=ImageSource.REAL)
-             if img.group_key in val_groups and inst.id not in tasked]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(pairs)) if pairs else np.array([], dtype=int)
-    seen: Counter[str] = Counter()
-    ranked = []
-    for idx in order:
-        img, inst = pairs[int(idx)]
-        ranked.append((seen[img.group_key], int(idx), inst.id))
-        seen[img.group_key] += 1
-    return [iid for _, _, iid in sorted(ranked)[:size]]
-
-
-# -- scoring a model on the validation split -----------------------------------------------------
-@dataclass
-class ValidationResult:
-    metrics: dict[str, float]
-    oks: list[float]
-    uncertainty: list[float]
-
-
-def validate(store: Store, model: Any, *, flip_test: bool = True,
-             instance_ids: Sequence[int] | None = None) -> ValidationResult:
-    """Predict validation instances (default: all, `validation_instances`); AP per partition, and
-    OKS + uncertainty per instance."""
-    from pipeline.evaluate import evaluate_keypoints, expected_oks, summary
-    from pipeline.model.predict import predict
-    from pipeline.pseudo_label import spine_stats
-    from pipeline.uncertainty import instance_uncertainty
-
-    ids = validation_instances(store) if instance_ids is None else list(instance_ids)
-    truth = ground_truth(store, ids)
-    if not truth:
-        return ValidationResult({}, [], [])
-    rows = [(iid, img.id, img.path, img.width, img.height)
-            for iid, img in sorted(store.images_of(truth).items())]
-    stats = spine_stats(store)
-    preds = predict(model, [r[2] for r in rows], [[truth[r[0]].bbox] for r in rows], flip_test=flip_test)
-    gt: dict[str, Any] = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
-    results: list[dict[str, Any]] = []
-    oks: list[float] = []
-    unc: list[float] = []
-    seen_images: set[int] = set()
-    for pred in preds:
-        inst_id, image_id, _path, width, height = rows[pred.image_index]
-        ref = truth[inst_id]
-        if image_id not in seen_images:
-            seen_images.add(image_id)
-            gt["images"].append(coco_image(image_id, str(image_id), width, height))
-        gt["annotations"].append(coco_annotation(inst_id, image_id, ref.keypoints, ref.bbox, area=ref.area))
-        results.append(coco_result(image_id, pred.coco_keypoints(), pred.score))
-        value = expected_oks(pred.coco_keypoints(), ref.keypoints, area=ref.area)
-        u = instance_uncertainty(pred.plain_keypoints if flip_test else pred.keypoints, pred.confidence,
-                                 ref.bbox, flip_keypoints=pred.flip_keypoints, stats=stats).combined
-        if not math.isnan(value):
-            oks.append(float(value))
-            unc.append(float(u))
-    metrics = summary(evaluate_keypoints(gt, results))
-    metrics["mean_oks"] = float(np.mean(oks)) if oks else float("nan")
-    metrics["instances"] = float(len(truth))
-    return ValidationResult(metrics, oks, unc)
-
-
 # -- the steps ------------------------------------------------------------------------------------
 def step_pseudo_label(ctx: RoundContext) -> dict[str, Any]:
     """Predict the pool (and the first round's real validation sample, for its pre-annotation)."""
@@ -364,7 +197,6 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     The threshold is calibrated on the uncertainty of the annotator that pseudo-labels the pool
     (`settings.annotator`, scored as pseudo_label scores it), so threshold and the scores
     auto-accept compares with it are on one scale; the start model's metrics are reported beside."""
-    from pipeline.annotator_validation import validate_annotator
     from pipeline.annotators import load_annotator
     from pipeline.model.registry import load_model
 

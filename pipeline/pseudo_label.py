@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from torch import nn
 
 from pipeline import progress
 from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose
 from pipeline.store import Store
-from pipeline.store.models import Image, Instance, Revision
+from pipeline.store.models import Revision
 from pipeline.uncertainty import SpineStats, Uncertainty, instance_uncertainty
 from schemas.enums import HIDDEN_TRUTH_SOURCES, RevisionSource
 
@@ -67,25 +66,6 @@ def spine_stats(store: Store, *, min_instances: int = 20) -> SpineStats | None:
     return SpineStats.load(path) if path.is_file() else None
 
 
-def _boxes(store: Store, pairs: Sequence[tuple[Image, Instance]]) -> dict[int, tuple[list[float], str]]:
-    """Box of each instance, with where it came from."""
-    out: dict[int, tuple[list[float], str]] = {}
-    missing: list[int] = []
-    for _img, inst in pairs:
-        box = (inst.meta or {}).get("bbox")
-        if box is not None and len(box) == 4:
-            out[inst.id] = ([float(v) for v in box], "instance")
-        else:
-            missing.append(inst.id)
-    if missing:
-        # chunks split by instance, so each instance's revisions stay in id order
-        query = select(Revision.instance_id, Revision.bbox).order_by(Revision.id)
-        for instance_id, bbox in store.rows_in(query, Revision.instance_id, missing):
-            if bbox and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:  # later ones overwrite earlier
-                out[instance_id] = ([float(v) for v in bbox], "revision")
-    return out
-
-
 def _done(store: Store, model_version: str, instance_ids: Sequence[int]) -> set[int]:
     wanted = {external_id(model_version, i): i for i in instance_ids}
     return {wanted[k] for k in store.stored_external_ids(wanted)}
@@ -105,7 +85,7 @@ def as_annotator(model: Annotator | nn.Module, model_version: str | None, flip_t
 
 
 def pose_uncertainty(pose: PersonPose, box: Sequence[float], stats: SpineStats | None) -> Uncertainty:
-    """The uncertainty stored with a pseudo-label (and calibrated against: annotator_validation)."""
+    """The uncertainty stored with a pseudo-label (and calibrated against: pipeline.validation)."""
     plain = pose.detail.get("plain_keypoints", pose.keypoints)
     return instance_uncertainty(
         plain if pose.flip_keypoints is not None else pose.keypoints,
@@ -165,7 +145,7 @@ def pseudo_label(
     done = _done(store, version, [inst.id for _, inst in pairs])
     summary.already_done = len(done)
     pairs = [p for p in pairs if p[1].id not in done]
-    boxes = _boxes(store, pairs)
+    boxes = store.instance_boxes([inst for _, inst in pairs])
     summary.without_box = sum(1 for _, inst in pairs if inst.id not in boxes)
     pairs = [p for p in pairs if p[1].id in boxes]
     if stats is None:

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import select
 
 from pipeline.store import Store
-from pipeline.store.models import ModelVersion, Revision, Round
-from schemas.enums import RevisionSource, RevisionStatus, RoundStatus, RoundStep, TaskState
+from pipeline.store.models import Revision, Round
+from schemas.enums import RevisionSource, RevisionStatus, RoundStatus, RoundStep, TaskState, step_reached
 
 #: Tasks pushed to freeze the real validation split (not part of a round's close rule).
 VALIDATION_REASON = "validation"
@@ -32,9 +32,7 @@ ROUND_STEPS: tuple[RoundStep, ...] = tuple(RoundStep)
 
 def step_done(rnd: Round, step: str) -> bool:
     """Whether `step` finished in `rnd` (steps finish in ROUND_STEPS order)."""
-    if rnd.step == "started":
-        return False
-    return ROUND_STEPS.index(rnd.step) >= ROUND_STEPS.index(step)
+    return step_reached(rnd.step, step)
 
 
 def open_round(store: Store, number: int, *, strategy: str, budget: int,
@@ -94,16 +92,6 @@ def next_round_number(store: Store) -> int:
         return 1
     last = rounds[-1]
     return last.number if last.step != ROUND_STEPS[-1] else last.number + 1
-
-
-def current_model(store: Store) -> str | None:
-    """The model the next round starts from: the last finished round's, else the newest trained."""
-    for rnd in reversed(history(store)):
-        if rnd.model_version and step_done(rnd, "retrain"):
-            return rnd.model_version
-    with store.session() as s:
-        newest = s.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())).first()
-        return newest.name if newest else None
 
 
 def round_status(rnd: Round) -> RoundStatus:

@@ -68,6 +68,15 @@ class RoundStep(StrEnum):
     RECORD = "record"  # the round is complete
 
 
+def step_reached(last_finished: str, step: str) -> bool:
+    """Whether a round whose last finished step is `last_finished` ("started": none yet) has
+    finished `step` (steps finish in RoundStep order)."""
+    if last_finished == "started":
+        return False
+    order = list(RoundStep)
+    return order.index(RoundStep(last_finished)) >= order.index(RoundStep(step))
+
+
 class RoundStatus(StrEnum):
     """Where a round stands, as shown to the user."""
 

@@ -24,12 +24,10 @@ from pipeline.active_learning import (
     RoundContext,
     RoundSettings,
     StepOutcome,
-    pool_instances,
     run_step,
     start_round,
-    training_labels,
-    validation_instances,
 )
+from pipeline.instance_sets import pool_instances, training_labels, validation_instances
 from pipeline.real_import import import_coco
 from pipeline.rounds import ROUND_STEPS, get_round, history
 from pipeline.splits import assign_splits

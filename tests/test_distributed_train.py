@@ -36,7 +36,7 @@ def _run(cmd: list[str], home: Path) -> None:
 
 
 def _train(home: Path, name: str, *, processes: int, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    args = ["-m", "pipeline.model.distributed", "--config", "tiny", "--iters", str(ITERS),
+    args = ["-m", "pipeline.model.torchrun", "--config", "tiny", "--iters", str(ITERS),
             "--batch-size", str(batch), "--seed", str(seed), "--name", name, "--threads", "1"]
     if processes == 1:
         _run([sys.executable, *args], home)

@@ -24,7 +24,7 @@ from annotation.labelstudio.client import connect, connection_of
 from annotation.labelstudio.pull import stored_project
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.simulated_annotator import AnnotatorProfile, annotate_tasks
-from pipeline.active_learning import training_labels
+from pipeline.instance_sets import training_labels
 from pipeline.real_import import import_coco
 from pipeline.rounds import get_round, live_human_revisions
 from pipeline.splits import assign_splits

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.rounds import (
-    current_model,
     finish_step,
     history,
     metrics_table,
@@ -42,7 +41,7 @@ def test_model_and_report_follow_finished_rounds(store: Store, tmp_path: Path) -
     finish_step(store, 1, "evaluate", metrics={"real": real, "synthetic": synthetic}, human_labels=3,
                 auto_accepted=7, late_labels=2)
     finish_step(store, 1, "record")
-    assert current_model(store) == "tiny-r1"
+    assert store.current_model() == "tiny-r1"
     assert next_round_number(store) == 2
     table = metrics_table(history(store))
     assert ("| 1 | complete | random | 3 | 3 | 2 | 7 | tiny-r1 | 0.400 | 0.500 | 0.300 | 0.600 | 12 | "

@@ -89,9 +89,7 @@ def _student_name(store: Store | None, student: str | None) -> str | None:
         return student
     if store is None:
         return None
-    from pipeline.rounds import current_model
-
-    return current_model(store)
+    return store.current_model()
 
 
 def load_annotator(spec: str | AnnotatorSpec, store: Store | None = None, *, device: str = "cpu",

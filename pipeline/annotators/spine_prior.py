@@ -141,14 +141,14 @@ def fit_from_store(store: Store) -> SpinePrior | None:
 
 def load_prior(store: Store | None = None) -> SpinePrior:
     """The store's own prior (fitted on its synthetic labels) when it has enough, else the one
-    shipped with the package (fitted on reference renders by `fit_default_prior`)."""
+    shipped with the package (fitted on reference renders by `synthetic.fit_spine_prior`)."""
     if store is not None:
         prior = fit_from_store(store)
         if prior is not None:
             return prior
     if not DEFAULT_FILE.is_file():
         raise FileNotFoundError(f"{DEFAULT_FILE}: shipped spine prior missing; run "
-                                "`python -m pipeline.annotators.spine_prior` to fit it")
+                                "`python -m synthetic.fit_spine_prior` to fit it")
     return SpinePrior.load(DEFAULT_FILE)
 
 
@@ -168,30 +168,3 @@ def render_keypoints(folders: Iterable[Path]) -> list[list[float]]:
         gt = json.loads((Path(folder) / "ground_truth.json").read_text())
         out.extend(ann["keypoints"] for ann in gt["annotations"])
     return out
-
-
-#: The reference renders the shipped prior is fitted on (motion, seed, frames): every motion, seeds
-#: the demo, the tests and the benchmark hold out never use.
-DEFAULT_RENDERS = [
-    (m, 500 + i, 60) for i, m in enumerate(("bend", "twist", "walk", "squat", "reach", "mixed"))
-]
-
-
-def fit_default_prior(root: str | Path, out: str | Path = DEFAULT_FILE) -> SpinePrior:
-    """Render DEFAULT_RENDERS under `root` with the reference renderer and fit the shipped prior."""
-    from synthetic.sample_set import SequenceSpec, render_set
-
-    folders = render_set(root, [SequenceSpec(m, s, n) for m, s, n in DEFAULT_RENDERS])
-    prior = SpinePrior.fit(render_keypoints(folders), source="reference-renders:" + ",".join(
-        f"{m}-seed{s}" for m, s, _ in DEFAULT_RENDERS))
-    prior.save(out)
-    return prior
-
-
-if __name__ == "__main__":  # pragma: no cover - maintenance entry point
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fitted = fit_default_prior(sys.argv[1] if len(sys.argv) > 1 else tmp)
-    print(f"fitted on {fitted.count} instances, residual {fitted.residual:.4f} body units -> {DEFAULT_FILE}")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.instance_sets import pool_instances
 from pipeline.store import Store
 from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
 
@@ -46,17 +47,13 @@ class TeacherTargets:
 
 def default_pool(store: Store) -> list[int]:
     """The active-learning pool's real instances (unlabelled, `train` groups, never tasked)."""
-    from pipeline.active_learning import pool_instances
-
     return pool_instances(store, "real")
 
 
 def _pool_rows(store: Store, instance_ids: Sequence[int]) -> list[tuple[int, Any, list[float]]]:
-    from pipeline.pseudo_label import _boxes
-
     wanted = set(instance_ids)
     pairs = [(img, inst) for img, inst in store.unlabelled_instances() if inst.id in wanted]
-    boxes = _boxes(store, pairs)
+    boxes = store.instance_boxes([inst for _, inst in pairs])
     return [(inst.id, img, boxes[inst.id][0]) for img, inst in pairs if inst.id in boxes]
 
 

@@ -27,10 +27,12 @@ from mmengine.runner import Runner, set_random_seed
 from torch import nn
 
 from pipeline.coco_writer import coco_result
+from pipeline.model import distributed
 from pipeline.model.configs import CONFIG_NAMES, SPECS, build_config
 from pipeline.model.init_checkpoint import init_from_checkpoint
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
 from pipeline.model.registry import build_model, get_version, load_model, load_state_dict, save_model
+from pipeline.model.teacher_targets import add_teacher_targets, default_pool
 from pipeline.store import Label, Store
 from pipeline.store.models import ModelVersion
 from schemas.errors import InputError
@@ -194,8 +196,6 @@ def train(
     teacher_model: nn.Module | None = None
     provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
     if teacher is not None:
-        from pipeline.model.teacher_targets import add_teacher_targets, default_pool
-
         teacher_model, teacher_annotator, identity = resolve_teacher(store, teacher, device)
         pool = list(teacher_pool) if teacher_pool is not None else default_pool(store)
         targets = add_teacher_targets(store, train_ann, pool, annotator=teacher_annotator, identity=identity)
@@ -271,8 +271,6 @@ def train(
 
 def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
     """mmengine's Runner from our config, around the model built (and prepared) here."""
-    from pipeline.model import distributed
-
     # The Runner gets only the config keys it reads itself (the model wrapper under torchrun): given
     # the whole config it formats it with yapf three times (dump, log, visualizer), ~10 s each on
     # these cores, for every model trained. The full config is kept in the model's meta.json.

@@ -31,8 +31,25 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
-from pipeline.store.models import AnnotationTask, Base, Image, Instance, Revision, SyncState, utcnow
-from schemas.enums import HUMAN_SOURCES, PREDICTION_SOURCES, RevisionSource, RevisionStatus
+from pipeline.store.models import (
+    AnnotationTask,
+    Base,
+    Image,
+    Instance,
+    ModelVersion,
+    Revision,
+    Round,
+    SyncState,
+    utcnow,
+)
+from schemas.enums import (
+    HUMAN_SOURCES,
+    PREDICTION_SOURCES,
+    RevisionSource,
+    RevisionStatus,
+    RoundStep,
+    step_reached,
+)
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS
 
@@ -556,6 +573,65 @@ class Store:
             q = select(Revision.supersedes).where(Revision.supersedes.is_not(None))
             return {int(i) for i in s.scalars(q) if i is not None}
 
+    def reference_revisions(
+        self,
+        instance_ids: Iterable[int] | None = None,
+        *,
+        sources: Sequence[str],
+        group_keys: Iterable[str] | None = None,
+        image_source: str | None = None,
+    ) -> list[Revision]:
+        """Revisions that can be an instance's ground truth, by id: of `sources`, live (neither taken
+        back by a later `revoked` revision nor one itself), and accepted or a hidden `import`
+        (skipped tasks and refused labels are not). `group_keys` / `image_source` narrow by image."""
+        q = select(Revision).where(Revision.source.in_(list(sources)))
+        if group_keys is not None or image_source is not None:
+            q = (q.join(Instance, Instance.id == Revision.instance_id)
+                 .join(Image, Image.id == Instance.image_id))
+            if group_keys is not None:
+                q = q.where(Image.group_key.in_(list(group_keys)))
+            if image_source is not None:
+                q = q.where(Image.source == image_source)
+        if instance_ids is None:
+            with self.session() as s:
+                found = list(s.scalars(q.order_by(Revision.id)))
+        else:
+            found = sorted(self.scalars_in(q, Revision.instance_id, instance_ids), key=lambda r: r.id)
+        revoked = self.revoked_revision_ids()
+        return [rev for rev in found
+                if rev.id not in revoked and rev.status != RevisionStatus.REVOKED
+                and (rev.accepted or rev.source == RevisionSource.IMPORT)]
+
+    def ground_truth(self, instance_ids: Sequence[int], *, sources: Sequence[str]) -> dict[int, Revision]:
+        """The reference label of each instance: its latest live accepted label among `sources`,
+        else its hidden import (`reference_revisions`)."""
+        out: dict[int, Revision] = {}
+        for rev in self.reference_revisions(instance_ids, sources=sources):  # by id
+            current = out.get(rev.instance_id)
+            # accepted labels win over hidden imports; later wins among equals
+            if current is None or rev.accepted or not current.accepted:
+                out[rev.instance_id] = rev
+        return out
+
+    def instance_boxes(self, instances: Sequence[Instance]) -> dict[int, tuple[list[float], str]]:
+        """Box of each instance, with where it came from: its own (`meta["bbox"]`, "instance"), else
+        the box of its latest revision of any kind with a positive size ("revision"); none: absent."""
+        out: dict[int, tuple[list[float], str]] = {}
+        missing: list[int] = []
+        for inst in instances:
+            box = (inst.meta or {}).get("bbox")
+            if box is not None and len(box) == 4:
+                out[inst.id] = ([float(v) for v in box], "instance")
+            else:
+                missing.append(inst.id)
+        if missing:
+            # chunks split by instance, so each instance's revisions stay in id order
+            query = select(Revision.instance_id, Revision.bbox).order_by(Revision.id)
+            for instance_id, bbox in self.rows_in(query, Revision.instance_id, missing):
+                if bbox and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:  # later ones overwrite earlier
+                    out[instance_id] = ([float(v) for v in bbox], "revision")
+        return out
+
     def count_revisions(
         self, *, sources: Sequence[str] | None = None, round: int | None = None, accepted: bool | None = None
     ) -> int:
@@ -581,6 +657,17 @@ class Store:
             with self.session() as s:
                 return {str(v) for v in s.scalars(q)}
         return {str(v) for v in self.scalars_in(q, Revision.external_id, external_ids)}
+
+    # -- models -------------------------------------------------------------------------------
+    def current_model(self) -> str | None:
+        """The model the next round starts from: the model of the last round whose retrain step
+        finished, else the newest registered model; None when nothing was trained."""
+        with self.session() as s:
+            for rnd in s.scalars(select(Round).order_by(Round.number.desc())):
+                if rnd.model_version and step_reached(rnd.step, RoundStep.RETRAIN):
+                    return str(rnd.model_version)
+            newest = s.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())).first()
+            return newest.name if newest else None
 
     # -- images, instances, tasks, cursors ----------------------------------------------------
     def group_keys(self) -> list[str]:
