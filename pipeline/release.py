@@ -14,7 +14,6 @@ The COCO files hold no timestamps and the manifest records the revision of every
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
@@ -37,8 +36,8 @@ from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
 from pipeline.store.models import Image, ModelVersion, Release
+from pipeline.store.objects import checked_object, link_or_copy, object_path
 from pipeline.store.store import IN_CHUNK
-from schemas.errors import InputError
 from schemas.keypoints import KEYPOINTS, NUM_KEYPOINTS
 from schemas.manifest import (
     Changelog,
@@ -373,11 +372,13 @@ def _slug(text: str) -> str:
 
 
 def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, tuple[str, str, int]]:
-    """Hard-link (or copy) each image into images/, checking it still has its ingest hash.
+    """Hard-link each image's copy in the store's objects into images/ (a read-only copy across
+    file systems), after checking the object still has the image's ingest hash.
 
-    The store names an image by the sha256 of its bytes (taken at ingest): every image is hashed
-    again here, and the release records that hash and the copy's size. Returns image id ->
-    (name in the release, sha256, bytes)."""
+    A release never shares an inode with a source file, a media file or anything else that may be
+    written: only with the store's objects, which nothing rewrites (pipeline/store/objects.py). An
+    image registered before objects existed gets its object now, from its source if that still has
+    the ingest hash. Returns image id -> (name in the release, sha256, bytes)."""
     hashes = _image_hashes(store, {lab.image_id for lab in labels})
     files: dict[int, tuple[str, str, int]] = {}
     images_dir = out / "images"
@@ -387,30 +388,29 @@ def _copy_images(store: Store, labels: Sequence[Label], out: Path) -> dict[int, 
     for lab in progress.track(labels, "release: images"):
         if lab.image_id in files:
             continue
-        src = lab.image_path
-        try:
-            with open(src, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size <= _READ_WHOLE:  # one read: file_digest's 256 KiB buffer costs more than the hash
-                    data = fh.read()
-                    size, digest = len(data), hashlib.sha256(data).hexdigest()
-                else:
-                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise InputError(src, "image of a released label is missing", field="path") from None
-        if digest != hashes[lab.image_id]:
-            raise InputError(src, "image changed since it was ingested (sha256 differs)", field="sha256")
-        name = f"{lab.image_id:012d}{_suffix(src).lower()}"
-        dst = prefix + name
-        try:
-            if not link:
-                raise OSError(errno.EXDEV, "copying")
-            os.link(src, dst)
-        except OSError as error:
-            link = link and error.errno != errno.EXDEV
-            shutil.copyfile(src, dst)
-        files[lab.image_id] = (f"images/{name}", digest, size)
+        src, suffix, expected = lab.image_path, _suffix(lab.image_path), hashes[lab.image_id]
+        obj = object_path(store.home, expected, suffix)
+        size, digest = _hashed(obj)
+        if digest != expected:  # missing (an older store) or damaged: made again from the source
+            obj = checked_object(store.home, expected, suffix, src)
+            size = obj.stat().st_size
+        name = f"{lab.image_id:012d}{suffix.lower()}"
+        link = link_or_copy(obj, Path(prefix + name), link=link)
+        files[lab.image_id] = (f"images/{name}", expected, size)
     return files
+
+
+def _hashed(path: Path) -> tuple[int, str | None]:
+    """(size, sha256) of a file; (0, None) when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= _READ_WHOLE:  # one read: file_digest's 256 KiB buffer costs more than the hash
+                data = fh.read()
+                return len(data), hashlib.sha256(data).hexdigest()
+            return size, hashlib.file_digest(fh, "sha256").hexdigest()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return 0, None
 
 
 #: Images up to this size are hashed from one read.

@@ -35,7 +35,11 @@ def test_export_loads_in_pycocotools_and_is_deterministic(store: Store, tmp_path
     (ann,) = coco.loadAnns(coco.getAnnIds())
     assert ann["id"] == inst and len(ann["keypoints"]) == 111
     assert ann["num_keypoints"] == 37 and ann["area"] == 1200
-    assert coco.loadImgs(ann["image_id"])[0]["file_name"] == "img.png"
+    # the store's own copy of the image (pipeline/store/objects.py), relative to the root asked for
+    copy = Path(store.images_of([inst])[inst].path)
+    assert copy.parent.parent == store.home / "objects"
+    assert copy.read_bytes() == (tmp_path / "img.png").read_bytes()
+    assert coco.loadImgs(ann["image_id"])[0]["file_name"] == copy.relative_to(tmp_path).as_posix()
     assert load_coco(a).annotations[0].keypoints[3:6] == [1.0, 0.5, 2]
 
 

@@ -123,7 +123,10 @@ def test_round_trip_matches_renderer_ground_truth(store: Store, renders: list[Pa
         file_of = {img["id"]: img["file_name"] for img in truth["images"]}
         truth_by_key = {(file_of[a["image_id"]], a["actor"]): a for a in truth["annotations"]}
         actor_of = {lab.instance_id: int(lab.instance_key.removeprefix("actor-")) for lab in labels}
-        files = {img["id"]: img["file_name"] for img in coco["images"]}
+        # the store's image is its own copy (pipeline/store/objects.py); the frame it was read from:
+        files = {lab.image_id: Path(lab.image_meta["source_path"]).relative_to(folder).as_posix()
+                 for lab in labels}
+        assert {img["id"] for img in coco["images"]} == set(files)
         assert len(coco["annotations"]) == 6 * actors
         for ann in coco["annotations"]:
             gt = truth_by_key[(files[ann["image_id"]], actor_of[ann["id"]])]

@@ -120,20 +120,25 @@ def test_copied_images_are_hard_links_on_one_file_system(store: Store, tmp_path:
     _one_image_store(store, tmp_path / "images")
     rel = create_release(store, "1.0.0", copy_images=True)
     images = sorted((rel.path / "images").iterdir())
+    # linked to the store's own read-only copy (pipeline/store/objects.py), never to the source
     assert len(images) == 3 and all(p.stat().st_nlink == 2 for p in images)
+    sources = {p.stat().st_ino for p in (tmp_path / "images").iterdir()}
+    assert not sources & {p.stat().st_ino for p in images}
     assert verify_release(rel.path) == []
 
 
 def test_copied_images_are_copies_across_file_systems(store: Store, tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("no second file system (/dev/shm) to put the images on")
+        pytest.skip("no second file system (/dev/shm) to put the releases on")
     folder = Path(tempfile.mkdtemp(prefix="spinetrack-test-", dir=shm))
     try:
-        _one_image_store(store, folder)
+        _one_image_store(store, tmp_path / "images")
+        (store.home / "releases").symlink_to(folder)  # releases on another file system than the store
         rel = create_release(store, "1.0.0", copy_images=True)
         images = sorted((rel.path / "images").iterdir())
         assert len(images) == 3 and all(p.stat().st_nlink == 1 for p in images)  # EXDEV: copied
+        assert all(not p.stat().st_mode & 0o222 for p in images)  # copies are read-only too
         assert verify_release(rel.path) == []
     finally:
         shutil.rmtree(folder, ignore_errors=True)

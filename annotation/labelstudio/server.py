@@ -24,6 +24,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.store.objects import read_checked
+from pipeline.store.store import file_sha256
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_EMAIL = "annotator@spinetrack.local"
 STATE_FILE = "server.json"
@@ -110,21 +113,22 @@ def media_root(home: Path) -> Path:
 
 
 def stage_media(image_path: str | Path, sha256: str, root: str | Path) -> Path:
-    """The image as a file below `root` (a hard link, or a copy across file systems), named by its
-    content hash, so Label Studio can serve it without seeing anything else; idempotent."""
+    """The image as a file below `root`, named by its content hash, so Label Studio can serve it
+    without seeing anything else; idempotent.
+
+    Always a copy of the bytes with the image's sha256, never a hard link: a media file may be
+    rewritten (by a person, a tool, a server), and that must not reach the store's copy, the
+    source or a release. A media file that no longer has its hash is replaced."""
     src = Path(image_path).resolve()
     base = Path(root).resolve()
-    if base in src.parents and src.parent != base:
-        return src  # already inside a sub-folder of the media folder
     dst = base / sha256[:2] / f"{sha256}{src.suffix.lower()}"
-    if not dst.is_file():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        partial = dst.with_name(f".{dst.name}.{os.getpid()}")
-        try:
-            os.link(src, partial)
-        except OSError:
-            shutil.copyfile(src, partial)
-        os.replace(partial, dst)
+    if dst.is_file() and file_sha256(dst) == sha256:
+        return dst
+    data, _ = read_checked(src, sha256)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(f".{dst.name}.{os.getpid()}")
+    partial.write_bytes(data)
+    os.replace(partial, dst)
     return dst
 
 

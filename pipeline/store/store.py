@@ -42,6 +42,7 @@ from pipeline.store.models import (
     SyncState,
     utcnow,
 )
+from pipeline.store.objects import capture, is_object
 from schemas.enums import (
     HUMAN_SOURCES,
     PREDICTION_SOURCES,
@@ -345,10 +346,24 @@ class Store:
         known = dict(self.rows_in(select(Image.sha256, Image.id), Image.sha256, digests, session=s))
         new = list({r["sha256"]: r for r in rows if r["sha256"] not in known}.values())
         if new:
+            for row in new:
+                self._keep_copy(row)
             self.insert_ignore(s, Image, new, ["sha256"])
             known.update(self.rows_in(select(Image.sha256, Image.id), Image.sha256,
                                       [r["sha256"] for r in new], session=s))
         return [int(known[d]) for d in digests]
+
+    def _keep_copy(self, row: dict[str, Any]) -> None:
+        """Copy a new image's bytes into the store's objects and point its row there, so nothing
+        that rewrites the source later changes what the store holds (pipeline/store/objects.py).
+        The bytes must still be those hashed (InputError otherwise); an image registered with a
+        sha256 but no file stays where it was said to be."""
+        source = row["path"]
+        if is_object(self.home, source) or not os.path.isfile(source):
+            return
+        copy, _ = capture(self.home, source, row["sha256"])
+        row["meta"] = {**row["meta"], "source_path": source}
+        row["path"] = str(copy)
 
     def add_images(self, images: Sequence[NewImage]) -> list[int]:
         """Register many images in one transaction; ids in the order given (see `add_image`)."""
