@@ -18,6 +18,12 @@ The fixtures under tests/fixtures/blazepose/ are made in two steps, by two inter
 
    The model file is the one in the app venv's mediapipe wheel (`--model` to give another path).
 
+The detector (pose_detection.tflite, tests/test_blazepose_detector.py) has the same two steps, its
+fixtures under tests/fixtures/blazepose/detector/ (whole frames and one photo, letterboxed to 224):
+
+       .venv/bin/python scripts/make_blazepose_reference.py detector-crops
+       /tmp/litert-venv/bin/python scripts/make_blazepose_reference.py detector-outputs
+
 Step 2 writes `reference.npz` (landmarks [K,195], pose flag [K], world [K,117] in float32, heatmaps
 [K,64,64,13] in float16 (every third of the 39 channels), segmentation logits at every 8th pixel
 [K,32,32]) and `cases.json`
@@ -42,7 +48,10 @@ FIXTURES = REPO / "tests" / "fixtures" / "blazepose"
 REAL_PEOPLE = REPO.parent / "shared" / "data" / "real_people"
 SITE_PACKAGES = REPO / ".venv" / "lib" / "python3.11" / "site-packages"
 MODEL = SITE_PACKAGES / "mediapipe" / "modules" / "pose_landmark" / "pose_landmark_full.tflite"
+DETECTOR_FIXTURES = FIXTURES / "detector"
+DETECTOR_MODEL = SITE_PACKAGES / "mediapipe" / "modules" / "pose_detection" / "pose_detection.tflite"
 SIZE = 256
+DETECTOR_SIZE = 224
 SEG_STEP = 8
 #: Heatmap channels kept (every third of the 39, at the full 64x64): all 39 in float16 would be 2 MB.
 HEATMAP_CHANNELS = tuple(range(0, 39, 3))
@@ -54,6 +63,11 @@ RENDERS = (("mixed", 3, 1), ("reach", 7, 0), ("squat", 11, 2))
 #: the crop is the box's centre, side 1.25 x the longer side (see real_crop).
 REAL = (("coco/000000000785.jpg", (281.0, 45.0, 219.0, 347.0)),
         ("coco/000000196141.jpg", (248.0, 74.0, 170.0, 301.0)))
+
+
+#: Detector cases: whole frames (640x512, letterboxed to 224x224) and one real photo, letterboxed.
+DETECTOR_RENDERS = (("walk", 5, 0), ("reach", 7, 0))
+DETECTOR_REAL = ("coco/000000000785.jpg",)
 
 
 def square_box(box: tuple[float, float, float, float], scale: float = 1.25) -> tuple[float, float, float]:
@@ -76,17 +90,23 @@ def real_crop(image: np.ndarray, crop: tuple[float, float, float], size: int = S
     return out
 
 
-def pattern() -> np.ndarray:
-    """A deterministic 256x256 RGB test pattern: gradients, rings and a checkerboard corner."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
-    r = np.hypot(xx - 128, yy - 100)
+def pattern(size: int = SIZE) -> np.ndarray:
+    """A deterministic size x size RGB test pattern: gradients, rings and a checkerboard band."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    r = np.hypot(xx - size / 2, yy - size * 100 / 256)
     red = 0.5 + 0.5 * np.sin(r / 9.0)
-    green = xx / (SIZE - 1)
+    green = xx / (size - 1)
     blue = 0.5 + 0.5 * np.cos((xx + 2 * yy) / 23.0)
-    checker = ((xx // 16 + yy // 16) % 2 == 0) & (yy > 170)
+    checker = ((xx // 16 + yy // 16) % 2 == 0) & (yy > size * 170 / 256)
     rgb = np.stack([red, green, blue], axis=-1)
     rgb[checker] = 1.0 - rgb[checker]
     return np.round(rgb * 255).astype(np.uint8)
+
+
+def letterbox_crop(height: int, width: int) -> tuple[float, float, float]:
+    """The real_crop box that letterboxes a whole image into a square (centred, black bands)."""
+    side = float(max(height, width))
+    return (width - side) / 2, (height - side) / 2, side
 
 
 def make_crops() -> None:
@@ -108,6 +128,77 @@ def make_crops() -> None:
             crop.save(FIXTURES / f"render_{motion}_seed{seed}_f{frame}.png")
     Image.fromarray(pattern()).save(FIXTURES / "pattern.png")
     print(f"wrote {len(RENDERS) + 1} crops to {FIXTURES}")
+
+
+def make_detector_crops() -> None:
+    """Detector step 1: whole rendered frames letterboxed to 224x224 (and their true hip centres, for
+    a plausibility check of the decoding), and the pattern at 224."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+    from synthetic.sample_set import GROUND_TRUTH, SequenceSpec, render_set
+
+    DETECTOR_FIXTURES.mkdir(parents=True, exist_ok=True)
+    hips: dict[str, list[float]] = {}  # ground-truth hip centre of each frame, in 224-px input pixels
+    with tempfile.TemporaryDirectory() as tmp:
+        for motion, seed, frame in DETECTOR_RENDERS:
+            (folder,) = render_set(tmp, [SequenceSpec(motion, seed, frame + 1, width=640, height=512)])
+            gt = json.loads((folder / GROUND_TRUTH).read_text())
+            image_info = next(img for img in gt["images"] if img.get("frame", img["id"]) == frame)
+            image = np.asarray(Image.open(folder / image_info["file_name"]).convert("RGB"))
+            box = letterbox_crop(*image.shape[:2])
+            crop = real_crop(image, box, DETECTOR_SIZE)
+            name = f"render_{motion}_seed{seed}_f{frame}.png"
+            Image.fromarray(crop).save(DETECTOR_FIXTURES / name)
+            ann = next(a for a in gt["annotations"] if a["image_id"] == image_info["id"])
+            kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+            hip = (kps[11, :2] + kps[12, :2]) / 2  # midpoint of the left and right hip joints
+            hips[name] = [round(float(v), 3) for v in (hip - box[:2]) * DETECTOR_SIZE / box[2]]
+    Image.fromarray(pattern(DETECTOR_SIZE)).save(DETECTOR_FIXTURES / "pattern.png")
+    (DETECTOR_FIXTURES / "hips.json").write_text(json.dumps(hips, indent=1) + "\n")
+    print(f"wrote {len(DETECTOR_RENDERS) + 1} detector inputs to {DETECTOR_FIXTURES}")
+
+
+def make_detector_outputs(model: Path) -> None:
+    """Detector step 2: the TFLite detector's raw outputs (input RGB / 127.5 - 1)."""
+    from ai_edge_litert import interpreter as litert
+
+    cases: list[dict[str, object]] = []
+    inputs: list[np.ndarray] = []
+    for png in sorted(DETECTOR_FIXTURES.glob("*.png")):
+        cases.append({"name": png.stem, "kind": "png", "file": png.name})
+        inputs.append(np.asarray(Image.open(png).convert("RGB")))
+    if REAL_PEOPLE.is_dir():
+        for rel in DETECTOR_REAL:
+            image = np.asarray(Image.open(REAL_PEOPLE / rel).convert("RGB"))
+            crop = letterbox_crop(*image.shape[:2])
+            pixels = real_crop(image, crop, DETECTOR_SIZE)
+            cases.append({"name": Path(rel).stem, "kind": "real", "path": rel, "crop": list(crop),
+                          "crop_sha256": hashlib.sha256(pixels.tobytes()).hexdigest()})
+            inputs.append(pixels)
+    interp = litert.Interpreter(model_path=str(model), num_threads=1)
+    interp.allocate_tensors()
+    (inp,) = interp.get_input_details()
+    by_width = {int(d["shape"][-1]): d["index"] for d in interp.get_output_details()}
+    regressors_idx, scores_idx = by_width[12], by_width[1]
+    regressors, scores = [], []
+    for pixels in inputs:
+        interp.set_tensor(inp["index"], (pixels.astype(np.float32) / 127.5 - 1.0)[None])
+        interp.invoke()
+        regressors.append(interp.get_tensor(regressors_idx)[0].copy())
+        scores.append(interp.get_tensor(scores_idx)[0, :, 0].copy())
+    np.savez_compressed(DETECTOR_FIXTURES / "reference.npz",
+                        regressors=np.stack(regressors).astype(np.float32),
+                        scores=np.stack(scores).astype(np.float32))
+    meta = {
+        "model": "mediapipe==0.10.14 mediapipe/modules/pose_detection/pose_detection.tflite",
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "interpreter": "ai-edge-litert 2.3.0",
+        "input": "RGB / 127.5 - 1 as float32 [1,224,224,3]",
+        "cases": cases,
+    }
+    (DETECTOR_FIXTURES / "cases.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"wrote detector outputs of {len(cases)} cases to {DETECTOR_FIXTURES}")
 
 
 def make_outputs(model: Path) -> None:
@@ -168,13 +259,17 @@ def make_outputs(model: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("crops", "outputs"))
-    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("step", choices=("crops", "outputs", "detector-crops", "detector-outputs"))
+    parser.add_argument("--model", type=Path, help="the .tflite file (default: the app venv's mediapipe)")
     args = parser.parse_args()
     if args.step == "crops":
         make_crops()
+    elif args.step == "outputs":
+        make_outputs(args.model or MODEL)
+    elif args.step == "detector-crops":
+        make_detector_crops()
     else:
-        make_outputs(args.model)
+        make_detector_outputs(args.model or DETECTOR_MODEL)
 
 
 if __name__ == "__main__":

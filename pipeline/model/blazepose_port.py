@@ -6,7 +6,7 @@ CONV_2D, DEPTHWISE_CONV_2D, ADD, RESIZE_BILINEAR, MAX_POOL_2D, RESHAPE, LOGISTIC
 constants expanded by DEQUANTIZE). The architecture is written out here by role, a MobileNetV2-like
 encoder, an FPN-like decoder, the heatmap head, the regression branch with its three 2x2 heads and
 the segmentation branch, and each named layer takes its weights from the op it corresponds to, found
-by walking the graph from the input (`_GraphBinder`): a layer that finds no op, an op claimed twice or
+by walking the graph from the input (`GraphBinder`): a layer that finds no op, an op claimed twice or
 an op no layer claimed is an error, so the module is the file's graph and nothing else.
 
 TFLite semantics reproduced exactly (the pitfalls measured in STACK.md):
@@ -162,68 +162,32 @@ def _decode_options(tfl: Any, kind: str, op: Any, index: int) -> dict[str, Any]:
 
 
 def _densify(tfl: Any, tensor: Any, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Expand a sparse TFLite constant (tensor.Sparsity(): DENSE / SPARSE_CSR dimensions) to dense."""
+    """Expand a sparse TFLite constant to dense: dense leading dims then one SPARSE_CSR last dim, in
+    the tensor's own order (how the converter stores pruned conv kernels); other layouts are refused.
+    """
     sparsity = tensor.Sparsity()
     order = [int(v) for v in sparsity.TraversalOrderAsNumpy()]
-    block_map = [int(v) for v in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
-    dims: list[tuple[str, int, np.ndarray | None, np.ndarray | None]] = []
-    for i in range(sparsity.DimMetadataLength()):
-        meta = sparsity.DimMetadata(i)
-        if meta.Format() == 0:  # DENSE
-            dims.append(("dense", meta.DenseSize(), None, None))
-        else:
-            seg_table, idx_table = meta.ArraySegments(), meta.ArrayIndices()
+    formats = [sparsity.DimMetadata(i).Format() for i in range(sparsity.DimMetadataLength())]
+    csr_last = [0] * (len(shape) - 1) + [1]
+    if order != list(range(len(shape))) or sparsity.BlockMapLength() or formats != csr_last:
+        raise GraphMismatch(f"sparse tensor {tensor.Name().decode()}: layout (order {order}, formats "
+                            f"{formats}, block map {sparsity.BlockMapLength()}) is not supported")
+    last = sparsity.DimMetadata(len(shape) - 1)
 
-            def vector(table: Any, kind: int) -> np.ndarray:
-                cls = {1: tfl.Int32Vector, 2: tfl.Uint16Vector, 3: tfl.Uint8Vector}[kind]
-                vec = cls()
-                vec.Init(table.Bytes, table.Pos)
-                return np.asarray(vec.ValuesAsNumpy(), dtype=np.int64)
+    def vector(table: Any, kind: int) -> np.ndarray:
+        cls = {1: tfl.Int32Vector, 2: tfl.Uint16Vector, 3: tfl.Uint8Vector}[kind]
+        vec = cls()
+        vec.Init(table.Bytes, table.Pos)
+        return np.asarray(vec.ValuesAsNumpy(), dtype=np.int64)
 
-            dims.append(("csr", 0, vector(seg_table, meta.ArraySegmentsType()),
-                         vector(idx_table, meta.ArrayIndicesType())))
-    # Dimension sizes in traversal order: the original dims (divided by the block size where blocked),
-    # then the block dims.
-    rank = len(shape)
-    block_sizes = {}
-    for k, dim in enumerate(block_map):
-        meta_size = dims[rank + k][1]
-        block_sizes[dim] = meta_size
-    expanded_shape = [shape[d] // block_sizes.get(d, 1) if i < rank else block_sizes[block_map[i - rank]]
-                      for i, d in enumerate(order)]
-    dense_traversal = np.zeros(expanded_shape, dtype=values.dtype)
-    cursor = 0
-
-    def walk(level: int, prefix: tuple[int, ...], parent: int) -> None:
-        nonlocal cursor
-        kind, size, segments, indices = dims[level]
-        if kind == "dense":
-            children = [(i, parent * size + i) for i in range(size)]
-        else:
-            assert segments is not None and indices is not None
-            children = [(int(indices[p]), p) for p in range(segments[parent], segments[parent + 1])]
-        for coord, pos in children:
-            if level == len(dims) - 1:
-                dense_traversal[(*prefix, coord)] = values[cursor]
-                cursor += 1
-            else:
-                walk(level + 1, (*prefix, coord), pos)
-
-    walk(0, (), 0)
-    # Back from traversal order to the tensor's dims (blocks folded into their dims).
-    inverse = np.argsort(order[:rank])
-    if not block_map:
-        return np.ascontiguousarray(dense_traversal.transpose(inverse))
-    full = dense_traversal.transpose([*np.argsort(order)])
-    # full has dims: original (divided) dims 0..rank-1 then block dims in block_map order.
-    axes: list[int] = []
-    sizes: list[int] = []
-    for d in range(rank):
-        axes.append(d)
-        sizes.append(full.shape[d])
-        if d in block_map:
-            axes.append(rank + block_map.index(d))
-    return np.ascontiguousarray(full.transpose(axes)).reshape(shape)
+    segments = vector(last.ArraySegments(), last.ArraySegmentsType())
+    indices = vector(last.ArrayIndices(), last.ArrayIndicesType())
+    rows = int(np.prod(shape[:-1]))
+    if len(segments) != rows + 1 or len(indices) != len(values):
+        raise GraphMismatch(f"sparse tensor {tensor.Name().decode()}: inconsistent CSR arrays")
+    dense = np.zeros((rows, shape[-1]), dtype=values.dtype)
+    dense[np.repeat(np.arange(rows), np.diff(segments)), indices] = values
+    return dense.reshape(shape)
 
 
 class TFLiteGraph:
@@ -368,7 +332,7 @@ class BilinearUpsample(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class _GraphBinder:
+class GraphBinder:
     """Walks the graph from the input, handing each named layer the op it corresponds to.
 
     Every op may be claimed once; `check_complete` then proves that no op was left out.
@@ -380,7 +344,9 @@ class _GraphBinder:
         self.source_ops: dict[str, int] = {}
 
     def _free(self, tensor: int, kind: str) -> list[Op]:
-        return [op for op in self.graph.consumers(tensor) if op.kind == kind and op.index not in self.used]
+        """Unclaimed ops of `kind` reading `tensor` (a PAD may feed several convs: it stays available)."""
+        return [op for op in self.graph.consumers(tensor)
+                if op.kind == kind and (kind == "PAD" or op.index not in self.used)]
 
     def _claim(self, *ops: Op) -> None:
         for op in ops:
@@ -408,7 +374,9 @@ class _GraphBinder:
             raise GraphMismatch(f"{label}: expected one {'depthwise ' if depthwise else ''}conv reading "
                                 f"tensor {tensor}, found ops {[op.index for _, op in found]}")
         pad, op = found[0]
-        self._claim(*(o for o in (pad, op) if o is not None))
+        self._claim(op)
+        if pad is not None:
+            self.used.add(pad.index)
         self.source_ops[label] = op.index
         return self._build_conv(pad, op, depthwise=depthwise), op.outputs[0]
 
@@ -478,19 +446,21 @@ class _GraphBinder:
         height, width = (int(v) for v in self.graph.constant(op.inputs[1]))
         return BilinearUpsample((height, width)), op.outputs[0]
 
-    def leads_to_output(self, op: Op, index: int) -> bool:
-        """Whether op's output reaches graph output `index` through RESHAPE/LOGISTIC only."""
-        tensor = op.outputs[0]
-        while tensor != self.graph.outputs[index]:
-            nxt = [c for c in self.graph.consumers(tensor) if c.kind in ("RESHAPE", "LOGISTIC")]
-            if len(nxt) != 1:
-                return False
-            tensor = nxt[0].outputs[0]
-        return True
+    def leads_to_output(self, op: Op, index: int,
+                        through: tuple[str, ...] = ("RESHAPE", "LOGISTIC")) -> bool:
+        """Whether op's output reaches graph output `index` through ops of the kinds `through` only."""
+        frontier, target = [op.outputs[0]], self.graph.outputs[index]
+        while frontier:
+            tensor = frontier.pop()
+            if tensor == target:
+                return True
+            frontier += [c.outputs[0] for c in self.graph.consumers(tensor) if c.kind in through]
+        return False
 
-    def leading_to(self, index: int) -> Callable[[Op], bool]:
-        """A `where` filter: the conv whose output becomes graph output `index`."""
-        return lambda op: self.leads_to_output(op, index)
+    def leading_to(self, index: int,
+                   through: tuple[str, ...] = ("RESHAPE", "LOGISTIC")) -> Callable[[Op], bool]:
+        """A `where` filter: the op whose output becomes graph output `index` (through `through`)."""
+        return lambda op: self.leads_to_output(op, index, through)
 
     def head_tail(self, tensor: int, *, label: str) -> list[str]:
         """Claim the RESHAPE/LOGISTIC ops after a head conv; returns their kinds in order."""
@@ -520,10 +490,11 @@ def _is_1x1(graph: TFLiteGraph, op: Op) -> bool:
 
 
 class SeparableConv(nn.Module):
-    """Depthwise conv then 1x1 conv, both with their fused ReLU6: the lateral/skip unit of the network.
+    """Depthwise conv then 1x1 conv, each with its op's fused activation: the side-branch unit.
 
-    BlazePose uses it for every side branch: the decoder's laterals, the segmentation skip at 128x128,
-    the entry of the segmentation branch and the entry of the regression branch.
+    The landmark network uses it (both ReLU6) for the decoder's laterals, the segmentation skip at
+    128x128 and the entries of the segmentation and regression branches; the detector (linear
+    depthwise) for its FPN laterals and anchor heads.
     """
 
     def __init__(self, depthwise: TFConv2d, pointwise: TFConv2d) -> None:
@@ -535,7 +506,7 @@ class SeparableConv(nn.Module):
         return self.pointwise(self.depthwise(x))
 
     @classmethod
-    def bind(cls, b: _GraphBinder, x: int, label: str, *,
+    def bind(cls, b: GraphBinder, x: int, label: str, *,
              where: Callable[[Op], bool] | None = None) -> tuple[Self, int]:
         dw, t = b.conv(x, depthwise=True, label=f"{label}.depthwise", where=where)
         pw, t = b.conv(t, depthwise=False, label=f"{label}.pointwise")
@@ -562,7 +533,7 @@ class InvertedResidual(nn.Module):
         return f"residual={self.residual}"
 
     @staticmethod
-    def matches(b: _GraphBinder, x: int) -> bool:
+    def matches(b: GraphBinder, x: int) -> bool:
         """Whether an inverted residual block starts at tensor x (expand -> depthwise -> project)."""
         g = b.graph
         for _, expand in b.conv_candidates(x, depthwise=False):
@@ -575,7 +546,7 @@ class InvertedResidual(nn.Module):
         return False
 
     @classmethod
-    def bind(cls, b: _GraphBinder, x: int, label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, x: int, label: str) -> tuple[Self, int]:
         expand, t = b.conv(x, depthwise=False, label=f"{label}.expand")
         dw, t = b.conv(t, depthwise=True, label=f"{label}.depthwise")
         project, t = b.conv(t, depthwise=False, label=f"{label}.project")
@@ -588,8 +559,10 @@ class InvertedResidual(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Depthwise 3x3 (ReLU6) then 1x1 (linear), added to the input, then ReLU6 (the add's fused
-    activation). The regression branch and the segmentation refinement are stacks of them.
+    """Depthwise 3x3 then 1x1 (linear), added to the input, then ReLU6 (the add's fused activation).
+
+    The landmark network's regression branch and segmentation refinement are stacks of them (ReLU6
+    after the depthwise), the detector's FPN refinement too (linear depthwise).
     """
 
     def __init__(self, depthwise: TFConv2d, pointwise: TFConv2d) -> None:
@@ -601,7 +574,7 @@ class ResBlock(nn.Module):
         return F.relu6(x + self.pointwise(self.depthwise(x)))
 
     @staticmethod
-    def matches(b: _GraphBinder, x: int) -> bool:
+    def matches(b: GraphBinder, x: int) -> bool:
         for _, dw in b.conv_candidates(x, depthwise=True):
             if dw.options["stride"] != (1, 1):
                 continue
@@ -611,7 +584,7 @@ class ResBlock(nn.Module):
         return False
 
     @classmethod
-    def bind(cls, b: _GraphBinder, x: int, label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, x: int, label: str) -> tuple[Self, int]:
         dw, t = b.conv(x, depthwise=True, label=f"{label}.depthwise",
                        where=lambda op: op.options["stride"] == (1, 1))
         pw, t = b.conv(t, depthwise=False, label=f"{label}.pointwise")
@@ -621,7 +594,7 @@ class ResBlock(nn.Module):
         return cls(dw, pw), added[1]
 
     @classmethod
-    def bind_stack(cls, b: _GraphBinder, x: int, label: str) -> tuple[nn.Sequential, int]:
+    def bind_stack(cls, b: GraphBinder, x: int, label: str) -> tuple[nn.Sequential, int]:
         """As many ResBlocks as the graph chains from x."""
         blocks: list[ResBlock] = []
         while cls.matches(b, x):
@@ -647,7 +620,7 @@ class DownBlock(nn.Module):
         return F.relu6(self.pool(x) + self.pointwise(self.depthwise(x)))
 
     @classmethod
-    def bind(cls, b: _GraphBinder, x: int, label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, x: int, label: str) -> tuple[Self, int]:
         dw, t = b.conv(x, depthwise=True, label=f"{label}.depthwise",
                        where=lambda op: op.options["stride"] == (2, 2))
         pw, t = b.conv(t, depthwise=False, label=f"{label}.pointwise")
@@ -691,7 +664,7 @@ class Stem(nn.Module):
         return self.project(self.depthwise(self.conv(x)))
 
     @classmethod
-    def bind(cls, b: _GraphBinder, x: int, label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, x: int, label: str) -> tuple[Self, int]:
         conv, t = b.conv(x, depthwise=False, label=f"{label}.conv")
         dw, t = b.conv(t, depthwise=True, label=f"{label}.depthwise")
         project, t = b.conv(t, depthwise=False, label=f"{label}.project")
@@ -726,24 +699,12 @@ class Encoder(nn.Module):
         return EncoderFeatures(s128, s64, s32, s16, s8)
 
     @classmethod
-    def bind(cls, b: _GraphBinder, x: int, label: str) -> tuple[Self, dict[str, int]]:
+    def bind(cls, b: GraphBinder, x: int, label: str) -> tuple[Self, dict[str, int]]:
         stem, t = Stem.bind(b, x, f"{label}.stem")
         tensors = {"s128": t}
         stages: dict[str, nn.Sequential] = {}
         for name in cls.STAGES:
-            blocks: list[InvertedResidual] = []
-            while InvertedResidual.matches(b, t):
-                block, nxt = InvertedResidual.bind(b, t, f"{label}.{name}.{len(blocks)}")
-                stride = block.depthwise.stride[0]
-                if (stride == 2) != (not blocks):  # a stage is one stride-2 block, then stride-1 ones
-                    raise GraphMismatch(f"{label}.{name}: block {len(blocks)} has stride {stride}")
-                blocks.append(block)
-                t = nxt
-                if _next_is_downsampling(b, t):
-                    break
-            if not blocks:
-                raise GraphMismatch(f"{label}.{name}: no inverted residual block at tensor {t}")
-            stages[name] = nn.Sequential(*blocks)
+            stages[name], t = bind_stage(b, t, f"{label}.{name}")
             tensors["s" + name.removeprefix("stage")] = t
         expand, t = b.conv(t, depthwise=False, label=f"{label}.tail.0")
         dw, t = b.conv(t, depthwise=True, label=f"{label}.tail.1")
@@ -751,7 +712,24 @@ class Encoder(nn.Module):
         return cls(stem, stages, nn.Sequential(expand, dw)), tensors
 
 
-def _next_is_downsampling(b: _GraphBinder, x: int) -> bool:
+def bind_stage(b: GraphBinder, x: int, label: str) -> tuple[nn.Sequential, int]:
+    """One encoder stage from tensor x: a stride-2 inverted residual and the stride-1 ones after it."""
+    blocks: list[InvertedResidual] = []
+    while InvertedResidual.matches(b, x):
+        block, nxt = InvertedResidual.bind(b, x, f"{label}.{len(blocks)}")
+        stride = block.depthwise.stride[0]
+        if (stride == 2) != (not blocks):
+            raise GraphMismatch(f"{label}: block {len(blocks)} has stride {stride}")
+        blocks.append(block)
+        x = nxt
+        if _next_is_downsampling(b, x):
+            break
+    if not blocks:
+        raise GraphMismatch(f"{label}: no inverted residual block at tensor {x}")
+    return nn.Sequential(*blocks), x
+
+
+def _next_is_downsampling(b: GraphBinder, x: int) -> bool:
     """Whether the inverted residual starting at x has a stride-2 depthwise (a new stage)."""
     for _, expand in b.conv_candidates(x, depthwise=False):
         for _, dw in b.conv_candidates(expand.outputs[0], depthwise=True):
@@ -785,7 +763,7 @@ class Decoder(nn.Module):
         return self.up64(x) + self.lateral64(feats.s64)
 
     @classmethod
-    def bind(cls, b: _GraphBinder, feats: dict[str, int], label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, feats: dict[str, int], label: str) -> tuple[Self, int]:
         laterals: dict[str, SeparableConv] = {}
         ups: dict[str, BilinearUpsample] = {}
         # At the bottleneck the decoder's lateral and the regression entry are both depthwise 3x3
@@ -805,7 +783,7 @@ class Decoder(nn.Module):
         return cls(laterals, ups), x
 
 
-def _decoder_width(b: _GraphBinder, s16: int) -> int:
+def _decoder_width(b: GraphBinder, s16: int) -> int:
     (_, dw), = b.conv_candidates(s16, depthwise=True)
     (_, pw), = b.conv_candidates(dw.outputs[0], depthwise=False)
     return b.out_channels(pw)
@@ -832,7 +810,7 @@ class RegressionTrunk(nn.Module):
         return self.blocks2(self.down2(x))
 
     @classmethod
-    def bind(cls, b: _GraphBinder, s8: int, label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, s8: int, label: str) -> tuple[Self, int]:
         entry, x = SeparableConv.bind(b, s8, f"{label}.entry")
         down4, x = DownBlock.bind(b, x, f"{label}.down4")
         blocks4, x = ResBlock.bind_stack(b, x, f"{label}.blocks4")
@@ -867,7 +845,7 @@ class SegmentationBranch(nn.Module):
         return self.logits(x)
 
     @classmethod
-    def bind(cls, b: _GraphBinder, decoder_out: int, s128: int, label: str) -> tuple[Self, int]:
+    def bind(cls, b: GraphBinder, decoder_out: int, s128: int, label: str) -> tuple[Self, int]:
         entry, x = SeparableConv.bind(b, decoder_out, f"{label}.entry")
         up128, x = b.resize(x, label=f"{label}.up128")
         skip, s = SeparableConv.bind(b, s128, f"{label}.skip128")
@@ -949,7 +927,7 @@ class BlazePoseLandmarkNet(nn.Module):
     @classmethod
     def from_graph(cls, graph: TFLiteGraph, *, segmentation: bool = False) -> Self:
         """Bind every layer to its op of `graph`; raises GraphMismatch if the graph differs."""
-        b = _GraphBinder(graph)
+        b = GraphBinder(graph)
         (source,) = graph.inputs
         if graph.shapes[source] != (1, INPUT_SIZE, INPUT_SIZE, 3) or len(graph.outputs) != 5:
             raise GraphMismatch(f"not a BlazePose landmark graph: input {graph.shapes[source]}, "
