@@ -6,9 +6,12 @@ Label Studio SDK, so `spinetrack --help` and argument errors answer at once (ben
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from flows.console import STATE, SpineTrackGroup, quiet_prefect, reserve_stdout_for_json
+from pipeline import noise
 
 app = typer.Typer(
     name="spinetrack",
@@ -32,6 +35,8 @@ def main_options(
     """
     STATE.debug = debug
     STATE.json = json_output
+    if debug:  # third-party warnings and log lines too, in this process and those it starts
+        os.environ[noise.DEBUG_ENV] = "1"
     if json_output:
         reserve_stdout_for_json()
     quiet_prefect()

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline import noise
 from pipeline.annotators.base import (
     AnnotatorIdentity,
     BaseAnnotator,
@@ -121,12 +122,17 @@ class BlazePoseAnnotator(BaseAnnotator):
         status = blazepose_status()
         if root is None or not status["available"]:
             raise RuntimeError(f"BlazePose is not available: {status.get('reason')}")
+        noise.quiet_warnings("mediapipe")
         import mediapipe as mp
 
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=True, model_complexity=1, enable_segmentation=False,
-            min_detection_confidence=min_detection_confidence,
-        )
+        # TFLite and absl log from C++ threads while the graph starts (pipeline/noise.py): it is
+        # started here, on a blank image (static image mode keeps nothing from one image to the next)
+        with noise.quiet_native_stderr("mediapipe"):
+            self._pose = mp.solutions.pose.Pose(
+                static_image_mode=True, model_complexity=1, enable_segmentation=False,
+                min_detection_confidence=min_detection_confidence,
+            )
+            self._pose.process(np.zeros((64, 64, 3), dtype=np.uint8))
         self._lock = threading.Lock()  # a mediapipe graph runs one image at a time
         self.retry = retry
         self.min_side = min_side
@@ -172,7 +178,7 @@ class BlazePoseAnnotator(BaseAnnotator):
     def _landmarks(self, crop: NDArray[np.uint8]) -> NDArray[np.float64] | None:
         """(33, 3) crop-pixel x, y and visibility, or None when BlazePose found no person."""
         rgb = np.ascontiguousarray(crop[..., ::-1])
-        with self._lock:
+        with self._lock, noise.quiet_native_stderr("mediapipe"):
             result = self._pose.process(rgb)
         if result.pose_landmarks is None:
             return None

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline import noise
+
 #: mmpose modules that pull the missing imports; importing them while the stand-ins exist binds them.
 MMPOSE_MODULES = (
     "mmpose",
@@ -173,6 +175,9 @@ def install() -> dict[str, str]:
     """Import mmpose with stand-ins for exactly the imports that fail; idempotent."""
     if STATUS:
         return STATUS
+    # before anything imports mmengine; for the process: mmpose's layers also warn when they run
+    noise.quiet_warnings("mmengine")
+    noise.quiet_warnings("mmpose")
     shims: dict[str, types.ModuleType] = {}
     status: dict[str, str] = {}
     for gap, (real, make) in GAPS.items():
@@ -186,6 +191,7 @@ def install() -> dict[str, str]:
         warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")
         for name in MMPOSE_MODULES:
             importlib.import_module(name)
+    noise.quiet_mmengine_logs()
     STATUS.update(status)
     return STATUS
 

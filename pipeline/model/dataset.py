@@ -18,6 +18,7 @@ from mmpose.datasets.transforms import LoadImage
 from mmpose.evaluation.metrics import KeypointPartitionMetric
 from mmpose.registry import DATASETS, METRICS, TRANSFORMS
 
+from pipeline import noise
 from pipeline.model.metainfo import dataset_info
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS, coco_category
@@ -40,6 +41,10 @@ class SpineTrackDataset(BaseCocoStyleDataset):
                 field="annotations.keypoints",
             )
         return super().parse_data_info(raw_data_info)
+
+    def _load_annotations(self) -> tuple[list[dict], list[dict]]:
+        with noise.quiet_prints("cocotools"):  # xtcocotools prints its progress on stdout
+            return super()._load_annotations()
 
 
 @TRANSFORMS.register_module()
