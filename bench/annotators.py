@@ -119,12 +119,14 @@ def real_set(root: Path, name: str, coco: str, folder: str, slots: tuple[int, ..
     return out
 
 
-def render_set_eval(root: Path) -> EvalSet:
+def render_set_eval(root: Path, specs: list[tuple[str, int, int]] | None = None) -> EvalSet:
+    """Rendered sequences (motion, seed, frames; default HELD_OUT) as one evaluation set."""
     from synthetic.sample_set import SequenceSpec, render_set
 
+    specs = HELD_OUT if specs is None else specs
     out = EvalSet("held-out-renders", "reference renderer, all 37 points; seeds "
-                  + ", ".join(f"{m}-{s}" for m, s, _ in HELD_OUT))
-    for n, folder in enumerate(render_set(root, [SequenceSpec(*s) for s in HELD_OUT])):
+                  + ", ".join(f"{m}-{s}" for m, s, _ in specs))
+    for n, folder in enumerate(render_set(root, [SequenceSpec(*s) for s in specs])):
         gt = json.loads((folder / "ground_truth.json").read_text())
         offset = 100_000 * (n + 1)  # unique image ids across the folders
         anns: dict[int, list[dict[str, Any]]] = {}

@@ -1,13 +1,15 @@
 """`train(teacher=...)`: the teacher's body targets on the pool's real images move the student.
 
-Two tiny runs from the same seed on the same renders and the same real COCO sample persons as pool:
-one with BlazePose as a (hard-target) teacher, one without. The taught student's body points on
-those real persons must lie measurably closer to the teacher's than the untaught one's.
+Two tiny runs from the same seed on the same two renders and the same real COCO sample persons as
+pool: one with BlazePose as a (hard-target) teacher, one without. The taught student's body points
+on those real persons must lie measurably closer to the teacher's than the untaught one's.
 
-Sized so that the students learn what they are shown: a from-scratch tiny model barely leaves its
-mean pose in 30-60 iterations, and there the comparison flipped with the number of torch threads
-(taught/untaught distance 0.23/0.30 on 2 threads, 0.34/0.22 on 1). With 8 renders and 200
-iterations it was 0.12/0.18 and 0.15/0.21 on two seeds (1 thread).
+Sized so that the teacher's targets are a large part of what the student sees (2 renders, 12
+taught persons, 200 iterations at batch 8), and run on one torch thread so the float order is the
+same on every machine. With 8 renders the taught share was small and the comparison flipped with
+the thread count and the run (taught/untaught 0.155/0.168 on a fresh clone, against a bound of
+0.9). Measured with this design (`MEASURED`): taught/untaught ratio 0.64-0.73 over seeds 0, 1, 2,
+4, 5 on 1 and 2 threads; the bound of 0.85 leaves a margin of 0.12 above the worst run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ pytestmark = pytest.mark.slow
 
 ITERS = 200
 BATCH = 8
+SEED = 3
+#: taught / untaught distance must stay below this (measured 0.64-0.73: see the module docstring)
+BOUND = 0.85
 
 
 def _distance_to_teacher(student: list[PersonPose], teacher: list[PersonPose]) -> float:
@@ -46,7 +51,7 @@ def test_teacher_body_targets_pull_the_student_toward_the_teacher(tmp_path: Path
 
     store = Store(home=tmp_path / "home")
     try:
-        specs = [SequenceSpec("walk", 41, 4), SequenceSpec("bend", 42, 4)]
+        specs = [SequenceSpec("walk", 41, 1), SequenceSpec("bend", 42, 1)]
         for folder in render_set(tmp_path / "renders", specs):
             store_ground_truth(store, folder, tag="teacher-test")
         import_coco(store, real_people / "coco" / "test_coco.json", image_dir=real_people / "coco",
@@ -56,10 +61,10 @@ def test_teacher_body_targets_pull_the_student_toward_the_teacher(tmp_path: Path
         assert len(pool) >= 10
         labels = store.current_labels()
         teacher = load_annotator("blazepose")
-        taught = train(store, config="tiny", iters=ITERS, batch_size=BATCH, seed=3, labels=labels,
-                       teacher=teacher, teacher_pool=pool, name="taught")
-        plain = train(store, config="tiny", iters=ITERS, batch_size=BATCH, seed=3, labels=labels,
-                      name="plain")
+        taught = train(store, config="tiny", iters=ITERS, batch_size=BATCH, seed=SEED, labels=labels,
+                       teacher=teacher, teacher_pool=pool, name="taught", threads=1)
+        plain = train(store, config="tiny", iters=ITERS, batch_size=BATCH, seed=SEED, labels=labels,
+                      name="plain", threads=1)
         from pipeline.model.registry import read_meta
 
         provenance = read_meta(store, taught.name)["provenance"]["teacher"]
@@ -73,6 +78,6 @@ def test_teacher_body_targets_pull_the_student_toward_the_teacher(tmp_path: Path
         d_taught = _distance_to_teacher(with_teacher, reference)
         d_plain = _distance_to_teacher(without, reference)
         print(f"distance to the teacher: taught {d_taught:.4f}, untaught {d_plain:.4f}")
-        assert d_taught < 0.9 * d_plain, (d_taught, d_plain)
+        assert d_taught < BOUND * d_plain, (d_taught, d_plain)
     finally:
         store.close()

@@ -38,33 +38,9 @@ from pipeline.annotators.base import (
     empty_pose,
 )
 from pipeline.annotators.crop import PADDING, read_image
-from schemas.keypoints import INDEX, NUM_KEYPOINTS
+from schemas.blazepose import BLAZEPOSE_COVERS, LANDMARK_TO_SPINETRACK
+from schemas.keypoints import NUM_KEYPOINTS
 
-#: BlazePose landmark index -> SpineTrack keypoint index (person's left is left in both).
-LANDMARK_TO_SPINETRACK: dict[int, int] = {
-    0: INDEX["nose"],
-    2: INDEX["left_eye"],
-    5: INDEX["right_eye"],
-    7: INDEX["left_ear"],
-    8: INDEX["right_ear"],
-    11: INDEX["left_shoulder"],
-    12: INDEX["right_shoulder"],
-    13: INDEX["left_elbow"],
-    14: INDEX["right_elbow"],
-    15: INDEX["left_wrist"],
-    16: INDEX["right_wrist"],
-    23: INDEX["left_hip"],
-    24: INDEX["right_hip"],
-    25: INDEX["left_knee"],
-    26: INDEX["right_knee"],
-    27: INDEX["left_ankle"],
-    28: INDEX["right_ankle"],
-    29: INDEX["left_heel"],
-    30: INDEX["right_heel"],
-    31: INDEX["left_big_toe"],
-    32: INDEX["right_big_toe"],
-}
-BLAZEPOSE_COVERS: tuple[int, ...] = tuple(sorted(LANDMARK_TO_SPINETRACK.values()))
 MODEL_FILES = (
     "modules/pose_detection/pose_detection.tflite",
     "modules/pose_landmark/pose_landmark_full.tflite",

@@ -9,6 +9,6 @@ from pipeline.model import compat
 
 compat.install()
 
-from pipeline.model import dataset, losses  # noqa: E402  (registers into mmpose's registries)
+from pipeline.model import blaze37, dataset, losses  # noqa: E402  (registers into mmpose's registries)
 
-__all__ = ["compat", "dataset", "losses"]
+__all__ = ["blaze37", "compat", "dataset", "losses"]

@@ -22,6 +22,7 @@ from typing import Any
 
 from mmengine.config import Config
 
+from pipeline.model.blaze37 import heatmap_codec
 from pipeline.model.metainfo import dataset_info, partitions
 from schemas.keypoints import NUM_KEYPOINTS
 
@@ -48,6 +49,17 @@ class ModelSpec:
     augment: str  # "full" (stock RTMPose) | "light" (flip, small scale/rotation)
     flip_test: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: "rtmpose" (CSPNeXt + SimCC head, the fields above) | "blaze37" (pipeline/model/blaze37.py)
+    arch: str = "rtmpose"
+    #: starts from pretrained weights (blaze37: the mediapipe wheel's), so it is never trained
+    #: "from scratch": the spine terms are on and the learning rate is the spec's own
+    pretrained: bool = False
+    #: learning rate of the backbone relative to the head's
+    backbone_lr_mult: float = 1.0
+    #: blaze37: "none" | "encoder" (pipeline.model.blaze37.FREEZE_CHOICES)
+    freeze: str = "none"
+    #: share of each epoch drawn from unlabelled real crops that only the teacher supervises
+    real_share: float = 0.0
 
     @property
     def stride(self) -> int:
@@ -77,6 +89,30 @@ SPECS: dict[str, ModelSpec] = {
         weight_decay=0.0,
         warmup_iters=20,
         augment="light",
+    ),
+    # BlazePose's converted network + a 37-row heatmap head (docs/model.md): the default student.
+    # Sized for a round's retrain on 2 CPU cores (about 0.7 s per iteration of 8 crops on 1 thread).
+    "blaze37": ModelSpec(
+        input_size=(256, 256),
+        deepen_factor=0.0,
+        widen_factor=0.0,
+        out_index=1,  # stride 4: the 64x64 decoder feature
+        head_hidden=0,
+        gau_hidden=0,
+        gau_s=0,
+        final_kernel=1,
+        sigma=(2.0, 2.0),
+        simcc_split_ratio=1.0,
+        iters=300,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_iters=20,
+        augment="light",
+        arch="blaze37",
+        pretrained=True,
+        backbone_lr_mult=0.01,
+        real_share=0.33,
     ),
     "rtmpose-s": ModelSpec(
         input_size=(192, 256),
@@ -124,6 +160,8 @@ STD = (58.395, 57.12, 57.375)
 
 
 def codec(spec: ModelSpec) -> dict[str, Any]:
+    if spec.arch == "blaze37":
+        return heatmap_codec()
     return {
         "type": "SimCCLabel",
         "input_size": spec.input_size,
@@ -135,7 +173,9 @@ def codec(spec: ModelSpec) -> dict[str, Any]:
 
 
 def model_dict(spec: ModelSpec, loss_weights: dict[str, float] | None = None) -> dict[str, Any]:
-    """The model section: CSPNeXt backbone + SpineTrack SimCC head, 37 outputs."""
+    """The model section: CSPNeXt backbone + SpineTrack SimCC head, 37 outputs (or blaze37's)."""
+    if spec.arch == "blaze37":
+        return blaze37_model_dict(spec, loss_weights)
     w, h = spec.input_size
     return {
         "type": "SpineTrackPoseEstimator",
@@ -179,6 +219,28 @@ def model_dict(spec: ModelSpec, loss_weights: dict[str, float] | None = None) ->
             "decoder": codec(spec),
         },
         "test_cfg": {"flip_test": spec.flip_test},
+    }
+
+
+def blaze37_model_dict(spec: ModelSpec, loss_weights: dict[str, float] | None = None) -> dict[str, Any]:
+    """BlazePose's converted network (RGB in [0, 1], as it was trained) + the 37-row heatmap head."""
+    return {
+        "type": "Blaze37Estimator",
+        "data_preprocessor": {
+            "type": "PoseDataPreprocessor",
+            "mean": [0.0, 0.0, 0.0],
+            "std": [255.0, 255.0, 255.0],
+            "bgr_to_rgb": True,
+        },
+        "backbone": {"type": "BlazePoseBackbone", "freeze": spec.freeze},
+        "head": {
+            "type": "Blaze37Head",
+            "in_channels": 48,
+            "out_channels": NUM_KEYPOINTS,
+            "decoder": codec(spec),
+            "loss_weights": dict(loss_weights or {}),
+        },
+        "test_cfg": {"flip_test": spec.flip_test, "flip_mode": "heatmap", "shift_heatmap": True},
     }
 
 
@@ -319,7 +381,13 @@ def build_config(
         "optim_wrapper": {
             "type": "OptimWrapper",
             "optimizer": {"type": "AdamW", "lr": base_lr, "weight_decay": spec.weight_decay},
-            "paramwise_cfg": {"norm_decay_mult": 0, "bias_decay_mult": 0, "bypass_duplicate": True},
+            "paramwise_cfg": {
+                "norm_decay_mult": 0,
+                "bias_decay_mult": 0,
+                "bypass_duplicate": True,
+                **({"custom_keys": {"backbone": {"lr_mult": spec.backbone_lr_mult}}}
+                   if spec.backbone_lr_mult != 1.0 else {}),
+            },
         },
         "param_scheduler": schedulers,
         "train_cfg": {"type": "IterBasedTrainLoop", "max_iters": iters, "val_interval": iters + 1},

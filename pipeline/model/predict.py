@@ -268,10 +268,12 @@ def untrained_model(config_name: str, *, seed: int = 0, device: str = "cpu") -> 
     `inference_topdown`: for plumbing tests and speed benchmarks."""
     import tempfile
 
-    from pipeline.model.configs import build_config
+    from pipeline.model.configs import SPECS, build_config
     from pipeline.model.registry import build_model
 
     torch.manual_seed(seed)
     model = build_model(build_config(config_name, work_dir=tempfile.gettempdir()), device=device)
+    if SPECS[config_name].pretrained:  # its pretrained weights, as training starts from them
+        model.init_weights()  # type: ignore[operator]  # mmengine BaseModule method
     model.eval()
     return model

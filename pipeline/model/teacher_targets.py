@@ -39,6 +39,7 @@ class TeacherTargets:
     instances: int
     points: int  # hard: body points with a weight; soft: 0
     teacher: dict[str, Any]
+    ids: tuple[int, ...] = ()  # annotation ids added to the training file
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "instances": self.instances, "points": self.points,
@@ -72,7 +73,7 @@ def add_teacher_targets(store: Store, coco_path: Path, instance_ids: Sequence[in
                                                           [[box] for _, _, box in rows]))
     }
     points = 0
-    added = 0
+    added: list[int] = []
     for n, (instance_id, img, box) in enumerate(rows):
         keypoints = np.zeros((NUM_KEYPOINTS, 3))
         if not soft:
@@ -96,7 +97,26 @@ def add_teacher_targets(store: Store, coco_path: Path, instance_ids: Sequence[in
             # soft samples carry no hard label; num_keypoints 1 keeps mmpose from dropping them
             "num_keypoints": max(1, int((keypoints[:, 2] > 0).sum())),
         })
-        added += 1
+        added.append(TEACHER_ID_OFFSET + instance_id)
     data["images"] = list(images.values())
     coco_path.write_text(json.dumps(data))
-    return TeacherTargets("soft" if soft else "hard", added, points, identity)
+    return TeacherTargets("soft" if soft else "hard", len(added), points, identity, tuple(added))
+
+
+def repeat_annotations(coco_path: Path, ids: Sequence[int], share: float) -> float:
+    """Repeat the annotations `ids` of a training file until they are about `share` of it (an
+    epoch then draws them that often); returns the share reached. Copies get fresh ids."""
+    data = json.loads(coco_path.read_text())
+    wanted = set(ids)
+    chosen = [a for a in data["annotations"] if a["id"] in wanted]
+    others = len(data["annotations"]) - len(chosen)
+    if not chosen or others == 0 or not 0 < share < 1:
+        return len(chosen) / max(1, len(data["annotations"]))
+    copies = max(1, round(share * others / ((1 - share) * len(chosen))))
+    next_id = max(a["id"] for a in data["annotations"]) + 1
+    for _ in range(copies - 1):
+        for ann in chosen:
+            data["annotations"].append({**ann, "id": next_id})
+            next_id += 1
+    coco_path.write_text(json.dumps(data))
+    return copies * len(chosen) / (others + copies * len(chosen))

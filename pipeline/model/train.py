@@ -8,6 +8,7 @@ and a user's pretrained backbone can be attached before the Runner takes over.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,8 +32,9 @@ from pipeline.model import distributed
 from pipeline.model.configs import CONFIG_NAMES, SPECS, build_config
 from pipeline.model.init_checkpoint import init_from_checkpoint
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
+from pipeline.model.pretrained import ensure_base
 from pipeline.model.registry import build_model, get_version, load_model, load_state_dict, save_model
-from pipeline.model.teacher_targets import add_teacher_targets, default_pool
+from pipeline.model.teacher_targets import add_teacher_targets, default_pool, repeat_annotations
 from pipeline.store import Label, Store
 from pipeline.store.models import ModelVersion
 from schemas.errors import InputError
@@ -135,6 +137,21 @@ def evaluate_model(
     return {k: round(float(v), 4) for k, v in summary(evaluate_keypoints(gt, results)).items()}
 
 
+def add_real_crops(store: Store, train_ann: Path, pool: Sequence[int] | None, present: Sequence[int],
+                   share: float) -> dict[str, Any]:
+    """Real people in the training file, about `share` of its samples: a model that distils its own
+    pretrained body knowledge on every crop (blaze37) needs real crops in every batch to keep it
+    (renders alone do not anchor it: docs/model.md). `present`: real samples already in the file
+    (a teacher's targets); without them the pool's people join unlabelled. No pool, no real crops."""
+    ids = tuple(present)
+    if not ids:
+        instances = list(pool) if pool is not None else default_pool(store)
+        if not instances:
+            return {"instances": 0, "share": 0.0}
+        ids = add_teacher_targets(store, train_ann, instances, annotator=None, identity={"kind": "self"}).ids
+    return {"instances": len(ids), "share": round(repeat_annotations(train_ann, ids, share), 3)}
+
+
 def _resolve(ann_file: Path, file_name: str) -> str:
     name = Path(file_name)
     return str(name if name.is_absolute() else ann_file.parent / name)
@@ -182,24 +199,33 @@ def train(
     name = name or run_name(config, snapshot, seed)
     if get_version(store, name) is not None:
         raise ValueError(f"model {name!r} is already registered")
-    from_scratch = parent is None and init_checkpoint is None
+    spec = dataclasses.replace(SPECS[config], **(overrides or {}))
+    fine_tune = parent is not None or init_checkpoint is not None
+    from_scratch = not fine_tune and not spec.pretrained
     if loss_weights is None and from_scratch:
         loss_weights = dict(SCRATCH_WEIGHTS)
-    if lr is None and not from_scratch:
+    if lr is None and fine_tune:
         # AdamW moves every weight by about lr per step whatever the gradient: the from-scratch rate
         # would wreck a trained parent in its first steps, so fine-tuning starts ten times lower.
-        lr = SPECS[config].lr * FINE_TUNE_LR_FACTOR
+        lr = spec.lr * FINE_TUNE_LR_FACTOR
+    if spec.pretrained and not fine_tune:
+        parent = ensure_base(store, config).name  # its converted pretrained weights, registered
 
     work_dir = store.home / "models" / "_runs" / name
     work_dir.mkdir(parents=True, exist_ok=True)
     train_ann = export_training_labels(store, labels, work_dir / "train.json")
     teacher_model: nn.Module | None = None
     provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
+    pool = list(teacher_pool) if teacher_pool is not None else None
+    real_crops: tuple[int, ...] = ()
     if teacher is not None:
         teacher_model, teacher_annotator, identity = resolve_teacher(store, teacher, device)
-        pool = list(teacher_pool) if teacher_pool is not None else default_pool(store)
+        pool = pool if pool is not None else default_pool(store)
         targets = add_teacher_targets(store, train_ann, pool, annotator=teacher_annotator, identity=identity)
         provenance["teacher"] = targets.as_json()
+        real_crops = targets.ids
+    if spec.real_share > 0:
+        provenance["real_crops"] = add_real_crops(store, train_ann, pool, real_crops, spec.real_share)
     cfg = build_config(
         config,
         work_dir=work_dir,
