@@ -167,7 +167,7 @@ _dask_picklable()
 
 @lazy.flow(name="train-model")
 def train_model(
-    config: str = "tiny",
+    config: str = "blaze37",  # pipeline.model.configs.DEFAULT_CONFIG (tests/test_blaze37.py ties them)
     iters: int | None = None,
     parent: str | None = None,
     teacher: str | None = None,
@@ -203,9 +203,31 @@ def train_model(
     }
 
 
+#: A config whose default schedule (iterations x batch) is larger than this is sized for a GPU.
+CPU_DEFAULT_SAMPLES = 100_000
+
+
+def refuse_gpu_schedule_on_cpu(config: str, device: str, iters: int | None, batch_size: int | None) -> None:
+    """A GPU-sized default schedule (rtmpose-s/-m: 100,000 iterations at batch 256) is not run on a
+    CPU by default (days, and batches that do not fit): the user names the CPU schedule instead."""
+    from pipeline.model.configs import SPECS
+    from schemas.errors import InputError
+
+    spec = SPECS.get(config)
+    if spec is None or device.startswith("cuda") or spec.iters * spec.batch_size <= CPU_DEFAULT_SAMPLES:
+        return
+    missing = [flag for flag, value in (("--iters", iters), ("--batch-size", batch_size)) if value is None]
+    if missing:
+        raise InputError(f"--config {config}", (
+            f"its default schedule is {spec.iters:,} iterations at batch {spec.batch_size}, sized for a GPU; "
+            f"on --device {device} give {' and '.join(missing)} (e.g. --iters 2000 --batch-size 16), "
+            "or train with --device cuda"))
+
+
 @app.command("train")
 def train_command(
-    config: str = typer.Option("tiny", help="model config: tiny (CPU, minutes), rtmpose-s, rtmpose-m"),
+    config: str = typer.Option("blaze37", help="model config: blaze37 (the default student: BlazePose's "
+                               "network, CPU minutes), tiny (from scratch, seconds), rtmpose-s/-m (GPU)"),
     iters: int | None = typer.Option(None, help="training iterations (default: the config's)"),
     parent: str | None = typer.Option(None, help="registered model to fine-tune from"),
     teacher: str | None = typer.Option(
@@ -222,6 +244,7 @@ def train_command(
     ),
 ) -> None:
     """Train a pose model on the current accepted labels and register it (models/NAME/)."""
+    refuse_gpu_schedule_on_cpu(config, device, iters, batch_size)
     out = train_model(config, iters, parent, teacher, seed, device, str(val_ann) if val_ann else None,
                       batch_size, str(init_checkpoint) if init_checkpoint else None)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(out["metrics"].items()) if k.endswith("_AP"))

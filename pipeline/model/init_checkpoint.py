@@ -8,7 +8,8 @@ of the 37-way layer (SpineTrack's indices 0-16 are COCO-17, 0-25 Halpe26) and th
 at zero. Zero rows give zero tokens, which the head's gated attention unit (relu^2 kernel, no
 biases) adds nothing from, so until fine-tuning moves them the new model's body predictions are
 exactly the source's. Nothing is skipped silently: the report lists copied, row-copied, shape-
-mismatched (left as initialised) and missing weights.
+mismatched (left as initialised) and missing weights, and a checkpoint that fills less than half
+of the model is refused (`MIN_MATCHED_SHARE`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ import torch
 from torch import nn
 
 from pipeline.model import compat
+from schemas.errors import InputError
 
 #: Layers with one row per keypoint in an RTMPose SimCC head.
 KEYPOINT_ROW_LAYERS = ("head.final_layer.weight", "head.final_layer.bias")
+#: A checkpoint that fills less than this share of the model's weights (by count) was trained for
+#: another architecture (another width or input size): starting from it would be starting from
+#: scratch under a pretrained name, so it is refused. A checkpoint of the same architecture fills
+#: all of them but the keypoint rows it lacks.
+MIN_MATCHED_SHARE = 0.5
 
 
 @dataclass
@@ -80,7 +87,13 @@ def init_from_checkpoint(model: nn.Module, checkpoint: str | Path) -> InitReport
         else:
             report.shape_mismatch[name] = f"source {tuple(value.shape)} vs model {tuple(target.shape)}"
     report.unused_in_checkpoint = sorted(set(source) - set(own))
-    if not report.copied and not report.rows_copied:
-        raise ValueError(f"{checkpoint}: no weight matches the model (is it an RTMPose checkpoint?)")
+    total = sum(int(v.numel()) for v in own.values())
+    matched = sum(int(own[name].numel()) for name in new_state)
+    if matched < MIN_MATCHED_SHARE * total:
+        raise InputError(checkpoint, (
+            f"only {matched / max(total, 1):.0%} of the model's weights match it ({len(new_state)} of "
+            f"{len(own)} tensors; {len(report.shape_mismatch)} differ in shape, "
+            f"{len(report.missing_in_checkpoint)} are not in it): it was trained for another "
+            "architecture; pick the --config it fits (rtmpose-s, rtmpose-m: docs/annotators.md)"))
     model.load_state_dict(new_state, strict=False)
     return report
