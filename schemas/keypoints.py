@@ -132,6 +132,24 @@ _LINKS: Final[tuple[tuple[str, str], ...]] = (
 )
 SKELETON: Final[tuple[tuple[int, int], ...]] = tuple((INDEX[a], INDEX[b]) for a, b in _LINKS)
 
+#: The authors' mmpose metainfo draws 39 links: SKELETON plus these three (SPINETRACK.md). The
+#: COCO files keep SKELETON, so released annotation bytes do not depend on how a model draws.
+AUTHORS_EXTRA_LINKS: Final[tuple[tuple[int, int], ...]] = tuple(
+    (INDEX[a], INDEX[b])
+    for a, b in (("head", "nose"), ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"))
+)
+AUTHORS_SKELETON: Final[tuple[tuple[int, int], ...]] = SKELETON + AUTHORS_EXTRA_LINKS
+
+#: The authors' per-keypoint training weights (mmpose `joint_weights`), in index order.
+JOINT_WEIGHTS: Final[tuple[float, ...]] = (
+    1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5, 1.0, 1.5,
+    1.5, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5,
+)
+
+#: The authors' half-body split (mmpose RandomHalfBody): hips, knees, ankles, sacrum and feet are
+#: the lower body, everything else the upper.
+LOWER_BODY_IDS: Final[tuple[int, ...]] = (*range(11, 17), *range(19, 26))
+
 GROUP_COLOURS: Final[dict[str, str]] = {
     "face": "#f5a623",
     "body": "#4a90e2",

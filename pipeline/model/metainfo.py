@@ -10,24 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.keypoints import (
+    AUTHORS_SKELETON,
     INDEX,
+    JOINT_WEIGHTS,
     KEYPOINTS,
+    LOWER_BODY_IDS,
     PARTITIONS,
     SIGMAS,
-    SKELETON,
     keypoint_colour,
 )
 
 DATASET_NAME = "spinetrack"
 
-#: Keypoints at or below the sacrum: legs, feet and the lumbar/sacral part of the spine.
-LOWER_BODY_NAMES = frozenset(
-    {
-        "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-        "hip", "left_big_toe", "right_big_toe", "left_small_toe", "right_small_toe",
-        "left_heel", "right_heel", "spine_01", "spine_02",
-    }
-)
+#: The authors' lower body (schemas.keypoints.LOWER_BODY_IDS): legs, sacrum and feet.
+LOWER_BODY_NAMES = frozenset(KEYPOINTS[i].name for i in LOWER_BODY_IDS)
 
 
 def _rgb(hex_colour: str) -> list[int]:
@@ -58,7 +54,7 @@ def dataset_info() -> dict[str, Any]:
             "id": n,
             "color": _rgb(keypoint_colour(b if KEYPOINTS[b].group == "spine" else a)),
         }
-        for n, (a, b) in enumerate(SKELETON)
+        for n, (a, b) in enumerate(AUTHORS_SKELETON)
     }
     return {
         "dataset_name": DATASET_NAME,
@@ -69,7 +65,7 @@ def dataset_info() -> dict[str, Any]:
         },
         "keypoint_info": keypoint_info,
         "skeleton_info": skeleton_info,
-        "joint_weights": [1.0] * len(KEYPOINTS),
+        "joint_weights": list(JOINT_WEIGHTS),
         "sigmas": list(SIGMAS),
     }
 
