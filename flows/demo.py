@@ -1,6 +1,7 @@
 """`spinetrack demo` (what `make demo` runs): the whole job end to end on the embedded default.
 
-render a synthetic sample set → ingest through OpenSim IK → train the tiny model → import a
+render a synthetic sample set → ingest through OpenSim IK → train the student (blaze37:
+BlazePose's own network, converted from the mediapipe wheel, with a 37-point head) → import a
 "real" pool (rendered frames with hidden ground truth, plus ../shared/data/real_people when present)
 → pre-label the real COCO sample images with the combined annotator (BlazePose body, spine prior,
 the rest from the student) and push them to Label Studio as pre-annotations, as a round does →
@@ -48,10 +49,8 @@ SHOWCASE_SUBSET = "real-people-coco"
 SHOWCASE_ROUND = 0
 SHOWCASE_REASON = "showcase"
 #: The rounds distil BlazePose's body points on the pool's real images into the student
-#: (confidence-weighted hard targets, no human labels needed; docs/annotators.md): the path a
-#: real project takes. The demo's tiny 96x128 student learns little from it in 2 x 150
-#: iterations (body AP on the real COCO sample 0.000 after the rounds, bench/results/demo.json); a
-#: pretrained RTMPose student (`spinetrack train --init-checkpoint`) is what gains.
+#: (confidence-weighted hard targets, no human labels needed; docs/annotators.md), on top of the
+#: student's own distillation from the frozen network it started from (docs/model.md).
 DEFAULT_TEACHER = "blazepose"
 
 
@@ -123,10 +122,10 @@ def demo_flow(
 
     model = store.current_model()
     if model is None:
-        logger.info("training the tiny model from scratch (%d iterations)", train_iters)
+        logger.info("training the student from BlazePose's network (%d iterations)", train_iters)
         from pipeline.instance_sets import training_labels
 
-        model = train(store, config="tiny", iters=train_iters, seed=0, labels=training_labels(store)).name
+        model = train(store, iters=train_iters, seed=0, labels=training_labels(store)).name
     steps.done("train")
 
     from annotation.labelstudio.server import media_root

@@ -98,3 +98,47 @@ def test_untrained_student_already_knows_real_bodies(untrained: torch.nn.Module,
     body = score_on_coco(annotator, real_people / "coco" / "test_coco.json", real_people / "coco")["body_AP"]
     print("untrained blaze37 body AP on the COCO sample:", body)
     assert body is not None and body >= 0.45
+
+
+def test_the_default_student_is_blaze37_everywhere() -> None:
+    """Rounds, `spinetrack train` and the library share one default (the CLI reads the same)."""
+    import inspect
+
+    from pipeline.active_learning import RoundSettings
+    from pipeline.model.configs import DEFAULT_CONFIG
+    from pipeline.model.train import train
+
+    assert DEFAULT_CONFIG == "blaze37"
+    assert RoundSettings().config == DEFAULT_CONFIG
+    assert inspect.signature(train).parameters["config"].default == DEFAULT_CONFIG
+    from flows.model import train_command, train_model
+
+    assert inspect.signature(train_model.fn).parameters["config"].default == DEFAULT_CONFIG
+    assert inspect.signature(train_command).parameters["config"].default.default == DEFAULT_CONFIG
+
+
+def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Path, real_people: Path) -> None:
+    """The exported student through the project's `onnx:` path: every covered point within 0.5 px
+    of the torch model's on the COCO sample people (flip test on both sides)."""
+    import json
+
+    import numpy as np
+
+    from pipeline.annotators import load_annotator
+    from pipeline.annotators.onnx import export_onnx
+    from pipeline.annotators.registered import in_memory_annotator
+
+    path = export_onnx(untrained, tmp_path / "blaze37.onnx")
+    exported = load_annotator(f"onnx:{path},flip")
+    data = json.loads((real_people / "coco" / "test_coco.json").read_text())
+    files = {img["id"]: real_people / "coco" / img["file_name"] for img in data["images"]}
+    boxes: dict[int, list[list[float]]] = {}
+    for ann in data["annotations"]:
+        boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
+    paths = [files[i] for i in boxes]
+    box_lists = [boxes[i] for i in boxes]
+    ours = exported.predict_many(paths, box_lists)
+    reference = in_memory_annotator(untrained, "blaze37-untrained").predict_many(paths, box_lists)
+    gaps = [float(np.abs(a.keypoints - b.keypoints).max()) for a, b in zip(ours, reference, strict=True)]
+    print("ONNX vs torch, max px per person:", [round(g, 4) for g in gaps])
+    assert len(gaps) >= 10 and max(gaps) <= 0.5

@@ -2,8 +2,11 @@
 
 What a user really has: the authors' SpinePose-s/m/l ONNX files, RTMPose / RTMW body exports, or a
 project model exported with `export_onnx`. The model takes a normalised (N, 3, H, W) crop and
-returns SimCC vectors (simcc_x (N, K, W*r), simcc_y (N, K, H*r)) for K = 17 (COCO), 26 (Halpe26)
-or 37 (SpineTrack) keypoints; their first K indices are SpineTrack's, so no remapping is needed.
+returns SimCC vectors (simcc_x (N, K, W*r), simcc_y (N, K, H*r)) or, for heatmap models such as
+the default student `blaze37`, one (N, K, H/s, W/s) heatmap, for K = 17 (COCO), 26 (Halpe26) or 37
+(SpineTrack) keypoints; their first K indices are SpineTrack's, so no remapping is needed.
+Heatmaps are decoded as mmpose decodes them (maximum + DARK refinement, the same functions), so an
+exported student answers like its torch self.
 
 Pre- and post-processing follow rtmlib / spinepose (the runtimes those files ship with): box
 padded 1.25x and widened to the input's aspect ratio, affine warp, ImageNet mean/std, argmax SimCC
@@ -66,6 +69,54 @@ def simcc_confidence(logits: NDArray[np.float32], sigma: float, beta: float = BE
     return np.asarray((prob * window).sum(axis=-1), dtype=np.float64)
 
 
+#: mmpose's MSRAHeatmap blur for DARK decoding at sigma 2 (its default kernel size).
+DARK_KERNEL = 11
+
+
+def _blur_log(heat: NDArray[np.float32], kernel: int) -> NDArray[np.float64]:
+    """mmpose's heatmap modulation for DARK: Gaussian blur on a zero-padded map, rescaled to the
+    original maximum, floored at 1e-10, logarithm (mmpose.codecs.utils.gaussian_blur)."""
+    import cv2
+
+    border = (kernel - 1) // 2
+    out = np.empty(heat.shape, dtype=np.float64)
+    for k in range(heat.shape[0]):
+        padded = np.zeros((heat.shape[1] + 2 * border, heat.shape[2] + 2 * border), dtype=np.float32)
+        padded[border:-border, border:-border] = heat[k]
+        blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
+        blurred = blurred * (heat[k].max() / blurred.max())
+        out[k] = np.log(np.maximum(blurred, 1e-10))
+    return out
+
+
+def decode_heatmaps(heatmaps: NDArray[np.float32], kernel: int = DARK_KERNEL
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(N, K, H, W) heatmaps -> (N, K, 2) cell coordinates and (N, K) peak values, the way mmpose's
+    MSRAHeatmap decodes them with `unbiased=True` (maximum, then one DARK Newton step)."""
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, -1)
+    index = flat.argmax(axis=-1)
+    scores = flat.max(axis=-1).astype(np.float64)
+    locs = np.stack([index % w, index // w], axis=-1).astype(np.float64)
+    locs[scores <= 0] = -1
+    for i in range(n):
+        logs = _blur_log(heatmaps[i], kernel)
+        for j in range(k):
+            x, y = locs[i, j].astype(int)
+            if not (1 < x < w - 2 and 1 < y < h - 2):
+                continue
+            m = logs[j]
+            dx = 0.5 * (m[y, x + 1] - m[y, x - 1])
+            dy = 0.5 * (m[y + 1, x] - m[y - 1, x])
+            dxx = 0.25 * (m[y, x + 2] - 2 * m[y, x] + m[y, x - 2])
+            dxy = 0.25 * (m[y + 1, x + 1] - m[y - 1, x + 1] - m[y + 1, x - 1] + m[y - 1, x - 1])
+            dyy = 0.25 * (m[y + 2, x] - 2 * m[y, x] + m[y - 2, x])
+            if dxx * dyy - dxy**2 != 0:
+                hessian = np.array([[dxx, dxy], [dxy, dyy]])
+                locs[i, j] -= np.linalg.inv(hessian) @ np.array([dx, dy])
+    return locs, scores
+
+
 def simcc_argmax(simcc_x: NDArray[np.float32], simcc_y: NDArray[np.float32]
                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """rtmlib's decode: argmax bin per axis, and the smaller of the two maxima as the score."""
@@ -97,33 +148,29 @@ class OnnxPoseAnnotator(BaseAnnotator):
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise InputError(self.path, f"onnxruntime cannot load the model: {exc}") from exc
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or len(outputs) < 2:
-            raise InputError(self.path, "not a SimCC top-down pose model: expected one (N, 3, H, W) "
-                             f"input and two outputs, got {len(inputs)} inputs, {len(outputs)} outputs")
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or not outputs:
+            raise InputError(self.path, "not a top-down pose model: expected one (N, 3, H, W) input and "
+                             f"SimCC or heatmap outputs, got {len(inputs)} inputs, {len(outputs)} outputs")
         shape = inputs[0].shape
         h, w = shape[2], shape[3]
         if not (isinstance(h, int) and isinstance(w, int)):
             raise InputError(self.path, f"input size must be fixed, got {shape}")
         self.input_name = inputs[0].name
-        self.output_names = [o.name for o in outputs[:2]]
         self.input_size = (int(w), int(h))
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         # output shapes are often symbolic in exported graphs: one forward pass tells them
         probe = np.zeros((1, 3, int(h), int(w)), dtype=np.float32)
         try:
-            sx, sy = self.session.run(self.output_names, {self.input_name: probe})[:2]
+            first = self.session.run(None, {self.input_name: probe})
         except Exception as exc:
             raise InputError(self.path, f"onnxruntime cannot run the model: {exc}") from exc
-        if sx.ndim != 3 or sy.ndim != 3 or sx.shape[1] != sy.shape[1]:
-            raise InputError(self.path, f"outputs {sx.shape}, {sy.shape} are not SimCC (N, K, bins) vectors")
-        k = int(sx.shape[1])
+        self.kind = "heatmap" if first[0].ndim == 4 else "simcc"
+        self.output_names = [o.name for o in outputs[: 1 if self.kind == "heatmap" else 2]]
+        k = self._check_outputs(first)
         if k not in KNOWN_KEYPOINT_COUNTS:
             raise InputError(self.path, f"{k} keypoints: expected one of {KNOWN_KEYPOINT_COUNTS} "
                              "(COCO-17, Halpe26, SpineTrack-37)")
         self.num_keypoints = k
-        self.split_ratio = float(sx.shape[2]) / w
-        if abs(float(sy.shape[2]) / h - self.split_ratio) > 1e-6:
-            raise InputError(self.path, f"SimCC outputs {sx.shape}, {sy.shape} disagree on the split ratio")
         self.sigma = (SIGMA_AT_192x256[0] * w / 192.0, SIGMA_AT_192x256[1] * h / 256.0)
         self.channels = channels
         self.flip_test = flip_test
@@ -131,6 +178,26 @@ class OnnxPoseAnnotator(BaseAnnotator):
         self.covers = tuple(range(self.num_keypoints))
         self.device = device
         self.identity = AnnotatorIdentity(f"onnx:{self.path.stem}", file_sha256(self.path), "onnx")
+
+    def _check_outputs(self, first: list[Any]) -> int:
+        """The keypoint count, after checking the outputs are SimCC vectors or heatmaps."""
+        w, h = self.input_size
+        if self.kind == "heatmap":
+            heat = first[0]
+            rows, cols = int(heat.shape[2]), int(heat.shape[3])
+            if rows < 2 or h % rows or w % cols or h // rows != w // cols:
+                raise InputError(self.path, f"output {heat.shape} is not a heatmap of the {w}x{h} input")
+            self.stride = h // rows
+            return int(heat.shape[1])
+        if len(first) < 2:
+            raise InputError(self.path, f"one output {first[0].shape}: neither SimCC vectors nor a heatmap")
+        sx, sy = first[:2]
+        if sx.ndim != 3 or sy.ndim != 3 or sx.shape[1] != sy.shape[1]:
+            raise InputError(self.path, f"outputs {sx.shape}, {sy.shape} are not SimCC (N, K, bins) vectors")
+        self.split_ratio = float(sx.shape[2]) / w
+        if abs(float(sy.shape[2]) / h - self.split_ratio) > 1e-6:
+            raise InputError(self.path, f"SimCC outputs {sx.shape}, {sy.shape} disagree on the split ratio")
+        return int(sx.shape[1])
 
     # -- the reference runtime's steps ------------------------------------------------------------
     def preprocess(self, crop: Crop) -> NDArray[np.float32]:
@@ -152,18 +219,40 @@ class OnnxPoseAnnotator(BaseAnnotator):
             sy = (sy + fy[:, perm]) * 0.5
         return sx, sy
 
-    def _poses(self, crops: list[Crop], boxes: NDArray[np.float64]) -> list[PersonPose]:
-        batch = np.stack([self.preprocess(c) for c in crops])
+    def heatmaps(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Heatmaps of normalised crops, flip-averaged as mmpose does (mirrored, partners swapped,
+        shifted one cell) when flip_test is on."""
+        heat = np.asarray(self.session.run(self.output_names, {self.input_name: batch})[0], dtype=np.float32)
+        if self.flip_test:
+            flipped = np.asarray(self.session.run(self.output_names, {
+                self.input_name: np.ascontiguousarray(batch[..., ::-1])})[0], dtype=np.float32)
+            perm = list(flip_permutation())[: self.num_keypoints]
+            back = flipped[:, perm, :, ::-1].copy()
+            back[..., 1:] = back[..., :-1].copy()
+            heat = (heat + back) * 0.5
+        return heat
+
+    def _decode(self, batch: NDArray[np.float32]) -> tuple[NDArray[np.float64], ...]:
+        """(keypoints in crop pixels, raw scores, confidence in [0, 1]), each (N, K[, 2])."""
+        if self.kind == "heatmap":
+            heat = self.heatmaps(batch)
+            locs, raw = decode_heatmaps(heat)
+            return locs * self.stride, raw, np.clip(raw, 0.0, 1.0)
         sx, sy = self.simcc(batch)
         locs, raw = simcc_argmax(sx, sy)
         conf = 0.5 * (simcc_confidence(sx, self.sigma[0]) + simcc_confidence(sy, self.sigma[1]))
+        return locs / self.split_ratio, raw, conf
+
+    def _poses(self, crops: list[Crop], boxes: NDArray[np.float64]) -> list[PersonPose]:
+        batch = np.stack([self.preprocess(c) for c in crops])
+        locs, raw, conf = self._decode(batch)
         poses = []
         for n, crop in enumerate(crops):
             kps = np.zeros((NUM_KEYPOINTS, 2))
             confidence = np.zeros(NUM_KEYPOINTS)
             raw_scores = np.zeros(NUM_KEYPOINTS)
             k = self.num_keypoints
-            kps[:k] = crop.to_image(locs[n] / self.split_ratio)
+            kps[:k] = crop.to_image(locs[n])
             confidence[:k] = conf[n]
             raw_scores[:k] = raw[n]
             covered = np.zeros(NUM_KEYPOINTS, dtype=bool)
@@ -191,34 +280,50 @@ class OnnxPoseAnnotator(BaseAnnotator):
 
 
 def export_onnx(model: Any, path: str | Path, *, opset: int = 17) -> Path:
-    """Export an mmpose top-down SimCC model (e.g. a registered SpineTrack model) to ONNX.
+    """Export an mmpose top-down model (a registered SpineTrack model) to ONNX.
 
-    The graph is backbone + head on a normalised RGB crop, outputs `simcc_x`, `simcc_y`, with a
-    dynamic batch axis: the same layout as the RTMPose / SpinePose ONNX files. Legacy (TorchScript)
-    exporter, opset 17: the dynamo exporter needs onnxscript, which this stack does not ship.
+    The graph is preprocessing + backbone + head on an ImageNet-normalised RGB crop (the input every
+    file of this format takes; a model that normalises otherwise, as blaze37's [0, 1] input, gets
+    its own normalisation inside the graph), with a dynamic batch axis. Outputs: `simcc_x`,
+    `simcc_y` (RTMPose / SpinePose layout) for SimCC heads, `heatmaps` for heatmap heads. Legacy
+    (TorchScript) exporter, opset 17: the dynamo exporter needs onnxscript, which this stack does not
+    ship.
     """
     import torch
+
+    preprocessor = model.data_preprocessor
+    model_mean = preprocessor.mean.detach().reshape(1, 3, 1, 1).float().cpu()
+    model_std = preprocessor.std.detach().reshape(1, 3, 1, 1).float().cpu()
+    imagenet_mean = torch.from_numpy(MEAN).reshape(1, 3, 1, 1)
+    imagenet_std = torch.from_numpy(STD).reshape(1, 3, 1, 1)
+    scale = (imagenet_std / model_std).to(next(model.parameters()).device)
+    shift = ((imagenet_mean - model_mean) / model_std).to(scale.device)
 
     class _Wrapper(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            out = self.inner.head(self.inner.extract_feat(x))
-            return out[0], out[1]
+        def forward(self, x: torch.Tensor) -> Any:
+            out = self.inner.head(self.inner.extract_feat(x * scale + shift))
+            return (out[0], out[1]) if isinstance(out, tuple) else out
 
-    w, h = (int(v) for v in model.head.input_size)
+    if hasattr(model.head, "input_size"):
+        w, h = (int(v) for v in model.head.input_size)
+    else:
+        w, h = (int(v) for v in model.cfg.spinetrack.input_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
     try:
         dummy = torch.zeros(1, 3, h, w, device=next(model.parameters()).device)
+        heatmap = not isinstance(_Wrapper(model)(dummy), tuple)
+        names = ["heatmaps"] if heatmap else ["simcc_x", "simcc_y"]
         torch.onnx.export(
             _Wrapper(model), (dummy,), str(path), dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=["simcc_x", "simcc_y"],
-            dynamic_axes={"input": {0: "batch"}, "simcc_x": {0: "batch"}, "simcc_y": {0: "batch"}},
+            input_names=["input"], output_names=names,
+            dynamic_axes={"input": {0: "batch"}, **{name: {0: "batch"} for name in names}},
         )
     finally:
         model.train(was_training)

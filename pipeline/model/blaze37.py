@@ -105,38 +105,50 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
 
 @MODELS.register_module()
 class BlazePoseBackbone(BaseModule):
-    """The converted BlazePose landmark network up to its 64x64x48 decoder feature.
+    """The converted BlazePose landmark network up to its 64x64x48 decoder feature, trainable.
 
-    `freeze="encoder"` keeps the encoder (down to the 8x8 bottleneck) fixed while training: the
-    part that holds most of what BlazePose learnt about real images.
+    `freeze="encoder"` keeps the encoder (down to the 8x8 bottleneck) fixed while training.
+    `expert=True` adds a frozen copy of the original network (`expert`) whose feature the head
+    turns into BlazePose's own heatmaps for the body rows at inference: the body is then
+    BlazePose's by construction, whatever fine-tuning does to the trainable copy. In eval mode the
+    features are (expert, trainable); in training only (trainable,) is computed.
     """
 
-    def __init__(self, freeze: str = "none", init_cfg: Any = None) -> None:
+    def __init__(self, freeze: str = "none", expert: bool = False, init_cfg: Any = None) -> None:
         super().__init__(init_cfg)
         if freeze not in FREEZE_CHOICES:
             raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
         self.freeze = freeze
         self.net: BlazePoseLandmarkNet = load_landmark_net()
+        self.expert: BlazePoseLandmarkNet | None = load_landmark_net() if expert else None
         self._apply_freeze()
 
     def _apply_freeze(self) -> None:
         if self.freeze == "encoder":
             for param in self.net.encoder.parameters():
                 param.requires_grad_(False)
+        if self.expert is not None:
+            for param in self.expert.parameters():
+                param.requires_grad_(False)
 
     def init_weights(self) -> None:
-        """Pretrained: nothing to initialise (mmengine would otherwise re-randomise nothing, but
-        the Runner calls this on every model it trains)."""
+        """Pretrained: nothing to initialise (the Runner calls this on every model it trains)."""
         self._is_init = True
 
     def train(self, mode: bool = True) -> BlazePoseBackbone:
         super().train(mode)
         if self.freeze == "encoder":
             self.net.encoder.eval()
+        if self.expert is not None:
+            self.expert.eval()
         return self
 
-    def forward(self, x: Tensor) -> tuple[Tensor]:
-        return (self.net.features(x)[0],)
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        trainable = self.net.features(x)[0]
+        if self.expert is None or self.training:
+            return (trainable,)
+        with torch.no_grad():
+            return (self.expert.features(x)[0], trainable)
 
 
 @MODELS.register_module()
@@ -150,6 +162,9 @@ class Blaze37Head(BaseHead):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.final_layer = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        #: BlazePose's own heatmap conv (frozen), for a backbone with an expert: set by the model,
+        #: held in a list so that it is saved once, with the backbone's expert
+        self.expert_conv: list[nn.Conv2d] = []
         self.decoder = KEYPOINT_CODECS.build(decoder or heatmap_codec())
         self.loss_weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
         self.spine_chain = tuple(spine_chain)
@@ -169,7 +184,14 @@ class Blaze37Head(BaseHead):
                 bias[target] = heatmap_conv.bias[source]
 
     def logits(self, feats: Sequence[Tensor]) -> Tensor:
-        return self.final_layer(feats[-1])
+        """The trainable rows on the last feature; with an expert feature in front (eval mode of a
+        backbone with `expert=True`), the shared rows are the expert's own heatmap rows."""
+        logits = self.final_layer(feats[-1])
+        if len(feats) == 2 and self.expert_conv:
+            expert = self.expert_conv[0](feats[0])
+            logits = logits.clone()
+            logits[:, [t for _, t in SHARED_ROWS]] = expert[:, [s for s, _ in SHARED_ROWS]]
+        return logits
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         logits = self.logits(feats)
@@ -233,6 +255,10 @@ class Blaze37Estimator(TopdownPoseEstimator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._teacher: list[BlazePoseLandmarkNet] = []
+        backbone: Any = self.backbone
+        if backbone.expert is not None:  # the expert's heatmap conv travels with the head
+            head: Any = self.head
+            head.expert_conv = [backbone.expert.heatmap_conv]
 
     def init_weights(self) -> None:
         """BlazePose's weights: the backbone is converted pretrained, the head's shared rows are

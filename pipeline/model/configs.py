@@ -58,6 +58,8 @@ class ModelSpec:
     backbone_lr_mult: float = 1.0
     #: blaze37: "none" | "encoder" (pipeline.model.blaze37.FREEZE_CHOICES)
     freeze: str = "none"
+    #: blaze37: the body rows come from a frozen copy of BlazePose's network (docs/model.md)
+    expert_body: bool = False
     #: share of each epoch drawn from unlabelled real crops that only the teacher supervises
     real_share: float = 0.0
 
@@ -153,6 +155,8 @@ SPECS: dict[str, ModelSpec] = {
 }
 
 CONFIG_NAMES: tuple[str, ...] = tuple(SPECS)
+#: The student every round, the demo and `spinetrack train` use unless told otherwise.
+DEFAULT_CONFIG = "blaze37"
 
 #: ImageNet normalisation (RTMPose's data preprocessor).
 MEAN = (123.675, 116.28, 103.53)
@@ -232,7 +236,7 @@ def blaze37_model_dict(spec: ModelSpec, loss_weights: dict[str, float] | None = 
             "std": [255.0, 255.0, 255.0],
             "bgr_to_rgb": True,
         },
-        "backbone": {"type": "BlazePoseBackbone", "freeze": spec.freeze},
+        "backbone": {"type": "BlazePoseBackbone", "freeze": spec.freeze, "expert": spec.expert_body},
         "head": {
             "type": "Blaze37Head",
             "in_channels": 48,

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from pipeline.model.distributed import device_for_rank, init_process_group, rank, world_size
+from pipeline.model.configs import DEFAULT_CONFIG
 from pipeline.model.registry import get_version
 from pipeline.model.train import train
 from pipeline.store import Store
@@ -28,7 +29,7 @@ from pipeline.store import Store
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="per process")
     parser.add_argument("--seed", type=int, default=0)

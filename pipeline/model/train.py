@@ -29,7 +29,7 @@ from torch import nn
 
 from pipeline.coco_writer import coco_result
 from pipeline.model import distributed
-from pipeline.model.configs import CONFIG_NAMES, SPECS, build_config
+from pipeline.model.configs import CONFIG_NAMES, DEFAULT_CONFIG, SPECS, build_config
 from pipeline.model.init_checkpoint import init_from_checkpoint
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
 from pipeline.model.pretrained import ensure_base
@@ -160,7 +160,7 @@ def _resolve(ann_file: Path, file_name: str) -> str:
 def train(
     store: Store,
     *,
-    config: str = "tiny",
+    config: str = DEFAULT_CONFIG,
     iters: int | None = None,
     parent: str | None = None,
     teacher: Any | None = None,
