@@ -36,13 +36,13 @@ Writes bench/results/active_learning.json (+ .png); `--out` elsewhere for a try-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -53,7 +53,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import select  # noqa: E402
 
 from bench.common import Run  # noqa: E402
 from pipeline import active_learning as al  # noqa: E402
@@ -62,9 +61,8 @@ from pipeline.al_stats import final_difference, savings  # noqa: E402
 from pipeline.correction_effort import round_effort  # noqa: E402
 from pipeline.rounds import get_round  # noqa: E402
 from pipeline.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
-from pipeline.splits import assign_splits  # noqa: E402
+from pipeline.splits import assign_splits, assigned_splits  # noqa: E402
 from pipeline.store import Store  # noqa: E402
-from pipeline.store.models import Revision  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 REAL_PEOPLE = REPO.parent / "shared" / "data" / "real_people"
@@ -220,12 +218,7 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
 
 
 def _real_photo_instances(store: Store, ids: Sequence[int]) -> list[int]:
-    from pipeline.store.models import Image, Instance
-
-    with store.session() as s:
-        rows = s.execute(select(Instance.id, Image.subset).join(Image, Image.id == Instance.image_id)
-                         .where(Instance.id.in_(list(ids)))).all()
-    return [int(i) for i, subset in rows if str(subset).startswith(REAL_SUBSET)]
+    return [i for i, img in sorted(store.images_of(ids).items()) if str(img.subset).startswith(REAL_SUBSET)]
 
 
 # -- one run: R production rounds ---------------------------------------------------------------------
@@ -248,11 +241,8 @@ def _auto_accepted_quality(store: Store, number: int, good_oks: float) -> dict[s
     """How many of the round's auto-accepted labels are good (OKS >= good_oks) against hidden truth."""
     from pipeline.evaluate import expected_oks
 
-    with store.session() as s:
-        auto = list(s.scalars(select(Revision).where(Revision.source == "pseudo-accepted",
-                                                     Revision.round == number)))
-        truth = {r.instance_id: r for r in s.scalars(select(Revision).where(
-            Revision.source == "import", Revision.instance_id.in_([a.instance_id for a in auto])))}
+    auto = store.revisions_for(sources=["pseudo-accepted"], round=number)
+    truth = store.latest_revisions([a.instance_id for a in auto], sources=["import"])
     oks = [expected_oks(a.keypoints, truth[a.instance_id].keypoints,
                         area=float(truth[a.instance_id].area or 1.0)) for a in auto if a.instance_id in truth]
     oks = [v for v in oks if not math.isnan(v)]
@@ -408,34 +398,39 @@ def compare(runs: Runs, resamples: int) -> dict[str, Any]:
     return out
 
 
-#: What a run sent to annotators (its tasks), and the pool a uniform pick draws from (the base).
-_PICKED_SQL = ("SELECT i.subset, i.group_key, count(*) FROM annotation_tasks t "
-               "JOIN instances n ON n.id = t.instance_id JOIN images i ON i.id = n.image_id "
-               "GROUP BY i.subset, i.group_key")
-_POOL_SQL = ("SELECT i.subset, i.group_key, count(*) FROM instances n JOIN images i ON i.id = n.image_id "
-             "JOIN split_assignments s ON s.group_key = i.group_key WHERE s.split = 'train' "
-             f"AND (i.subset = '{POOL_SUBSET}' OR i.subset LIKE '{REAL_SUBSET}%') "
-             "GROUP BY i.subset, i.group_key")
+def _picked(store: Store) -> list[tuple[str, str]]:
+    """(subset, group) of every task a run sent to annotators."""
+    images = store.images_of(t.instance_id for t in store.tasks())
+    return [(images[t.instance_id].subset, images[t.instance_id].group_key) for t in store.tasks()]
 
 
-def run_picks(store_file: Path, val_motion: str, sql: str = _PICKED_SQL) -> dict[str, Any] | None:
+def _pool(store: Store) -> list[tuple[str, str]]:
+    """(subset, group) of every person a uniform pick draws from: the real photos and the pool
+    renders of `train` groups (the base store, before any round)."""
+    pairs = store.instances()
+    splits = assigned_splits(store)  # read only: groups never assigned are not counted
+    return [(img.subset, img.group_key) for img, _ in pairs
+            if splits.get(img.group_key) == "train"
+            and (img.subset == POOL_SUBSET or img.subset.startswith(REAL_SUBSET))]
+
+
+def run_picks(store_file: Path, val_motion: str,
+              which: Callable[[Store], list[tuple[str, str]]] = _picked) -> dict[str, Any] | None:
     """What one run sent to annotators, by where it came from: real photos (COCO-17 truth, no
     spine), the pool sequence of the synthetic validation split's motion, other pool renders.
-    With `_POOL_SQL` on the base store: the same shares for the whole pool."""
-    import sqlite3
-
+    With `_pool` on the base store: the same shares for the whole pool."""
     if not store_file.is_file():
         return None
-    with contextlib.closing(sqlite3.connect(f"file:{store_file}?mode=ro", uri=True)) as db:
-        rows = db.execute(sql).fetchall()
-    total = sum(int(c) for _s, _g, c in rows)
+    with Store.open(f"sqlite:///{store_file}", home=store_file.parent, migrate=False) as store:
+        rows = Counter(which(store))
+    total = sum(rows.values())
     if total == 0:
         return None
-    real = sum(int(c) for sub, _g, c in rows if str(sub).startswith(REAL_SUBSET))
-    same = sum(int(c) for sub, g, c in rows if not str(sub).startswith(REAL_SUBSET)
+    real = sum(c for (sub, _g), c in rows.items() if str(sub).startswith(REAL_SUBSET))
+    same = sum(c for (sub, g), c in rows.items() if not str(sub).startswith(REAL_SUBSET)
                and str(g).split("/")[-1].startswith(f"{val_motion}-"))
     return {"tasks": total, "real_photo_share": real / total, "val_motion_share": same / total,
-            "by_group": {str(g): int(c) for _s, g, c in rows}}
+            "by_group": {str(g): int(c) for (_s, g), c in sorted(rows.items())}}
 
 
 def selection_mix(work: Path, runs: Runs, val_motion: str) -> dict[str, Any]:
@@ -452,7 +447,7 @@ def selection_mix(work: Path, runs: Runs, val_motion: str) -> dict[str, Any]:
                               val_motion)
             if picks is not None:
                 per_run.append((key, picks, float(recs[-1]["metrics"]["synthetic"]["spine_AP"])))
-    pool = run_picks(work / "base" / "store.sqlite", val_motion, _POOL_SQL)
+    pool = run_picks(work / "base" / "store.sqlite", val_motion, _pool)
     out: dict[str, Any] = {"val_motion": val_motion, "by_strategy": {},
                            "pool": {k: v for k, v in (pool or {}).items() if k != "by_group"}}
     for key in runs:

@@ -24,12 +24,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from schemas.enums import RevisionSource
 from schemas.keypoints import BODY_IDS, FEET_IDS, NUM_KEYPOINTS, SIGMAS, SPINE_IDS
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
+    from pipeline.store.models import Revision
 
 Array = NDArray[np.float64]
 
@@ -183,35 +188,27 @@ class CorrectedTask:
     pre_quality: dict[str, Any]
 
 
-def corrected_tasks(store: Any, rounds: Sequence[int] | None = None) -> list[CorrectedTask]:
+def corrected_tasks(store: Store, rounds: Sequence[int] | None = None) -> list[CorrectedTask]:
     """Tasks (of `rounds`, default all) with a pre-annotation and a human label of the same round."""
-    from sqlalchemy import select
-
-    from pipeline.store.models import AnnotationTask, Revision
-
-    with store.session() as s:
-        q = select(AnnotationTask).where(AnnotationTask.prediction_revision_id.is_not(None))
-        if rounds is not None:
-            q = q.where(AnnotationTask.round.in_(list(rounds)))
-        tasks = list(s.scalars(q.order_by(AnnotationTask.id)))
-        if not tasks:
-            return []
-        pres = {r.id: r for r in s.scalars(select(Revision).where(
-            Revision.id.in_([t.prediction_revision_id for t in tasks])))}
-        finals: dict[tuple[int, int], Revision] = {}
-        for rev in s.scalars(select(Revision).where(
-                Revision.instance_id.in_([t.instance_id for t in tasks]), Revision.source == "human",
-                Revision.accepted.is_(True)).order_by(Revision.id)):
-            if rev.round is not None:
-                finals[(rev.instance_id, rev.round)] = rev  # the latest version wins
-        out = []
-        for t in tasks:
-            pre, fin = pres.get(t.prediction_revision_id or -1), finals.get((t.instance_id, t.round))
-            if pre is None or fin is None:
-                continue
-            area = float(fin.area or (fin.bbox[2] * fin.bbox[3]))
-            out.append(CorrectedTask(t.instance_id, t.round, list(pre.keypoints), list(fin.keypoints), area,
-                                     list(pre.bbox), dict(pre.quality or {})))
+    wanted = None if rounds is None else set(rounds)
+    tasks = [t for t in store.tasks() if t.prediction_revision_id is not None
+             and (wanted is None or t.round in wanted)]  # by id
+    if not tasks:
+        return []
+    pres = store.revisions_by_id(rid for t in tasks if (rid := t.prediction_revision_id) is not None)
+    finals: dict[tuple[int, int], Revision] = {}
+    for rev in store.revisions_for([t.instance_id for t in tasks], sources=[RevisionSource.HUMAN],
+                                   accepted=True):  # by id
+        if rev.round is not None:
+            finals[(rev.instance_id, rev.round)] = rev  # the latest version wins
+    out = []
+    for t in tasks:
+        pre, fin = pres.get(t.prediction_revision_id or -1), finals.get((t.instance_id, t.round))
+        if pre is None or fin is None:
+            continue
+        area = float(fin.area or (fin.bbox[2] * fin.bbox[3]))
+        out.append(CorrectedTask(t.instance_id, t.round, list(pre.keypoints), list(fin.keypoints), area,
+                                 list(pre.bbox), dict(pre.quality or {})))
     return out
 
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, select
-
 from pipeline.store import Store
-from pipeline.store.models import ReviewTag, Revision
-from schemas.enums import HUMAN_SOURCES, RevisionSource
+from pipeline.store.models import ReviewTag
 from schemas.enums import ReviewTag as ReviewDecision
+from schemas.enums import RevisionSource
 from schemas.errors import InputError
 
 DECISIONS = (ReviewDecision.ACCEPT, ReviewDecision.NEEDS_FIX)
@@ -50,20 +48,12 @@ def record_review_decision(store: Store, instance_id: int, decision: str, review
 
 def needs_fix_instances(store: Store, instance_ids: Sequence[int] | None = None) -> set[int]:
     """Instances whose newest person-made revision is a needs-fix review (kept out of releases)."""
-    # quality is read for review revisions only (decoding every human label's JSON is most of a
-    # 60,000-label release's check otherwise)
-    quality_of_review = case((Revision.source == RevisionSource.REVIEW, Revision.quality), else_=None)
-    q = (select(Revision.instance_id, Revision.id, Revision.source, Revision.accepted, quality_of_review)
-         .where(Revision.source.in_(list(HUMAN_SOURCES))).order_by(Revision.id))
-    if instance_ids is not None:
-        q = q.where(Revision.instance_id.in_(list(instance_ids)))
     newest: dict[int, bool] = {}
-    with store.session() as s:
-        for iid, _rid, source, accepted, quality in s.execute(q):
-            if source == RevisionSource.REVIEW:
-                newest[iid] = (quality or {}).get("review") == ReviewDecision.NEEDS_FIX
-            elif accepted:
-                newest[iid] = False  # a later human correction settles it
+    for iid, _rid, source, accepted, quality in store.person_revisions(instance_ids):
+        if source == RevisionSource.REVIEW:
+            newest[iid] = (quality or {}).get("review") == ReviewDecision.NEEDS_FIX
+        elif accepted:
+            newest[iid] = False  # a later human correction settles it
     return {iid for iid, open_ in newest.items() if open_}
 
 
@@ -74,7 +64,5 @@ def settled_since_tagged(store: Store, instance_ids: Sequence[int]) -> set[int]:
     ids = list(instance_ids)
     if not ids:
         return set()
-    with store.session() as s:
-        query = select(Revision.instance_id).where(Revision.source == RevisionSource.REVIEW)
-        reviewed = set(store.scalars_in(query, Revision.instance_id, ids, session=s))
+    reviewed = store.instances_having(ids, sources=[RevisionSource.REVIEW])
     return reviewed - needs_fix_instances(store, list(reviewed))

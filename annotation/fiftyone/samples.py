@@ -14,7 +14,6 @@ the file, so the App never has to compute it.
 
 from __future__ import annotations
 
-import json
 import math
 import mimetypes
 import os
@@ -24,16 +23,14 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Text, cast, select
 
 from annotation.fiftyone.setup import SPINE_POINTS, dataset_name, fiftyone_module, skeleton, spine_skeleton
-from annotation.fiftyone.tags import NEEDS_FIX, revision_times, sync_review_tags, tag_times
+from annotation.fiftyone.tags import NEEDS_FIX, sync_review_tags, tag_times
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
 from pipeline import progress
 from pipeline.gc_pause import gc_paused
 from pipeline.release import get_release, labels_for_revisions
 from pipeline.store import Label, Store
-from pipeline.store.models import Revision
 from schemas import enums
 from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import GROUP_COLOURS, NAMES, NUM_KEYPOINTS
@@ -61,15 +58,6 @@ def latest_predictions(store: Store, instance_ids: Iterable[int] | None = None) 
     """The latest model proposal of each instance (accepted or not), as Labels."""
     return store.latest_labels(accepted_only=False, among_sources=PREDICTION_SOURCES,
                                instance_ids=None if instance_ids is None else list(instance_ids))
-
-
-def _revision_scores(store: Store, revision_ids: Sequence[int]) -> dict[int, tuple[list[float] | None, bool]]:
-    """revision id -> (per-keypoint scores, accepted); the scores read as text and decoded by one
-    json.loads (the ORM decodes each row's JSON on its own)."""
-    q = select(Revision.id, cast(Revision.scores, Text), Revision.accepted)
-    rows = store.rows_in(q, Revision.id, sorted(set(revision_ids)))
-    scores = json.loads("[" + ",".join(text if text is not None else "null" for _, text, _ in rows) + "]")
-    return {rid: (value, accepted) for (rid, _, accepted), value in zip(rows, scores, strict=True)}
 
 
 # -- building samples ------------------------------------------------------------------------------
@@ -263,7 +251,7 @@ def _first_split(splits: dict[int, str] | None, labels: Sequence[Label]) -> str 
 
 def _open_tags(store: Store, labels: Sequence[Label], predictions: Sequence[Label]) -> dict[int, list[str]]:
     """Store tags still open: given after the label now shown (or to an instance with no label yet)."""
-    written = revision_times(store, [lab.revision_id for lab in labels])
+    written = store.revision_times([lab.revision_id for lab in labels])
     shown = {lab.instance_id: written[lab.revision_id] for lab in labels}
     proposed_only = {p.instance_id for p in predictions} - set(shown)
     open_tags: dict[int, list[str]] = {}
@@ -437,7 +425,7 @@ def load_into_fiftyone(
             sync_review_tags(store, fo.load_dataset(name))
             fo.delete_dataset(name)
         open_tags = _open_tags(store, labels, predictions)
-        scores = _revision_scores(store, [p.revision_id for p in predictions])
+        scores = store.revision_scores([p.revision_id for p in predictions])
         dataset = new_dataset(fo, name, release, store)
         docs = sample_documents(labels, predictions, dataset_id=dataset._doc.id, splits=splits, scores=scores,
                                 open_tags=open_tags)

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from pipeline.review_decisions import record_review_decision
 from pipeline.store import Store
-from pipeline.store.models import Instance, ReviewTag, Revision
+from pipeline.store.models import Instance, ReviewTag
 from schemas import enums
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,6 @@ ACCEPT = enums.ReviewTag.ACCEPT
 DECISION_TAGS = (NEEDS_FIX, ACCEPT)
 #: Label fields that carry `store_instance_id` (tags on any of them map back to the instance).
 LABEL_FIELDS = ("ground_truth", "spine", "boxes", "predictions")
-
-
-def revision_times(store: Store, revision_ids: Sequence[int]) -> dict[int, datetime]:
-    """revision id -> when it was written."""
-    q = select(Revision.id, Revision.created_at)
-    return {rid: at for rid, at in store.rows_in(q, Revision.id, sorted(set(revision_ids)))}
 
 
 def tag_times(store: Store, tag: str | None = None) -> dict[tuple[int, str], datetime]:
@@ -97,7 +91,7 @@ def _write_tag_rows(store: Store, seen_by_tag: dict[str, dict[int, int | None]],
     for tag, seen in seen_by_tag.items():
         if not seen:
             continue
-        written = revision_times(store, [r for r in seen.values() if r is not None])
+        written = store.revision_times([r for r in seen.values() if r is not None])
         tagged_at = tag_times(store, tag)
         with store.session() as s:
             known = set(store.scalars_in(select(Instance.id), Instance.id, list(seen), session=s))

@@ -22,7 +22,7 @@ from annotation.labelstudio.pull import PullReport, pull, stored_project
 from annotation.labelstudio.push import PushReport, push
 from annotation.simulated_annotator import AnnotatorProfile, SimulationReport, annotate_tasks
 from pipeline.store import Store
-from pipeline.store.models import AnnotationTask, Revision
+from pipeline.store.models import AnnotationTask
 
 #: Revision sources that count as the truth a simulated annotator copies (benchmarks only).
 TRUTH_SOURCES = ("import", "synthetic")
@@ -51,13 +51,8 @@ class LabelStudioHooks:
                 select(AnnotationTask.instance_id, AnnotationTask.task_id)
                 .where(AnnotationTask.round == round, AnnotationTask.task_id.is_not(None))
             ).tuples().all())
-            truth: dict[int, tuple[list[float], list[float]]] = {}
-            for rev in s.scalars(
-                select(Revision)
-                .where(Revision.instance_id.in_(list(tasks)), Revision.source.in_(TRUTH_SOURCES))
-                .order_by(Revision.id)
-            ):
-                truth[rev.instance_id] = (list(rev.keypoints), list(rev.bbox))
+        truth = {iid: (list(rev.keypoints), list(rev.bbox))
+                 for iid, rev in store.latest_revisions(tasks, sources=TRUTH_SOURCES).items()}
         project = stored_project(store, self.conn)
         if project is None or not tasks:
             return SimulationReport()

@@ -32,7 +32,7 @@ from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reac
 from annotation.labelstudio.convert import from_result, keypoints_bbox
 from pipeline import progress
 from pipeline.store import Store
-from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
+from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, utcnow
 from schemas.enums import RevisionSource, RevisionStatus, TaskState
 from schemas.keypoints import NUM_KEYPOINTS
 
@@ -176,11 +176,11 @@ def _store_chunk(
     """One transaction per chunk of tasks; annotation versions already stored are skipped cheaply."""
     counts = (report.stored, report.skipped, report.already, len(report.disagreements), report.revoked)
     try:
+        known = store.stored_external_ids(versions)
         with store.session() as s:
-            known = set(s.scalars(select(Revision.external_id).where(Revision.external_id.in_(versions))))
             for task in chunk:
                 anns = list(task.get("annotations") or [])
-                revoked = _revoke_missing(s, task, report)
+                revoked = _revoke_missing(store, s, task, report)
                 if anns and not revoked and all(_external_id(a) in known for a in anns):
                     report.already += len(anns)  # seen by an earlier pull (overlap window, re-run)
                     continue
@@ -197,7 +197,7 @@ def _annotation_id(external_id: str | None) -> int | None:
     return int(parts[1]) if len(parts) >= 3 and parts[0] == "ls" and parts[1].isdigit() else None
 
 
-def _revoke_missing(s: Session, task: dict[str, Any], report: PullReport) -> int:
+def _revoke_missing(store: Store, s: Session, task: dict[str, Any], report: PullReport) -> int:
     """Supersede the stored versions of this task's annotations that Label Studio no longer has live.
 
     An annotation is gone when it was deleted, or turned into a skip (`was_cancelled`). Every stored
@@ -208,10 +208,7 @@ def _revoke_missing(s: Session, task: dict[str, Any], report: PullReport) -> int
         return 0
     instance_id, round_ = int(data["instance_id"]), int(data["round"])
     live = {int(a["id"]) for a in task.get("annotations") or [] if not a.get("was_cancelled")}
-    stored = list(s.scalars(
-        select(Revision).where(Revision.instance_id == instance_id, Revision.round == round_,
-                               Revision.source == RevisionSource.HUMAN)
-    ))
+    stored = store.revisions_for([instance_id], sources=[RevisionSource.HUMAN], round=round_, session=s)
     already = {r.supersedes for r in stored if r.status == RevisionStatus.REVOKED}
     count = 0
     for rev in stored:
@@ -221,19 +218,18 @@ def _revoke_missing(s: Session, task: dict[str, Any], report: PullReport) -> int
         if (rev.provenance or {}).get("labelstudio", {}).get("task") not in (None, task.get("id")):
             continue  # a version from another task of this instance and round (not expected)
         gone = {int(a["id"]) for a in task.get("annotations") or []}
-        s.add(Revision(
-            instance_id=instance_id, keypoints=list(rev.keypoints), bbox=list(rev.bbox), area=rev.area,
+        store.add_revision(
+            instance_id, list(rev.keypoints), list(rev.bbox), area=rev.area,
             source=RevisionSource.HUMAN, accepted=False, status=RevisionStatus.REVOKED,
             annotator=rev.annotator, round=rev.round, quality={}, supersedes=rev.id,
             provenance={"labelstudio": {"project": report.project_id, "task": task.get("id"),
                                         "annotation": ann_id,
                                         "why": "skipped" if ann_id in gone else "deleted"},
                         "revokes": rev.id},
-            external_id=f"revoked:{rev.id}",
-        ))
+            external_id=f"revoked:{rev.id}", session=s,
+        )
         count += 1
     if count:
-        s.flush()
         report.revoked += count
     return count
 
@@ -272,7 +268,8 @@ def _store_task(
             AnnotationTask.instance_id == instance_id, AnnotationTask.round == round_
         )
     )
-    prefill = s.get(Revision, row.prediction_revision_id) if row and row.prediction_revision_id else None
+    prefill = (store.revision(row.prediction_revision_id, session=s)
+               if row and row.prediction_revision_id else None)
     fallback_kp = list(prefill.keypoints) if prefill else [0.0] * (NUM_KEYPOINTS * 3)
     fallback_box = list(prefill.bbox) if prefill else None
 

@@ -93,17 +93,12 @@ def _prediction(rev: Revision, width: int, height: int) -> dict[str, Any]:
     return pred
 
 
-def _prefill(s: Any, instance_ids: Sequence[int], sources: Sequence[str] | None) -> dict[int, Revision]:
+def _prefill(store: Store, s: Any, instance_ids: Sequence[int],
+             sources: Sequence[str] | None) -> dict[int, Revision]:
     """Latest revision per instance to pre-annotate with (`pseudo` by default; any accepted for review)."""
-    q = select(Revision).where(Revision.instance_id.in_(list(instance_ids))).order_by(Revision.id)
     if sources is not None:
-        q = q.where(Revision.source.in_(list(sources)))
-    else:
-        q = q.where(Revision.accepted.is_(True))
-    latest: dict[int, Revision] = {}
-    for rev in s.scalars(q):
-        latest[rev.instance_id] = rev
-    return latest
+        return store.latest_revisions(instance_ids, sources=sources, session=s)
+    return store.latest_revisions(instance_ids, accepted=True, session=s)
 
 
 def _round_tasks(s: Any, round: int, instance_ids: Sequence[int]) -> dict[int, AnnotationTask]:
@@ -162,7 +157,7 @@ def push(
         missing = [i for i in todo if i not in found]
         if missing:
             raise InputError("instance_ids", f"unknown instance ids {missing[:10]}", field="instance_ids")
-        prefill = _prefill(s, todo, prefill_sources)
+        prefill = _prefill(store, s, todo, prefill_sources)
         payload: list[tuple[int, dict[str, Any]]] = []
         dirs: set[str] = set()
         for iid in todo:
@@ -285,7 +280,7 @@ def push_from_review(
                 )
             )
         }
-        prefill = _prefill(s, instance_ids, None)
+        prefill = _prefill(store, s, instance_ids, None)
         sizes = {
             inst.id: (img.width, img.height)
             for inst, img in s.execute(

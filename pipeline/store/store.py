@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Engine,
     Select,
     Text,
+    case,
     cast,
     create_engine,
     event,
@@ -565,6 +567,7 @@ class Store:
         model_version: str | None = None,
         round: int | None = None,
         accepted: bool | None = None,
+        session: Session | None = None,
     ) -> list[Revision]:
         """Revisions (all of them, or those of `instance_ids`) matching every filter given, by id."""
         q = select(Revision)
@@ -577,10 +580,64 @@ class Store:
         if accepted is not None:
             q = q.where(Revision.accepted.is_(accepted))
         if instance_ids is None:
-            with self.session() as s:
+            with self._use(session) as s:
                 return list(s.scalars(q.order_by(Revision.id)))
-        found = self.scalars_in(q, Revision.instance_id, instance_ids)
+        found = self.scalars_in(q, Revision.instance_id, instance_ids, session=session)
         return sorted(found, key=lambda r: r.id)
+
+    def latest_revisions(
+        self,
+        instance_ids: Iterable[int],
+        *,
+        sources: Sequence[str] | None = None,
+        accepted: bool | None = None,
+        session: Session | None = None,
+    ) -> dict[int, Revision]:
+        """Each instance's latest revision (highest id) matching the filters (`revisions_for`); an
+        instance with none is absent. Revoked ones are not left out: for the current label, use
+        `current_labels`."""
+        found = self.revisions_for(instance_ids, sources=sources, accepted=accepted, session=session)
+        return {rev.instance_id: rev for rev in found}  # by id: the latest wins
+
+    def revision(self, revision_id: int, *, session: Session | None = None) -> Revision | None:
+        with self._use(session) as s:
+            return s.get(Revision, revision_id)
+
+    def revisions_by_id(self, revision_ids: Iterable[int]) -> dict[int, Revision]:
+        return {rev.id: rev for rev in self.scalars_in(select(Revision), Revision.id, revision_ids)}
+
+    def instances_having(self, instance_ids: Iterable[int], *, sources: Sequence[str]) -> set[int]:
+        """Which of `instance_ids` have at least one revision from `sources` (any status)."""
+        query = select(Revision.instance_id).where(Revision.source.in_(list(sources)))
+        return set(self.scalars_in(query, Revision.instance_id, instance_ids))
+
+    def person_revisions(
+        self, instance_ids: Iterable[int] | None = None
+    ) -> list[tuple[int, int, str, bool, dict[str, Any] | None]]:
+        """Every revision a person made (HUMAN_SOURCES), by id, as (instance, revision, source,
+        accepted, quality of a `review` revision else None): what review decisions are read from.
+        Quality is decoded for review revisions only (decoding every human label's JSON is most of
+        a 60,000-label release's check otherwise)."""
+        quality_of_review = case((Revision.source == RevisionSource.REVIEW, Revision.quality), else_=None)
+        q = (select(Revision.instance_id, Revision.id, Revision.source, Revision.accepted, quality_of_review)
+             .where(Revision.source.in_(list(HUMAN_SOURCES))).order_by(Revision.id))
+        if instance_ids is not None:
+            q = q.where(Revision.instance_id.in_(list(instance_ids)))
+        with self.session() as s:
+            return [tuple(row) for row in s.execute(q)]  # type: ignore[misc]
+
+    def revision_scores(self, revision_ids: Sequence[int]) -> dict[int, tuple[list[float] | None, bool]]:
+        """revision id -> (per-keypoint scores, accepted); the scores read as text and decoded by one
+        json.loads (the ORM decodes each row's JSON on its own)."""
+        q = select(Revision.id, cast(Revision.scores, Text), Revision.accepted)
+        rows = self.rows_in(q, Revision.id, sorted(set(revision_ids)))
+        scores = json.loads("[" + ",".join(text if text is not None else "null" for _, text, _ in rows) + "]")
+        return {rid: (value, accepted) for (rid, _, accepted), value in zip(rows, scores, strict=True)}
+
+    def revision_times(self, revision_ids: Sequence[int]) -> dict[int, datetime]:
+        """revision id -> when it was written."""
+        q = select(Revision.id, Revision.created_at)
+        return {rid: at for rid, at in self.rows_in(q, Revision.id, sorted(set(revision_ids)))}
 
     def revoked_revision_ids(self) -> set[int]:
         """Revisions a later `revoked` revision took back (its `supersedes`)."""
@@ -801,6 +858,15 @@ class Store:
         q = _label_columns().join(Revision, Revision.instance_id == Instance.id)
         rows = self.rows_in(q, Revision.id, sorted(set(revision_ids)))
         return sorted(_labels(rows), key=lambda lab: (lab.image_id, lab.instance_id))
+
+    def instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
+        """Every instance with its image, labelled or not, by image and instance id."""
+        q = (select(Image, Instance).join(Instance, Instance.image_id == Image.id)
+             .order_by(Image.id, Instance.id))
+        if image_source:
+            q = q.where(Image.source == image_source)
+        with self.session() as s:
+            return [(img, inst) for img, inst in s.execute(q)]
 
     def unlabelled_instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
         """Instances with no accepted revision yet (the active-learning pool)."""
