@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from pipeline.model.distributed import device_for_rank, init_process_group, rank, world_size
 from pipeline.model.configs import DEFAULT_CONFIG
+from pipeline.model.distributed import device_for_rank, init_process_group, rank, world_size
 from pipeline.model.registry import get_version
 from pipeline.model.train import train
 from pipeline.store import Store
