@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from pipeline.release_kit import card_lines, has_kit
 from pipeline.splits import SPLITS
 from schemas.keypoints import KEYPOINTS, SPINE_CHAIN
 from schemas.manifest import ReleaseManifest
@@ -143,6 +144,7 @@ def render_card(manifest: ReleaseManifest) -> str:
         "coco = COCO('annotations/train.json')  # 37 keypoints, category 1 'person'",
         "```",
         "",
+        *(card_lines() if has_kit(f.path for f in m.files) else []),  # releases made before have none
         "Annotation ids are the store's instance ids and stay the same across releases;",
         "`spinetrack release-reproduce VERSION DIR` rebuilds this release byte for byte.",
         "",

@@ -32,6 +32,7 @@ from pipeline.coco_writer import coco_dataset
 from pipeline.dataset_card import render_card
 from pipeline.export import SLOT, encode_each, encode_json, encoded_annotations, image_entry
 from pipeline.gc_pause import gc_paused
+from pipeline.release_kit import changed_kit_files, has_kit, write_kit
 from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
@@ -200,9 +201,13 @@ def reproduce_release(store: Store, version: str, out_dir: str | Path) -> Path:
         store, out, version=version, parent=recorded.parent, created_at=recorded.created_at,
         notes=recorded.notes, fractions=recorded.split_fractions, by_split=by_split,
         copy_images=recorded.images == "copied", parent_manifest=parent_manifest,
-        excluded_needs_fix=recorded.excluded_needs_fix,
+        excluded_needs_fix=recorded.excluded_needs_fix, kit=has_kit(f.path for f in recorded.files),
     )
     if rebuilt != recorded:
+        kit = changed_kit_files(recorded.files, rebuilt.files)
+        if kit and rebuilt.model_copy(update={"files": recorded.files}) == recorded:
+            raise ReleaseError(f"release {version} rebuilt with other {', '.join(kit)}: these are made by"
+                               " the code (configs, keypoint metainfo), which changed since the release")
         raise ReleaseError(f"release {version} rebuilt to a different manifest: the store changed under it")
     return out
 
@@ -239,8 +244,12 @@ def write_release_files(
     copy_images: bool,
     parent_manifest: ReleaseManifest | None,
     excluded_needs_fix: Sequence[int] = (),
+    kit: bool = True,
 ) -> ReleaseManifest:
-    """Write annotations, images, manifest and card of one release into `out`; return the manifest."""
+    """Write annotations, images, manifest and card of one release into `out`; return the manifest.
+
+    `kit`: also the mmpose metainfo and configs that train on it (pipeline/release_kit.py); False
+    only to rebuild a release made before them."""
     out.mkdir(parents=True, exist_ok=True)
     all_labels = [lab for name in SPLITS for lab in by_split.get(name, [])]
     files: list[FileEntry] = []
@@ -262,6 +271,8 @@ def write_release_files(
                   "version": version, "split": split, "keypoints": NUM_KEYPOINTS},
         )
         files.append(_entry(out, path))
+    if kit:
+        files.extend(_entry(out, path) for path in write_kit(out, version=version, images_copied=copy_images))
     manifest = ReleaseManifest(
         version=version,
         parent=parent,
