@@ -59,25 +59,23 @@ from pipeline import active_learning as al  # noqa: E402
 from pipeline import instance_sets  # noqa: E402
 from pipeline.al_stats import final_difference, savings  # noqa: E402
 from pipeline.correction_effort import round_effort  # noqa: E402
+from pipeline.real_samples import real_people_folder, sample_sets  # noqa: E402
 from pipeline.rounds import get_round  # noqa: E402
 from pipeline.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
 from pipeline.splits import assign_splits, assigned_splits  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-REAL_PEOPLE = REPO.parent / "shared" / "data" / "real_people"
+REAL_PEOPLE = real_people_folder()
 METRICS = ("all_AP", "body_AP", "feet_AP", "spine_AP")
 PARTS = ("real", "synthetic")
 #: Also recorded: mean OKS moves smoothly where AP on a small split moves in coarse steps.
 EXTRA = ("mean_oks", "instances")
 BASE_INFO = "bench_base.json"
 RUN_RECORDS = "bench_run_records.json"  # a finished run's records, with the recipe it ran
-#: Real sample files whose keypoints map into SpineTrack (COCO-17): (name, file, image dir, split).
-REAL_SETS: tuple[tuple[str, str, str, str], ...] = (
-    ("coco", "coco/test_coco.json", "coco", "train"),
-    ("ochuman", "ochuman/test_ochuman.json", "ochuman", "train"),
-    ("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18", "val"),
-)
+#: Real sample sets (pipeline/real_samples.py) in the bench, and the split each is pinned to.
+REAL_SPLITS = {"coco": "train", "ochuman": "train", "posetrack18": "val"}
+REAL_SETS = sample_sets(*REAL_SPLITS)
 #: Image subsets of the real sample sets are this prefix + the set's name (the pool renders: POOL_SUBSET).
 REAL_SUBSET = "real-"
 POOL_SUBSET = "pool-render"
@@ -127,15 +125,16 @@ def _copy_real(work: Path, log: Callable[[str], None]) -> list[tuple[str, Path, 
         log(f"no real sample images at {REAL_PEOPLE}: the pool and validation are renders only")
         return []
     out = []
-    for name, rel, image_dir, split in REAL_SETS:
-        src = REAL_PEOPLE / rel
+    for sample in REAL_SETS:
+        src = REAL_PEOPLE / sample.coco_file
         if not src.is_file():
-            log(f"real set {name}: {src} missing, skipped")
+            log(f"real set {sample.name}: {src} missing, skipped")
             continue
-        dst_dir = work / "real" / name
+        dst_dir = work / "real" / sample.name
         if not dst_dir.is_dir():
-            shutil.copytree(REAL_PEOPLE / image_dir, dst_dir)
-        out.append((name, dst_dir / Path(rel).relative_to(image_dir), dst_dir, split))
+            shutil.copytree(REAL_PEOPLE / sample.image_dir, dst_dir)
+        out.append((sample.name, dst_dir / Path(sample.coco_file).relative_to(sample.image_dir), dst_dir,
+                    REAL_SPLITS[sample.name]))
     return out
 
 
@@ -151,7 +150,7 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
 
     home = work / "base"
     info_file = home / BASE_INFO
-    recipe = {"sizes": asdict(sizes), "config": config, "real": [r[0] for r in REAL_SETS]}
+    recipe = {"sizes": asdict(sizes), "config": config, "real": [r.name for r in REAL_SETS]}
     if info_file.is_file():
         info = dict(json.loads(info_file.read_text()))
         if info.get("recipe") == json.loads(json.dumps(recipe)):

@@ -38,27 +38,15 @@ sys.path.insert(0, str(REPO))
 from bench.common import Run  # noqa: E402
 from pipeline.annotators.base import Annotator, PersonPose  # noqa: E402
 from pipeline.annotators.spine_prior import OUTPUT_IDS, SpinePrior, load_prior  # noqa: E402
-from pipeline.coco_writer import coco_result  # noqa: E402
+from pipeline.coco_writer import coco_dataset, coco_image, coco_result  # noqa: E402
 from pipeline.evaluate import evaluate_keypoints  # noqa: E402
+from pipeline.real_samples import NOT_MAPPED, REAL_SAMPLE_SETS, real_people_folder  # noqa: E402
 from schemas.keypoints import INDEX, NUM_KEYPOINTS, PARTITIONS  # noqa: E402
 
-REAL_PEOPLE = REPO.parent / "shared" / "data" / "real_people"
-#: Real sets that map into SpineTrack's first points by index: name, COCO file, image folder,
-#: keypoint slots kept (index in the file -> same SpineTrack index), why.
-REAL_SETS = [
-    ("coco", "coco/test_coco.json", "coco", tuple(range(17)), "COCO-17"),
-    ("ochuman", "ochuman/test_ochuman.json", "ochuman", tuple(range(17)), "COCO-17"),
-    ("halpe", "halpe/test_halpe.json", "coco", tuple(range(26)),
-     "Halpe136: first 26 = Halpe26 = SpineTrack 0-25 (COCO-17, head, neck, hip, feet); images are COCO's"),
-    ("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18",
-     (0, *range(3, 17)), "COCO-17 order, slots 1-2 are head_bottom/head_top (not eyes): left out"),
-]
-NOT_MAPPED = {
-    "crowdpose": "14 points (no nose/eyes/ears; head top and neck of its own), other order",
-    "aic": "14 points (no face points; head top, neck), other order",
-    "mhp": "16 MPII-style points (no nose/eyes/ears; head top, upper neck, pelvis, thorax)",
-    "mpii": "16 points (no nose/eyes/ears; head top, upper neck, pelvis, thorax)",
-}
+REAL_PEOPLE = real_people_folder()
+#: The real sample sets (pipeline/real_samples.py) as (name, COCO file, image folder, keypoint slots
+#: kept, why): every one whose keypoints map into SpineTrack's first points by index.
+REAL_SETS = [sample.as_tuple() for sample in REAL_SAMPLE_SETS]
 #: Points whose labels count here: the slots the halpe mapping keeps beyond COCO-17 are the
 #: Halpe26 head/neck/hip (17-19), which are not SpineTrack's head top / C7 / sacrum: left out.
 SCORED = tuple(range(17)) + tuple(range(20, 26))
@@ -80,9 +68,8 @@ class EvalSet:
         return sum(len(img["boxes"]) for img in self.images)
 
     def gt(self) -> dict[str, Any]:
-        return {"images": [{"id": i["id"], "file_name": str(i["path"]), "width": i["width"],
-                            "height": i["height"]} for i in self.images],
-                "annotations": self.annotations, "categories": [{"id": 1, "name": "person"}]}
+        images = [coco_image(i["id"], str(i["path"]), i["width"], i["height"]) for i in self.images]
+        return coco_dataset(images, self.annotations)
 
 
 def _to_spinetrack(flat: list[float], slots: tuple[int, ...]) -> list[float]:

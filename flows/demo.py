@@ -16,7 +16,6 @@ benchmark stand-in so that the demo finishes in minutes. The normal path is `spi
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from flows.active_learning import active_learning_round
 from flows.app import app
 from flows.console import emit
 from flows.synthetic import ingest_synthetic
+from pipeline.real_samples import real_people_folder, sample_sets
 
 if TYPE_CHECKING:
     from annotation.labelstudio.server import LabelStudioServer
@@ -37,10 +37,8 @@ if TYPE_CHECKING:
 SYNTHETIC = [("mixed", 11, 60), ("bend", 12, 50), ("twist", 13, 50), ("walk", 14, 50), ("squat", 15, 40)]
 #: Rendered frames held out as the "real" pool: other seeds and motions, ground truth hidden.
 HELD_OUT = [("reach", 21, 60), ("mixed", 22, 60), ("bend", 23, 50), ("walk", 24, 40)]
-#: Real samples in ../shared/data/real_people whose keypoints map into SpineTrack's by index
-#: (COCO-17 order): name, COCO file, image folder, relative to that folder.
-REAL_PEOPLE = [("coco", "coco/test_coco.json", "coco"), ("ochuman", "ochuman/test_ochuman.json", "ochuman"),
-               ("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18")]
+#: The real sample sets (pipeline/real_samples.py) imported into the pool, their truth hidden.
+REAL_PEOPLE = ("coco", "ochuman", "posetrack18")
 #: The held-out sequences that validate every round (pinned, so the demo always has a val split).
 PINNED = {"synthetic-squat-seed15": "val", "held-out/walk-seed24": "val"}
 #: The real images the demo pre-labels with the combined annotator and pushes to Label Studio; the
@@ -55,8 +53,7 @@ DEFAULT_TEACHER = "blazepose"
 
 
 def shared_real_people() -> Path | None:
-    here = Path(__file__).resolve().parents[1]
-    folder = Path(os.environ.get("SPINETRACK_REAL_PEOPLE", here.parent / "shared" / "data" / "real_people"))
+    folder = real_people_folder()
     return folder if folder.is_dir() else None
 
 
@@ -112,10 +109,10 @@ def demo_flow(
                     group=f"held-out/{folder.name}", keep_ground_truth=True)
     real = shared_real_people()
     if real is not None:
-        for name, coco, images in REAL_PEOPLE:
-            if (real / coco).is_file():
-                import_coco(store, real / coco, image_dir=real / images, subset=f"real-people-{name}",
-                            keep_ground_truth=True)
+        for sample in sample_sets(*REAL_PEOPLE):
+            if (real / sample.coco_file).is_file():
+                import_coco(store, real / sample.coco_file, image_dir=real / sample.image_dir,
+                            subset=f"real-people-{sample.name}", keep_ground_truth=True)
     groups = store.group_keys()
     assign_splits(store, groups, pinned={k: v for k, v in PINNED.items() if k in groups})
     steps.done("import")
@@ -202,7 +199,8 @@ def body_ap_on_coco(store: Store, model: str, real: Path) -> dict[str, float | N
     from pipeline.annotators import load_annotator
     from pipeline.annotators.coco_eval import score_on_coco
 
-    coco, images = real / "coco" / "test_coco.json", real / "coco"
+    (sample,) = sample_sets("coco")
+    coco, images = real / sample.coco_file, real / sample.image_dir
     out: dict[str, float | None] = {"model": None, "combined": None}
     for label, spec in (("model", f"model:{model}"), ("combined", f"combined:student={model}")):
         out[label] = score_on_coco(load_annotator(spec, store), coco, images)["body_AP"]

@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from pipeline.coco_writer import coco_annotation, coco_dataset, coco_image, coco_result
 from schemas.keypoint_array import KeypointArray
-from schemas.keypoints import NUM_KEYPOINTS, PARTITIONS, SIGMAS
+from schemas.keypoints import NUM_KEYPOINTS, PARTITIONS, SIGMAS, coco_category
 
 _STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -137,7 +137,7 @@ def _partition_ap(
         [coco_image(im["id"], str(im.get("file_name", im["id"])), im.get("width"), im.get("height"))
          for im in gt["images"]],
         gt_anns,
-        categories=[{"id": 1, "name": "person"}],
+        categories=[coco_category(ids)],
     )
     num_gt = sum(1 for a in gt_anns if a["num_keypoints"] > 0 and not a["iscrowd"])
     # COCOeval drops a detection whose visibility entries are all 0; predictions are scored by

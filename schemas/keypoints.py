@@ -7,6 +7,7 @@ first), so COCO and Halpe26 annotations map in by index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -169,12 +170,14 @@ def coco_skeleton_1based() -> list[list[int]]:
     return [[a + 1, b + 1] for a, b in SKELETON]
 
 
-def coco_category() -> dict[str, object]:
-    """The single `person` category of a SpineTrack COCO file."""
-    return {
-        "id": 1,
-        "name": "person",
-        "supercategory": "person",
-        "keypoints": list(NAMES),
-        "skeleton": coco_skeleton_1based(),
-    }
+def coco_category(ids: Sequence[int] | None = None) -> dict[str, object]:
+    """The single `person` category of a SpineTrack COCO file; with `ids`, of those keypoints only
+    (a partition scored on its own: their names, and the links between them, renumbered)."""
+    if ids is None:
+        names, skeleton = list(NAMES), coco_skeleton_1based()
+    else:
+        position = {i: n for n, i in enumerate(ids)}
+        names = [NAMES[i] for i in ids]
+        skeleton = [[position[a] + 1, position[b] + 1] for a, b in SKELETON
+                    if a in position and b in position]
+    return {"id": 1, "name": "person", "supercategory": "person", "keypoints": names, "skeleton": skeleton}

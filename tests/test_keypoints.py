@@ -42,6 +42,10 @@ def test_sigmas_and_skeleton() -> None:
     cat = kp.coco_category()
     assert cat["keypoints"] == list(kp.NAMES)
     assert min(min(link) for link in cat["skeleton"]) == 1  # type: ignore[attr-defined]
+    spine = kp.coco_category(kp.PARTITIONS["spine"])  # a partition scored on its own
+    assert spine["keypoints"] == [kp.NAMES[i] for i in kp.PARTITIONS["spine"]]
+    links = spine["skeleton"]
+    assert links and all(1 <= a <= len(kp.PARTITIONS["spine"]) for link in links for a in link)  # type: ignore[attr-defined]
 
 
 def test_keypoint_array_converts_once_at_the_edge() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.annotators.base import Annotator
+from pipeline.coco_writer import coco_annotation, coco_dataset
 from schemas.keypoints import NUM_KEYPOINTS, PARTITIONS
 
 
@@ -33,13 +34,10 @@ def spinetrack_ground_truth(coco_file: str | Path, slots: Sequence[int] = tuple(
         if ann.get("iscrowd") or labelled == 0:
             continue
         box = [float(v) for v in ann["bbox"]]
-        annotations.append({**{k: ann[k] for k in ("id", "image_id")}, "category_id": 1,
-                            "keypoints": [float(v) for v in kps.ravel()], "bbox": box,
-                            "area": float(ann.get("area") or box[2] * box[3]), "iscrowd": 0,
-                            "num_keypoints": labelled})
+        annotations.append(coco_annotation(ann["id"], ann["image_id"], kps, box,
+                                           area=float(ann.get("area") or box[2] * box[3])))
     keep = {a["image_id"] for a in annotations}
-    return {"images": [img for img in data["images"] if img["id"] in keep], "annotations": annotations,
-            "categories": [{"id": 1, "name": "person"}]}
+    return coco_dataset([img for img in data["images"] if img["id"] in keep], annotations)
 
 
 def score_on_coco(annotator: Annotator, coco_file: str | Path, image_dir: str | Path, *,

@@ -19,9 +19,10 @@ from mmpose.evaluation.metrics import KeypointPartitionMetric
 from mmpose.registry import DATASETS, METRICS, TRANSFORMS
 
 from pipeline import noise
+from pipeline.coco_writer import coco_dataset
 from pipeline.model.metainfo import dataset_info
 from schemas.errors import InputError
-from schemas.keypoints import NUM_KEYPOINTS, coco_category
+from schemas.keypoints import NUM_KEYPOINTS
 
 
 @DATASETS.register_module()
@@ -128,6 +129,5 @@ def merge_coco_files(paths: list[Path] | list[str], out_path: str | Path) -> Pat
             annotations.append({**ann, "id": len(annotations) + 1, "image_id": new_ids[ann["image_id"]]})
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"images": images, "annotations": annotations,
-                               "categories": [coco_category()]}))
+    out.write_text(json.dumps(coco_dataset(images, annotations)))
     return out

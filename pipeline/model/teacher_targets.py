@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.coco_writer import annotation_from_parts, coco_image
 from pipeline.instance_sets import pool_instances
 from pipeline.store import Store
 from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
@@ -88,15 +89,12 @@ def add_teacher_targets(store: Store, coco_path: Path, instance_ids: Sequence[in
             if not (keypoints[:, 2] >= 0.5).any():
                 continue
             points += int((keypoints[:, 2] >= 0.5).sum())
-        images.setdefault(img.id, {"id": img.id, "file_name": str(Path(img.path).resolve()),
-                                   "width": img.width, "height": img.height})
-        data["annotations"].append({
-            "id": TEACHER_ID_OFFSET + instance_id, "image_id": img.id, "category_id": 1,
-            "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
-            "keypoints": [round(float(v), 4) for v in keypoints.ravel()],
-            # soft samples carry no hard label; num_keypoints 1 keeps mmpose from dropping them
-            "num_keypoints": max(1, int((keypoints[:, 2] > 0).sum())),
-        })
+        images.setdefault(img.id, coco_image(img.id, str(Path(img.path).resolve()), img.width, img.height))
+        # the flags are the teacher's confidence (weights), not COCO's 0/1/2: built from parts; soft
+        # samples carry no hard label, and num_keypoints 1 keeps mmpose from dropping them
+        data["annotations"].append(annotation_from_parts(
+            TEACHER_ID_OFFSET + instance_id, img.id, [round(float(v), 4) for v in keypoints.ravel()],
+            max(1, int((keypoints[:, 2] > 0).sum())), [float(v) for v in box], float(box[2] * box[3])))
         added.append(TEACHER_ID_OFFSET + instance_id)
     data["images"] = list(images.values())
     coco_path.write_text(json.dumps(data))

@@ -28,6 +28,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -65,6 +66,11 @@ IN_CHUNK = 500
 T = TypeVar("T")
 #: A column to filter on: `Image.id` or a Core column expression.
 Column = QueryableAttribute[Any] | ColumnElement[Any]
+
+
+def not_taken_back() -> ColumnElement[bool]:
+    """The one revoked-label rule: a revision no later `revoked` revision took back (`supersedes`)."""
+    return Revision.id.not_in(select(Revision.supersedes).where(Revision.supersedes.is_not(None)))
 
 
 def chunked(values: Iterable[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
@@ -639,12 +645,6 @@ class Store:
         q = select(Revision.id, Revision.created_at)
         return {rid: at for rid, at in self.rows_in(q, Revision.id, sorted(set(revision_ids)))}
 
-    def revoked_revision_ids(self) -> set[int]:
-        """Revisions a later `revoked` revision took back (its `supersedes`)."""
-        with self.session() as s:
-            q = select(Revision.supersedes).where(Revision.supersedes.is_not(None))
-            return {int(i) for i in s.scalars(q) if i is not None}
-
     def reference_revisions(
         self,
         instance_ids: Iterable[int] | None = None,
@@ -656,7 +656,9 @@ class Store:
         """Revisions that can be an instance's ground truth, by id: of `sources`, live (neither taken
         back by a later `revoked` revision nor one itself), and accepted or a hidden `import`
         (skipped tasks and refused labels are not). `group_keys` / `image_source` narrow by image."""
-        q = select(Revision).where(Revision.source.in_(list(sources)))
+        q = select(Revision).where(
+            Revision.source.in_(list(sources)), not_taken_back(), Revision.status != RevisionStatus.REVOKED,
+            or_(Revision.accepted.is_(True), Revision.source == RevisionSource.IMPORT))
         if group_keys is not None or image_source is not None:
             q = (q.join(Instance, Instance.id == Revision.instance_id)
                  .join(Image, Image.id == Instance.image_id))
@@ -669,10 +671,7 @@ class Store:
                 found = list(s.scalars(q.order_by(Revision.id)))
         else:
             found = sorted(self.scalars_in(q, Revision.instance_id, instance_ids), key=lambda r: r.id)
-        revoked = self.revoked_revision_ids()
-        return [rev for rev in found
-                if rev.id not in revoked and rev.status != RevisionStatus.REVOKED
-                and (rev.accepted or rev.source == RevisionSource.IMPORT)]
+        return found
 
     def ground_truth(self, instance_ids: Sequence[int], *, sources: Sequence[str]) -> dict[int, Revision]:
         """The reference label of each instance: its latest live accepted label among `sources`,
@@ -824,8 +823,7 @@ class Store:
         """Each instance's latest revision among `among_sources` (accepted ones only, by default)."""
         latest = select(Revision.instance_id, func.max(Revision.id).label("rid"))
         if accepted_only:  # a revision taken back by a later `revoked` one is no longer current
-            revoked = select(Revision.supersedes).where(Revision.supersedes.is_not(None))
-            latest = latest.where(Revision.accepted.is_(True), Revision.id.not_in(revoked))
+            latest = latest.where(Revision.accepted.is_(True), not_taken_back())
         if among_sources:
             latest = latest.where(Revision.source.in_(list(among_sources)))
         sub = latest.group_by(Revision.instance_id).subquery()
