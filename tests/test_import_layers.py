@@ -4,9 +4,11 @@ Layers, lowest first (an arrow may only point down or sideways inside its own mo
 
     schemas  <-  pipeline.store  <-  the rest of pipeline  <-  synthetic, annotation  <-  flows  <-  bench
 
-Inside `pipeline`, the models (`pipeline.model`, `pipeline.annotators`) sit below the workflow that
-drives them (`pipeline.rounds`, `pipeline.active_learning`, `pipeline.release`, ...): an annotator
-or a training run never asks which round is running.
+Inside `pipeline`, three tiers: the core (`PIPELINE_CORE`: evaluation, uncertainty, selection,
+splits, COCO writing, instance sets, ...) imports only the core; the models (`pipeline.model`,
+`pipeline.annotators`) sit below the workflow that drives them (`pipeline.rounds`,
+`pipeline.active_learning`, `pipeline.release`, ...): an annotator or a training run never asks
+which round is running.
 
 Every `import` / `from ... import` is counted wherever it is written (module level, inside a
 function, under `if TYPE_CHECKING:`), so an import moved into a function to dodge a circle is still
@@ -38,10 +40,16 @@ LAYERS: tuple[tuple[str, int], ...] = (
 #: Sibling layers that must not import each other.
 SIBLINGS = (("synthetic", "annotation"),)
 
-#: Inside pipeline: these packages (models, annotators) must not import the workflow modules.
+#: Inside pipeline, three tiers (docs/architecture.md). The core imports only the core (and the
+#: store, schemas); the models and annotators never import the workflow that drives them.
+PIPELINE_CORE = tuple(f"pipeline.{name}" for name in (
+    "instance_sets", "evaluate", "uncertainty", "calibration", "selection", "correction_effort",
+    "plausibility", "splits", "export", "coco_writer", "coco_json", "real_import", "real_samples",
+    "noise", "progress", "review_decisions", "gc_pause", "al_stats"))
 PIPELINE_BELOW_WORKFLOW = ("pipeline.model", "pipeline.annotators")
 PIPELINE_WORKFLOW = ("pipeline.rounds", "pipeline.active_learning", "pipeline.release",
-                     "pipeline.pseudo_label", "pipeline.dataset_card")
+                     "pipeline.pseudo_label", "pipeline.dataset_card", "pipeline.validation",
+                     "pipeline.backup")
 
 
 def _modules() -> dict[str, Path]:
@@ -168,6 +176,9 @@ def upward_arrows(graph: dict[str, dict[str, int]]) -> list[str]:
                     out.append(f"{where} (siblings {a} and {b})")
             if _family(module, PIPELINE_BELOW_WORKFLOW) and _family(target, PIPELINE_WORKFLOW):
                 out.append(f"{where} (models and annotators sit below the workflow)")
+            if (module in PIPELINE_CORE and _family(target, ("pipeline",)) and target != "pipeline"
+                    and not _family(target, ("pipeline.store",)) and target not in PIPELINE_CORE):
+                out.append(f"{where} (pipeline's core imports only the core)")
     return out
 
 
@@ -196,9 +207,12 @@ def test_no_upward_arrow(graph: dict[str, dict[str, int]]) -> None:
 def test_the_checks_catch_what_they_are_for() -> None:
     fake = {"pipeline.a": {"pipeline.b": 1}, "pipeline.b": {"pipeline.a": 3},
             "pipeline.store.x": {"pipeline.a": 2}, "pipeline.model.m": {"pipeline.rounds": 4},
-            "pipeline.rounds": {}, "synthetic.s": {"annotation.t": 5}, "annotation.t": {}}
+            "pipeline.rounds": {}, "synthetic.s": {"annotation.t": 5}, "annotation.t": {},
+            "pipeline.evaluate": {"pipeline.model.m": 6, "pipeline.coco_writer": 7, "pipeline.store": 8}}
     assert cycles(fake) == [["pipeline.a", "pipeline.b"]]
     arrows = upward_arrows(fake)
     assert any(a.startswith("pipeline.store.x:2") for a in arrows)
     assert any(a.startswith("pipeline.model.m:4") for a in arrows)
     assert any(a.startswith("synthetic.s:5") for a in arrows)
+    assert [a for a in arrows if a.startswith("pipeline.evaluate")] == [
+        "pipeline.evaluate:6 imports pipeline.model.m (pipeline's core imports only the core)"]
