@@ -1,6 +1,7 @@
 """Model flows and commands: training (helper M1's `train_model`) and pseudo-labelling.
 
-Thin Prefect flows over pipeline.model, pipeline.pseudo_label and pipeline.real_import.
+Thin Prefect flows over pipeline.model, pipeline.pseudo_label, pipeline.real_import and
+pipeline.image_import.
 """
 
 from __future__ import annotations
@@ -40,6 +41,29 @@ def import_real(
         detections=detections,
         min_detection_score=min_detection_score,
     )
+    return asdict(summary)
+
+
+@lazy.flow(name="import-images")
+def import_images(
+    paths: list[str],
+    subset: str | None = None,
+    detector: str | None = None,
+    detections: str | None = None,
+    min_score: float | None = None,
+    every: int = 1,
+    fps: float | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Import photos, folders and videos without annotations; people from a detections file, an
+    ONNX detector or BlazePose's (pipeline/image_import.py)."""
+    from pipeline.image_import import Sampling
+    from pipeline.image_import import import_images as run
+    from pipeline.store import Store
+
+    with Store() as store:
+        summary = run(store, paths, subset=subset, detector=detector, detections=detections,
+                      min_score=min_score, sampling=Sampling(every=every, fps=fps), device=device)
     return asdict(summary)
 
 
@@ -128,6 +152,35 @@ def import_real_command(
     emit(out, lambda con: con.print(
         f"imported {out['images']} images, {out['instances']} instances, "
         f"{out['ground_truth_revisions']} ground-truth revisions; skipped {len(out['skipped'])}"
+    ))
+
+
+@app.command("import-images")
+def import_images_command(
+    paths: list[Path] = typer.Argument(..., exists=True, help="image files, folders of them, video files"),
+    subset: str | None = typer.Option(None, help="subset name (default: the first path's name)"),
+    detector: str | None = typer.Option(
+        None, help="blazepose (default: offline, one person per image), onnx:PATH, yolox:PATH, "
+                   "rtmdet:PATH or rfdetr:PATH"),
+    detections: Path | None = typer.Option(
+        None, exists=True, dir_okay=False,
+        help="COCO results file with the person boxes (file_name [+ frame_index] or image_id)"),
+    min_score: float | None = typer.Option(
+        None, help="drop people below this score (default: the detector's own)", show_default=False),
+    every: int = typer.Option(1, min=1, help="videos: keep every Nth frame"),
+    fps: float | None = typer.Option(None, min=0.0, help="videos: keep N frames per second instead"),
+    device: str = typer.Option("cpu", help="ONNX detectors: cpu or cuda[:N]"),
+) -> None:
+    """Import photos and videos that have no annotations: people found by a detector."""
+    from pipeline.media import check_inputs
+
+    check_inputs(paths)  # an unreadable file fails here, before any flow or model starts
+    out = import_images([str(p) for p in paths], subset, detector, str(detections) if detections else None,
+                        min_score, every, fps, device)
+    emit(out, lambda con: con.print(
+        f"imported {out['images']} images and {out['frames']} video frames ({out['videos']} videos), "
+        f"{out['instances']} people ({out['box_source']}); skipped {len(out['skipped'])}"
+        + "".join(f"\n  {line}" for line in out["skipped"][:20])
     ))
 
 

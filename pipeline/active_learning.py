@@ -252,9 +252,14 @@ def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:
 
 
 def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candidate]:
-    """Pool predictions as selection candidates (model features when stored, else pose embedding)."""
+    """Pool predictions as selection candidates (model features when stored, else pose embedding),
+    with their frame group and video time so selection can thin near-duplicate frames."""
     out = []
-    for rev in _pool_predictions(store, model_name, pool):
+    predictions = _pool_predictions(store, model_name, pool)
+    images = store.images_of([rev.instance_id for rev in predictions])
+    for rev in predictions:
+        image = images.get(rev.instance_id)
+        time_s = (image.meta or {}).get("time_s") if image is not None else None
         parts = (rev.quality or {}).get("uncertainty_parts", {})
         per_kp = np.asarray(parts.get("per_keypoint", [rev.uncertainty or 0.0] * NUM_KEYPOINTS), dtype=float)
         feats = (rev.quality or {}).get("features")
@@ -262,7 +267,9 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
             np.asarray(rev.keypoints).reshape(NUM_KEYPOINTS, 3), rev.bbox)
         out.append(Candidate(rev.instance_id, float(rev.uncertainty or 0.0), per_kp, emb,
                              keypoints=np.asarray(rev.keypoints, dtype=float).reshape(NUM_KEYPOINTS, 3),
-                             bbox=tuple(float(v) for v in rev.bbox)))
+                             bbox=tuple(float(v) for v in rev.bbox),
+                             group=image.group_key if image is not None else None,
+                             time_s=float(time_s) if time_s is not None else None))
     from pipeline.correction_effort import with_estimates  # pose prior + expected correction effort
 
     return with_estimates(store, out)

@@ -5,10 +5,15 @@ per-keypoint uncertainty and an embedding; where the round computed them also th
 implausibility, pipeline/plausibility.py, and the expected correction effort,
 pipeline/correction_effort.py) and returns at most `budget` instance ids, most useful first.
 `random` is the baseline every other strategy is measured against (bench/active_learning.py).
+
+Frames of one video are not independent: whatever the strategy, `select` first keeps, of the
+near-duplicates of one frame group (the same place in frames less than NEAR_SECONDS apart), only the
+most uncertain one (`thin_near_duplicates`), so a batch is never a run of consecutive frames.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,9 +34,16 @@ class Candidate:
     bbox: tuple[float, ...] | None = None  # the person box [x, y, w, h]
     implausibility: float | None = None  # pose-prior negative log-likelihood (higher = less plausible)
     expected_effort: float | None = None  # expected keypoints a human will correct
+    group: str | None = None  # the image's frame group (a video, a render sequence; a photo: itself)
+    time_s: float | None = None  # the frame's time in its video (None: not a video frame)
 
 
 Strategy = Callable[[Sequence[Candidate], int, np.random.Generator], list[int]]
+
+#: Two candidates of one frame group are near-duplicates when their frames are at most this far
+#: apart and their boxes overlap at least NEAR_IOU: the same person, in the same place, a moment later.
+NEAR_SECONDS = 0.5
+NEAR_IOU = 0.5
 
 
 def pose_embedding(keypoints: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
@@ -150,7 +162,39 @@ def select(cands: Sequence[Candidate], budget: int, strategy: str = DEFAULT_STRA
         raise ValueError(f"unknown selection strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     if budget <= 0 or not cands:
         return []
-    return STRATEGIES[strategy](list(cands), budget, np.random.default_rng(seed))
+    return STRATEGIES[strategy](thin_near_duplicates(cands), budget, np.random.default_rng(seed))
+
+
+def thin_near_duplicates(cands: Sequence[Candidate], seconds: float = NEAR_SECONDS,
+                         min_iou: float = NEAR_IOU) -> list[Candidate]:
+    """The candidates less the near-duplicates of a more uncertain one (same group, frames at most
+    `seconds` apart, boxes overlapping by `min_iou`), in their order. Candidates without a group,
+    a frame time or a box are all kept: photos and renders are not thinned."""
+    kept_times: dict[str, list[float]] = {}
+    kept_at: dict[str, list[Candidate]] = {}
+    dropped: set[int] = set()
+    for i in sorted(range(len(cands)), key=lambda i: -cands[i].uncertainty):
+        c = cands[i]
+        if c.group is None or c.time_s is None or c.bbox is None:
+            continue
+        times, near = kept_times.setdefault(c.group, []), kept_at.setdefault(c.group, [])
+        lo, hi = bisect.bisect_left(times, c.time_s - seconds), bisect.bisect_right(times, c.time_s + seconds)
+        if any(_box_iou(c.bbox, k.bbox) >= min_iou for k in near[lo:hi] if k.bbox is not None):
+            dropped.add(i)
+            continue
+        at = bisect.bisect_right(times, c.time_s)
+        times.insert(at, c.time_s)
+        near.insert(at, c)
+    return [c for i, c in enumerate(cands) if i not in dropped]
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two [x, y, w, h] boxes."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(0.0, w) * max(0.0, h)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
