@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "flows.synthetic",
     "flows.export",
     "flows.model",
+    "flows.model_export",
     "flows.annotators",
     "flows.release",
     "flows.review",

@@ -46,7 +46,7 @@ STOCK_TYPES = {
 LOADER_SPLITS = {"train_dataloader": "train", "val_dataloader": "val", "test_dataloader": "test"}
 
 
-class _Name(str):
+class ConfigVariable(str):
     """A config variable: printed bare, so a value can refer to a variable defined above it."""
 
     def __repr__(self) -> str:
@@ -147,8 +147,9 @@ def _release_config(name: str, images_copied: bool) -> dict[str, Any]:
     cfg = _project_config(name)
     for loader, split in LOADER_SPLITS.items():
         dataset = cfg[loader]["dataset"]
-        dataset.update(data_root=_Name("data_root"), ann_file=f"annotations/{split}.json",
-                       data_prefix={"img": _Name("image_prefix")}, metainfo=_Name("metainfo"))
+        dataset.update(data_root=ConfigVariable("data_root"), ann_file=f"annotations/{split}.json",
+                       data_prefix={"img": ConfigVariable("image_prefix")},
+                       metainfo=ConfigVariable("metainfo"))
     return {
         "data_root": RELEASE_ROOT,
         "image_prefix": "" if images_copied else REFERENCED_IMAGES,
@@ -230,6 +231,8 @@ __all__ = [
     "KIT_FILES",
     "METAINFO",
     "RTMPOSE_S_CONFIG",
+    "STOCK_TYPES",
+    "ConfigVariable",
     "blaze37_config",
     "card_lines",
     "changed_kit_files",
