@@ -75,7 +75,7 @@ def ensure_labelstudio(store: Store, document_root: Path) -> LabelStudioServer:
 
 @lazy.flow(name="demo")
 def demo_flow(
-    rounds: int = 2, budget: int = 20, train_iters: int = 300, round_iters: int = 150,
+    rounds: int = 2, budget: int = 20, train_iters: int = 300, round_iters: int = 100,
     teacher: str | None = None,
 ) -> dict[str, Any]:
     from prefect import get_run_logger

@@ -117,7 +117,8 @@ def test_the_default_student_is_blaze37_everywhere() -> None:
     assert inspect.signature(train_command).parameters["config"].default.default == DEFAULT_CONFIG
 
 
-def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Path, real_people: Path) -> None:
+def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Path,
+                                        real_people: Path) -> None:
     """The exported student through the project's `onnx:` path: every covered point within 0.5 px
     of the torch model's on the COCO sample people (flip test on both sides)."""
     import json

@@ -108,9 +108,10 @@ class BlazePoseBackbone(BaseModule):
     """The converted BlazePose landmark network up to its 64x64x48 decoder feature, trainable.
 
     `freeze="encoder"` keeps the encoder (down to the 8x8 bottleneck) fixed while training.
-    `expert=True` adds a frozen copy of the original network (`expert`) whose feature the head
-    turns into BlazePose's own heatmaps for the body rows at inference: the body is then
-    BlazePose's by construction, whatever fine-tuning does to the trainable copy. In eval mode the
+    `expert=True` adds a frozen copy of the original network whose feature the head turns into
+    BlazePose's own heatmaps for the body rows at inference: the body is then BlazePose's by
+    construction, whatever fine-tuning does to the trainable copy. The expert is rebuilt from the
+    wheel, never saved (its provenance is the base model's source sha256). In eval mode the
     features are (expert, trainable); in training only (trainable,) is computed.
     """
 
@@ -120,15 +121,20 @@ class BlazePoseBackbone(BaseModule):
             raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
         self.freeze = freeze
         self.net: BlazePoseLandmarkNet = load_landmark_net()
-        self.expert: BlazePoseLandmarkNet | None = load_landmark_net() if expert else None
+        # a list, so that nn.Module neither saves nor trains it
+        self._expert: list[BlazePoseLandmarkNet] = [load_landmark_net()] if expert else []
         self._apply_freeze()
+
+    @property
+    def expert(self) -> BlazePoseLandmarkNet | None:
+        return self._expert[0] if self._expert else None
 
     def _apply_freeze(self) -> None:
         if self.freeze == "encoder":
             for param in self.net.encoder.parameters():
                 param.requires_grad_(False)
-        if self.expert is not None:
-            for param in self.expert.parameters():
+        for net in self._expert:
+            for param in net.parameters():
                 param.requires_grad_(False)
 
     def init_weights(self) -> None:
@@ -139,16 +145,19 @@ class BlazePoseBackbone(BaseModule):
         super().train(mode)
         if self.freeze == "encoder":
             self.net.encoder.eval()
-        if self.expert is not None:
-            self.expert.eval()
+        for net in self._expert:
+            net.eval()
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         trainable = self.net.features(x)[0]
-        if self.expert is None or self.training:
+        if not self._expert or self.training:
             return (trainable,)
+        expert = self._expert[0]
+        if next(expert.parameters()).device != x.device:
+            expert.to(x.device)
         with torch.no_grad():
-            return (self.expert.features(x)[0], trainable)
+            return (expert.features(x)[0], trainable)
 
 
 @MODELS.register_module()
@@ -258,7 +267,7 @@ class Blaze37Estimator(TopdownPoseEstimator):
         backbone: Any = self.backbone
         if backbone.expert is not None:  # the expert's heatmap conv travels with the head
             head: Any = self.head
-            head.expert_conv = [backbone.expert.heatmap_conv]
+            head.expert_conv = [backbone.expert.heatmap_conv]  # moves with the expert
 
     def init_weights(self) -> None:
         """BlazePose's weights: the backbone is converted pretrained, the head's shared rows are

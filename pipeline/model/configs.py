@@ -113,8 +113,11 @@ SPECS: dict[str, ModelSpec] = {
         augment="light",
         arch="blaze37",
         pretrained=True,
-        backbone_lr_mult=0.01,
-        real_share=0.33,
+        # measured (docs/model.md): with the body from the frozen expert the trainable copy can
+        # learn at a tenth of the head's rate; self-distillation instead kept less body and spine
+        backbone_lr_mult=0.1,
+        expert_body=True,
+        real_share=0.0,
     ),
     "rtmpose-s": ModelSpec(
         input_size=(192, 256),
@@ -242,7 +245,8 @@ def blaze37_model_dict(spec: ModelSpec, loss_weights: dict[str, float] | None = 
             "in_channels": 48,
             "out_channels": NUM_KEYPOINTS,
             "decoder": codec(spec),
-            "loss_weights": dict(loss_weights or {}),
+            # the frozen expert gives the body rows, so nothing needs distilling into them
+            "loss_weights": {**({"distill": 0.0} if spec.expert_body else {}), **(loss_weights or {})},
         },
         "test_cfg": {"flip_test": spec.flip_test, "flip_mode": "heatmap", "shift_heatmap": True},
     }
