@@ -73,7 +73,7 @@ def active_learning_round(
     from annotation.labelstudio.hooks import LabelStudioHooks
     from annotation.simulated_annotator import AnnotatorProfile
     from pipeline.active_learning import RoundContext, advance_round, resolve_settings, start_round
-    from pipeline.rounds import get_round, next_round_number
+    from pipeline.rounds import RoundBusy, get_round, next_round_number
     from pipeline.store import Store
 
     logger = get_run_logger()
@@ -98,7 +98,12 @@ def active_learning_round(
             return ls.simulate(st, n, profile=profile, seed=resolved.seed + n)
     ctx = RoundContext(store=store, settings=resolved, number=number, push=ls.push, pull=ls.pull,
                        annotate=annotate, log=logger.info, close_now=close_now)
-    status = advance_round(ctx, run=round_step)
+    try:
+        status = advance_round(ctx, run=round_step)
+    except RoundBusy as busy:  # another process drives this round now: say who, and return
+        logger.info(str(busy))
+        return {"round": number, "status": "busy", "busy": str(busy),
+                "ignored": {k: list(v) for k, v in ignored.items()}}
     table, png = round_report(store)
     create_markdown_artifact(
         f"# Active learning, round {number}: {status.value}\n\n{round_status_table(store, number)}\n\n"
@@ -168,6 +173,9 @@ def round_command(
                                   close_now=close, given={k: v for k, v in given.items() if v is not None})
     store = Store()
     number = int(state["round"])
+    if state["status"] == "busy":  # one driver per round: the other one carries on
+        emit({"round": state}, lambda console: console.print(state["busy"]))
+        return
     status_md = round_status_table(store, number)
     table, png = round_report(store)
 

@@ -39,12 +39,15 @@ from pipeline.rounds import (
     ROUND_STEPS,
     VALIDATION_REASON,
     close_decision,
+    driving,
+    drop_unfinished_run,
     finish_step,
     get_round,
     late_labels,
     live_human_revisions,
     open_round,
     round_status,
+    start_step,
     step_done,
     task_status,
     update_round,
@@ -52,6 +55,7 @@ from pipeline.rounds import (
 from pipeline.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
 from pipeline.selection import select as select_instances
 from pipeline.store import Label, Store
+from pipeline.store.lease import Lease
 from pipeline.store.models import AnnotationTask, Revision
 from pipeline.validation import ValidationResult, validate, validate_annotator
 from schemas.enums import (
@@ -154,6 +158,7 @@ class RoundContext:
     log: Callable[[str], None] = print
     state: dict[str, Any] = field(default_factory=dict)
     close_now: bool = False
+    lease: Lease | None = None  # the round's lease while this process drives it (rounds.driving)
 
 
 # -- the steps ------------------------------------------------------------------------------------
@@ -394,7 +399,7 @@ def start_round(store: Store, number: int, settings: RoundSettings, start_model:
     On resume the round keeps the model and settings it started with (see `resolve_settings`).
     """
     rnd = open_round(store, number, strategy=settings.strategy, budget=settings.budget,
-                     params=settings.as_dict())
+                     params=settings.as_dict(), state={"start_model": start_model})
     if "start_model" not in (rnd.state or {}):
         rnd = update_round(store, number, start_model=start_model)
     return dict(rnd.state or {})
@@ -411,21 +416,33 @@ def run_step(ctx: RoundContext, step: str) -> str:
 
     Returns StepOutcome.RAN, DONE_BEFORE, or AWAITING (collect's close rule does not hold yet: the
     round is left `awaiting-annotations` with its task status stored, and a later call continues).
+    Runs only while this process holds the round's lease (taken here when the caller holds none;
+    RoundBusy when another process drives the round), and records nothing once it lost it.
     """
+    if ctx.lease is None:  # one step on its own (benchmarks): hold the round for it
+        with driving(ctx.store, ctx.number) as lease:
+            ctx.lease = lease
+            try:
+                return run_step(ctx, step)
+            finally:
+                ctx.lease = None
     rnd = get_round(ctx.store, ctx.number)
     if rnd is None:
         raise KeyError(f"round {ctx.number} was never opened")
     if step_done(rnd, step):
         return StepOutcome.DONE_BEFORE
     ctx.state = dict(rnd.state or {})
+    start_step(ctx.store, ctx.number, step, ctx.lease)
     try:
         produced = STEPS[RoundStep(step)](ctx)
     except RoundAwaiting as waiting:
-        update_round(ctx.store, ctx.number, awaiting=waiting.reason, task_status=waiting.status)
+        drop_unfinished_run(ctx.store, ctx.number, step, ctx.lease)
+        update_round(ctx.store, ctx.number, lease=ctx.lease, awaiting=waiting.reason,
+                     task_status=waiting.status)
         ctx.state.update(awaiting=waiting.reason, task_status=waiting.status)
         ctx.log(f"round {ctx.number}: awaiting annotations: {waiting.reason}")
         return StepOutcome.AWAITING
-    finish_step(ctx.store, ctx.number, step, **produced)
+    finish_step(ctx.store, ctx.number, step, lease=ctx.lease, **produced)
     ctx.state.update(produced)
     return StepOutcome.RAN
 
@@ -433,11 +450,23 @@ def run_step(ctx: RoundContext, step: str) -> str:
 def advance_round(ctx: RoundContext, run: Callable[[RoundContext, str], str] | None = None) -> RoundStatus:
     """Run the round's remaining steps until it completes or waits for annotators; its status.
 
-    `run` runs one step (default `run_step`; the Prefect flow passes its task wrapper).
+    `run` runs one step (default `run_step`; the Prefect flow passes its task wrapper). One driver
+    at a time: the round's lease is held throughout, and RoundBusy says who holds it when another
+    process does (a `--close` asked for here is stored first, so that driver sees it).
     """
     run = run or run_step
     if ctx.close_now:
         update_round(ctx.store, ctx.number, close_requested=True)  # survives a killed process
+    with driving(ctx.store, ctx.number) as lease:
+        ctx.lease = lease
+        try:
+            return _advance(ctx, run)
+        finally:
+            ctx.lease = None
+
+
+def _advance(ctx: RoundContext, run: Callable[[RoundContext, str], str]) -> RoundStatus:
+    """The steps of `advance_round`, under its lease."""
     for step in ROUND_STEPS:
         if run(ctx, step) == StepOutcome.AWAITING:
             return RoundStatus.AWAITING_ANNOTATIONS

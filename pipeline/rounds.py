@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pipeline.store import Store
+from pipeline.store.lease import Holder, Lease, LeaseBusy
 from pipeline.store.models import Revision, Round
 from schemas.enums import RevisionSource, RevisionStatus, RoundStatus, RoundStep, TaskState, step_reached
 
@@ -36,33 +38,58 @@ def step_done(rnd: Round, step: str) -> bool:
 
 
 def open_round(store: Store, number: int, *, strategy: str, budget: int,
-               params: dict[str, Any] | None = None) -> Round:
-    """The round `number`, created on first call; a later call returns it unchanged (resume)."""
+               params: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> Round:
+    """The round `number`, created on first call; a later call returns it unchanged (resume).
+
+    Two drivers opening it at once make one row (the first one's settings), with no error."""
+    row = {"number": number, "strategy": strategy, "budget": budget, "step": "started",
+           "state": {"params": params or {}, **(state or {})}, "metrics": {}}
     with store.session() as s:
-        rnd = s.get(Round, number)
-        if rnd is None:
-            rnd = Round(number=number, strategy=strategy, budget=budget, step="started",
-                        state={"params": params or {}}, metrics={})
-            s.add(rnd)
-            s.flush()
+        store.insert_ignore(s, Round, [row], ["number"])
+        rnd = s.get(Round, number, populate_existing=True)
+        assert rnd is not None
         return rnd
 
 
-def finish_step(store: Store, number: int, step: str, **state: Any) -> Round:
-    """Record that `step` finished, merging `state` into the round's state."""
+def finish_step(store: Store, number: int, step: str, *, lease: Lease | None = None, **state: Any) -> Round:
+    """Record that `step` finished, merging `state` into the round's state (and closing the step's
+    entry in `step_runs`); with `lease`, only while it is still this process's (LeaseLost)."""
     if step not in ROUND_STEPS:
         raise ValueError(f"unknown round step {step!r}")
-    return update_round(store, number, step=step, **state)
+    return update_round(store, number, step=step, lease=lease, finished_run=step, **state)
 
 
-def update_round(store: Store, number: int, *, step: str | None = None, **state: Any) -> Round:
-    """Merge `state` into the round's state (and move its step when given)."""
+def start_step(store: Store, number: int, step: str, lease: Lease) -> None:
+    """Log that `step` starts, and who runs it, in the round's `step_runs` (an audit: a run never
+    finished was interrupted, and the next driver's run follows it)."""
+    update_round(store, number, lease=lease, started_run=(step, lease.describe))
+
+
+def update_round(store: Store, number: int, *, step: str | None = None, lease: Lease | None = None,
+                 started_run: tuple[str, str] | None = None, finished_run: str | None = None,
+                 **state: Any) -> Round:
+    """Merge `state` into the round's state (and move its step when given).
+
+    The row is locked for writing before it is read, so two writers merge instead of one losing
+    the other's keys; with `lease`, the write happens only while the lease is still this
+    process's (LeaseLost otherwise, nothing written)."""
     with store.session() as s:
-        rnd = s.get(Round, number)
+        s.execute(update(Round).where(Round.number == number).values(number=Round.number))
+        if lease is not None:
+            lease.check(s)
+        rnd = s.get(Round, number, populate_existing=True)
         if rnd is None:
             raise KeyError(f"round {number} was never opened")
         merged = dict(rnd.state or {})
         merged.update(state)
+        now = datetime.now(UTC).isoformat()
+        runs = list(merged.get("step_runs") or [])
+        if started_run is not None:
+            runs.append({"step": started_run[0], "by": started_run[1], "started": now})
+        if finished_run is not None and runs and runs[-1]["step"] == finished_run:
+            runs[-1] = {**runs[-1], "finished": now}
+        if runs:
+            merged["step_runs"] = runs
         rnd.state = merged
         if step is not None:
             rnd.step = step
@@ -73,6 +100,45 @@ def update_round(store: Store, number: int, *, step: str | None = None, **state:
             rnd.metrics = state["metrics"]
         s.flush()
         return rnd
+
+
+def drop_unfinished_run(store: Store, number: int, step: str, lease: Lease) -> None:
+    """Forget the open `step_runs` entry of a step that only found the round still waiting (a pull
+    on every webhook event would otherwise grow the log without end)."""
+    with store.session() as s:
+        s.execute(update(Round).where(Round.number == number).values(number=Round.number))
+        lease.check(s)
+        rnd = s.get(Round, number, populate_existing=True)
+        assert rnd is not None
+        runs = list((rnd.state or {}).get("step_runs") or [])
+        if runs and runs[-1]["step"] == step and "finished" not in runs[-1]:
+            rnd.state = {**(rnd.state or {}), "step_runs": runs[:-1]}
+
+
+class RoundBusy(RuntimeError):
+    """Another process is advancing the round now: this one says who and since when, and returns."""
+
+    def __init__(self, number: int, holder: Holder) -> None:
+        super().__init__(f"round {number} is being advanced by {holder.describe()}")
+        self.number = number
+        self.holder = holder
+
+
+def round_lease_name(number: int) -> str:
+    return f"round:{number}"
+
+
+@contextmanager
+def driving(store: Store, number: int) -> Iterator[Lease]:
+    """Hold round `number`'s lease for the block: one driver per round (the CLI, cron, the webhook
+    receiver); RoundBusy when another live process holds it (pipeline/store/lease.py)."""
+    lease = Lease(store, round_lease_name(number))
+    try:
+        lease.acquire()
+    except LeaseBusy as busy:
+        raise RoundBusy(number, busy.holder) from None
+    with lease.kept():
+        yield lease
 
 
 def get_round(store: Store, number: int) -> Round | None:

@@ -24,7 +24,7 @@ from pipeline.store.models import Base, Image, Instance, Revision
 from tests.postgres_fixtures import ingest_worker, write_frames_worker
 
 TABLES = {"images", "instances", "revisions", "model_versions", "annotation_tasks", "releases",
-          "split_assignments", "rounds", "ingests", "review_tags", "sync_state"}
+          "split_assignments", "rounds", "ingests", "review_tags", "sync_state", "leases"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -66,9 +66,11 @@ def continue_waiting_round(store: Store, hooks: LabelStudioHooks,
 
     Returns the round's status after the call (None when no round is in progress). Runs the
     production steps (`pipeline.active_learning.advance_round`) with the settings the round stored.
+    When another process drives the round now (a person, cron) this only pulls, logs who drives
+    it and returns "busy": that driver, or the next event, continues the round.
     """
     from pipeline.active_learning import RoundContext, advance_round, resolve_settings
-    from pipeline.rounds import ROUND_STEPS, get_round, next_round_number, step_done
+    from pipeline.rounds import ROUND_STEPS, RoundBusy, get_round, next_round_number, step_done
 
     number = next_round_number(store)
     rnd = get_round(store, number)
@@ -78,4 +80,9 @@ def continue_waiting_round(store: Store, hooks: LabelStudioHooks,
     settings, _ignored = resolve_settings(store, number, {})
     ctx = RoundContext(store=store, settings=settings, number=number, push=hooks.push, pull=hooks.pull,
                        log=log)
-    return str(advance_round(ctx))
+    try:
+        return str(advance_round(ctx))
+    except RoundBusy as busy:
+        hooks.pull(store)  # the event's annotations are stored either way (pulls are idempotent)
+        log(str(busy))
+        return "busy"

@@ -199,3 +199,19 @@ class SyncState(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Lease(Base):
+    """Who drives something now (an active-learning round: `round:<n>`): one holder at a time, until
+    it lets go or stops renewing `expires_at` (pipeline/store/lease.py)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))  # the holder's own random id: it alone renews
+    host: Mapped[str] = mapped_column(String(255))  # for people: "PID 123 on host"
+    node: Mapped[str] = mapped_column(String(255))  # host + boot + PID namespace: where `pid` means something
+    pid: Mapped[int] = mapped_column(Integer)
+    pid_started: Mapped[str | None] = mapped_column(String(32), nullable=True)  # tells a reused PID apart
+    acquired_at: Mapped[float] = mapped_column(Float)  # unix seconds
+    expires_at: Mapped[float] = mapped_column(Float)
