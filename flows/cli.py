@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "flows.model_export",
     "flows.annotators",
     "flows.release",
+    "flows.backup",
     "flows.review",
     "flows.annotation",
     "flows.active_learning",
