@@ -145,7 +145,7 @@ def round_command(
     seed: int | None = typer.Option(None),
     annotator: str | None = typer.Option(None, help="neural annotator that proposes labels [combined]"),
     teacher: str | None = typer.Option(None, help="teacher distilled into the student when retraining"),
-    config: str | None = typer.Option(None, help="model config the round retrains [tiny]"),
+    config: str | None = typer.Option(None, help="model config the round retrains [blaze37]"),
     device: str | None = typer.Option(None, help="torch device for prediction and training [cpu]"),
 ) -> None:
     """Start the next active-learning round, or continue the waiting one; prints its status.

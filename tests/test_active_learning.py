@@ -81,7 +81,7 @@ def test_round_one_step_by_step_survives_a_crash_at_every_step(
     hooks = LabelStudioHooks(connection_of(labelstudio_server))
     profile = AnnotatorProfile(pixel_noise=1.0, skip_rate=0.0)
     settings = RoundSettings(budget=BUDGET, train_iters=6, strategy="diversity", min_precision=0.5,
-                             min_real_val=5, val_size=0)
+                             min_real_val=5, val_size=0, config="tiny")  # a student in seconds
     start_round(store, 1, settings, "tiny-start")
     ctx = RoundContext(store=store, settings=settings, number=1, push=hooks.push, pull=hooks.pull,
                        annotate=lambda st, n: hooks.simulate(st, n, profile=profile, seed=n),
@@ -131,7 +131,7 @@ def test_round_two_through_the_prefect_flow(
     monkeypatch.setenv("SPINETRACK_LS_TOKEN", labelstudio_server.token)
     monkeypatch.setenv("SPINETRACK_LS_DOCUMENT_ROOT", labelstudio_server.document_root)
     state = active_learning_round(RoundSettings(budget=BUDGET, train_iters=6, min_precision=0.5,
-                                                min_real_val=5, val_size=0),
+                                                min_real_val=5, val_size=0, config="tiny"),
                                   simulate_annotators=True, skip_rate=0.0)
     rounds = history(store)
     assert [r.number for r in rounds] == [1, 2] and rounds[1].step == "record"

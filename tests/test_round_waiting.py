@@ -72,7 +72,7 @@ def test_round_waits_for_people_and_credits_every_label(labelstudio_server: Labe
     train(store, config="tiny", iters=4, labels=training_labels(store), name="tiny-start")
     env = _env(store, labelstudio_server)
     flags = ["--budget", "30", "--iters", "3", "--close-when", "0.8", "--val-size", "0", "--no-auto-accept",
-             "--model", "tiny-start"]
+             "--model", "tiny-start", "--config", "tiny"]
 
     started = time.monotonic()
     first = _round(env, *flags)
