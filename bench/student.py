@@ -69,7 +69,8 @@ def train_students(work: Path, iters: int | None) -> tuple[Any, dict[str, str], 
         # the real pool whose people anchor the student's body knowledge: no labels imported, and
         # never the COCO sample, which is what body AP is measured on
         if (REAL_PEOPLE / coco).is_file():
-            import_coco(store, REAL_PEOPLE / coco, image_dir=REAL_PEOPLE / folder, subset=f"pool-{name}")
+            import_coco(store, REAL_PEOPLE / coco, image_dir=REAL_PEOPLE / folder, subset=f"pool-{name}",
+                        boxes_only=True)
     pool = [inst.id for _, inst in store.unlabelled_instances(image_source="real")]
     made: dict[str, Any] = {"train_frames": frames, "pool_people": len(pool),
                             "sequences": [f"{m}-seed{s}" for m, s, _ in TRAIN]}

@@ -24,11 +24,13 @@ def import_real(
     coco_file: str,
     image_dir: str | None = None,
     subset: str | None = None,
-    keep_ground_truth: bool = False,
+    hidden: bool = False,
     detections: str | None = None,
     min_detection_score: float = 0.0,
+    boxes_only: bool = False,
 ) -> dict[str, Any]:
-    """Import real images and person boxes (and optional hidden ground truth) from a COCO file."""
+    """Import real images, person boxes and the points people placed (accepted human labels, or
+    hidden ground truth) from a COCO file."""
     from pipeline.real_import import import_coco
     from pipeline.store import Store
 
@@ -37,7 +39,8 @@ def import_real(
         coco_file,
         image_dir=image_dir,
         subset=subset,
-        keep_ground_truth=keep_ground_truth,
+        hidden=hidden,
+        boxes_only=boxes_only,
         detections=detections,
         min_detection_score=min_detection_score,
     )
@@ -109,7 +112,7 @@ def pseudo_label(
     if not uses_dask(workers, dask_address):
         return pseudo_label_chunk.fn(annotator, source, round, device, student, None)
     with Store() as store:
-        pool = [inst.id for _, inst in store.unlabelled_instances(image_source=source)]
+        pool = [inst.id for _, inst in store.unlabelled_instances(image_source=source, incomplete=True)]
     ref = StoreRef.current()
     chunks = [pool[i : i + max(1, chunk_size)] for i in range(0, len(pool), max(1, chunk_size))]
     params = [{"annotator": annotator, "source": source, "round": round, "device": device,
@@ -139,19 +142,23 @@ def import_real_command(
     images: Path | None = typer.Option(None, exists=True, file_okay=False,
                                        help="folder of the images (default: the JSON's folder)"),
     subset: str | None = typer.Option(None, help="subset name (default: the file's stem)"),
-    keep_ground_truth: bool = typer.Option(
-        False, help="store the file's keypoints as hidden ground truth (import revisions, not accepted)"
-    ),
+    hidden: bool = typer.Option(
+        False, "--hidden", "--keep-ground-truth",
+        help="keep the file's keypoints as hidden ground truth for benchmarks (import revisions, not "
+             "accepted) instead of human labels"),
+    boxes_only: bool = typer.Option(False, "--boxes-only", help="ignore the file's keypoints"),
     detections: Path | None = typer.Option(None, exists=True, dir_okay=False,
                                            help="COCO results file with person boxes to use instead"),
     min_score: float = typer.Option(0.0, help="drop detections below this score"),
 ) -> None:
-    """Import real images with person boxes into the store (the pseudo-labelling pool)."""
-    out = import_real(str(coco_file), str(images) if images else None, subset, keep_ground_truth,
-                      str(detections) if detections else None, min_score)
+    """Import real images, person boxes and the keypoints people placed (accepted human labels;
+    pseudo-labelling completes the other points)."""
+    out = import_real(str(coco_file), str(images) if images else None, subset, hidden,
+                      str(detections) if detections else None, min_score, boxes_only)
     emit(out, lambda con: con.print(
-        f"imported {out['images']} images, {out['instances']} instances, "
-        f"{out['ground_truth_revisions']} ground-truth revisions; skipped {len(out['skipped'])}"
+        f"imported {out['images']} images, {out['instances']} instances, {out['human_revisions']} "
+        f"with human labels ({out['human_points']} points), {out['ground_truth_revisions']} hidden "
+        f"ground-truth revisions; skipped {len(out['skipped'])}"
     ))
 
 

@@ -16,7 +16,8 @@ pre-annotation was right costs a glance; one whose spine was folded costs nine d
   of points to move is the sum over keypoints of P(moved | the model's per-keypoint uncertainty, and
   for the spine its implausibility under the pose prior). P is fitted by isotonic regression on the
   corrections of earlier rounds (the store's own history, so it calibrates to this data); without
-  history it is the uncertainty itself.
+  history it is the uncertainty itself. A completion's points a person placed (an imported COCO
+  person's body) are never to correct: they are left out of both the estimate and its calibration.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class EffortModel:
         curves = dict(cls.uncalibrated().curves)
         for group, ids in GROUPS.items():
             x, y = s[:, list(ids)].ravel(), m[:, list(ids)].ravel()
+            x, y = x[np.isfinite(x)], y[np.isfinite(x)]  # NaN: a person's point, never to correct
             if len(x) >= min_per_group:
                 knots, probs = isotonic(x, y)
                 curves[group] = (knots.tolist(), probs.tolist())
@@ -164,14 +166,18 @@ class EffortModel:
             out[list(ids)] = np.interp(s[list(ids)], knots, probs)
         return out
 
-    def expected(self, signal: ArrayLike) -> float:
-        """Expected number of keypoints to correct."""
-        return float(self.probabilities(signal).sum())
+    def expected(self, signal: ArrayLike, given: Sequence[int] = ()) -> float:
+        """Expected number of keypoints to correct; `given` points (a person's) are not to correct."""
+        probabilities = self.probabilities(signal)
+        probabilities[list(given)] = 0.0
+        return float(probabilities.sum())
 
 
 def expected_effort(keypoint_uncertainty: ArrayLike, plausibility: ArrayLike | None = None,
-                    model: EffortModel | None = None) -> float:
-    return (model or EffortModel.uncalibrated()).expected(keypoint_signal(keypoint_uncertainty, plausibility))
+                    model: EffortModel | None = None, given: Sequence[int] = ()) -> float:
+    """Expected keypoints to correct, the points a person placed (`given`) left out."""
+    signal = keypoint_signal(keypoint_uncertainty, plausibility)
+    return (model or EffortModel.uncalibrated()).expected(signal, given)
 
 
 # -- the store side ---------------------------------------------------------------------------------
@@ -257,6 +263,7 @@ def fit_effort_model(store: Any, prior: Any = None, rule: EffortRule | None = No
         sig = _stored_signal(t.pre_quality, plaus)
         if sig is None:
             continue
+        sig[list(t.pre_quality.get("human_points", ()))] = np.nan  # only what the model placed
         signals.append(sig)
         moved.append(moved_keypoints(t.pre, t.final, area=t.area, rule=rule))
     if not signals:
@@ -277,6 +284,7 @@ def with_estimates(store: Any, cands: Sequence[Any]) -> list[Any]:
             out.append(c)
             continue
         plaus = prior.score(c.keypoints, c.bbox) if prior is not None else None
-        effort = expected_effort(c.keypoint_uncertainty, plaus.per_keypoint if plaus else None, model)
+        effort = expected_effort(c.keypoint_uncertainty, plaus.per_keypoint if plaus else None, model,
+                                 getattr(c, "given", ()))
         out.append(replace(c, implausibility=plaus.nll if plaus else None, expected_effort=effort))
     return out

@@ -47,6 +47,17 @@ def _ids(ids: Sequence[int]) -> str:
     return shown + (f", … ({more} more in manifest.json)" if more > 0 else "")
 
 
+def _point_sources(per_split: Mapping[str, Mapping[str, int]] | None) -> list[str]:
+    """Who placed the labelled points: an imported COCO person's body is `human` and its completed
+    spine `pseudo-accepted` (the annotations' `spinetrack.point_sources` say it point by point).
+    Releases made before points had sources have no such table."""
+    if per_split is None:
+        return []
+    return ["", "Labelled points by who placed them; an annotation whose points have several sources",
+            "lists them, point by point, in `spinetrack.point_sources`.",
+            *_by_split_table("Point source", per_split)]
+
+
 def render_card(manifest: ReleaseManifest) -> str:
     """Markdown dataset card for a release."""
     m = manifest
@@ -101,6 +112,7 @@ def render_card(manifest: ReleaseManifest) -> str:
         "`human` annotator, `review` reviewer, `pseudo-accepted` confident model output, `import` ground",
         "truth from an input file.",
         *_by_split_table("Revision source", c.revision_sources),
+        *_point_sources(c.point_sources),
         *_by_split_table("Round", c.rounds),
     ]
     if m.model_versions:

@@ -33,15 +33,16 @@ _FLAG_COLUMNS = np.arange(NUM_KEYPOINTS * 3) % 3 == 2
 
 
 def _extra(label: Label) -> dict[str, Any]:
-    return {
-        "spinetrack": {
-            "revision_id": label.revision_id,
-            "source": label.source,
-            "model_version": label.model_version,
-            "annotator": label.annotator,
-            "round": label.round,
-        },
+    extra: dict[str, Any] = {
+        "revision_id": label.revision_id,
+        "source": label.source,
+        "model_version": label.model_version,
+        "annotator": label.annotator,
+        "round": label.round,
     }
+    if label.point_sources is not None:  # several sources: who placed each point; else all `source`
+        extra["point_sources"] = label.point_sources
+    return {"spinetrack": extra}
 
 
 def label_annotation(label: Label) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Groups (sequences, videos) are split once and for ever (`pipeline.splits`); on top of that:
 
 - training labels: everything accepted in `train` groups (`training_labels`);
-- the pool: unlabelled instances of `train` groups never sent to annotators (`pool_instances`);
+- the pool: unlabelled instances of `train` groups never sent to annotators, and those whose label
+  a person left partial (an imported COCO person: no spine), to be completed (`pool_instances`);
 - the validation splits: instances of `val` groups with ground truth, real and synthetic apart
   (`real_validation_instances`, `synthetic_validation_instances`), and the real `val` images still
   to be sent for labelling (`val_set_candidates`).
@@ -85,8 +86,8 @@ def training_labels(store: Store) -> list[Label]:
 
 
 def pool_instances(store: Store, image_source: str = "real") -> list[int]:
-    """Unlabelled instances of `train` groups that were never sent to annotators."""
-    pairs = store.unlabelled_instances(image_source=image_source)
+    """Unlabelled or partially person-labelled instances of `train` groups never sent to annotators."""
+    pairs = store.unlabelled_instances(image_source=image_source, incomplete=True)
     splits = assign_splits(store, {img.group_key for img, _ in pairs})
     tasked = store.tasked_instance_ids()
     return [inst.id for img, inst in pairs if splits[img.group_key] == "train" and inst.id not in tasked]

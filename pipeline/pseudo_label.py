@@ -12,6 +12,15 @@ there, and revisions are written per chunk so a crash loses at most one chunk of
 
 Boxes: the instance's own box (`Instance.meta["bbox"]`, set by import), else the box of its
 latest revision of any kind, else the instance is skipped and counted.
+
+Complete, don't redo: a person whose label a human left partial (an imported COCO person has 17
+body points and no spine; `Store.incomplete_instances`) gets a proposal for the missing points
+only. The annotator's pose is completed around the person's points (`complete_pose`: the combined
+annotator's spine prior runs from the person's body points), the person's points go into the
+revision exactly as stored (`point_sources` says `human` there, `pseudo` where the model placed a
+point), and the uncertainty counts the model's points only. Its external id names the human
+revision it completes (`pseudo:{version}:{instance}:human-{revision}`), so new human points get
+a new proposal.
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ import numpy as np
 from torch import nn
 
 from pipeline import progress
-from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose
+from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose, complete_pose
 from pipeline.store import Store
 from pipeline.store.models import Revision
+from pipeline.store.store import HumanPoints
 from pipeline.uncertainty import SpineStats, Uncertainty, instance_uncertainty
 from schemas.enums import HIDDEN_TRUTH_SOURCES, RevisionSource
+from schemas.keypoints import NUM_KEYPOINTS
+from schemas.point_sources import NONE
 
 STATS_FILE = Path("stats") / "spine_stats.json"
 
@@ -46,8 +58,10 @@ class PseudoLabelSummary:
     revision_ids: list[int] = field(default_factory=list)
 
 
-def external_id(model_version: str, instance_id: int) -> str:
-    return f"pseudo:{model_version}:{instance_id}"
+def external_id(model_version: str, instance_id: int, completes: int | None = None) -> str:
+    """A proposal's external id; `completes`: the human revision whose points it completes."""
+    tail = "" if completes is None else f":human-{completes}"
+    return f"pseudo:{model_version}:{instance_id}{tail}"
 
 
 def spine_stats(store: Store, *, min_instances: int = 20) -> SpineStats | None:
@@ -66,8 +80,10 @@ def spine_stats(store: Store, *, min_instances: int = 20) -> SpineStats | None:
     return SpineStats.load(path) if path.is_file() else None
 
 
-def _done(store: Store, model_version: str, instance_ids: Sequence[int]) -> set[int]:
-    wanted = {external_id(model_version, i): i for i in instance_ids}
+def _done(store: Store, model_version: str, instance_ids: Sequence[int],
+          given: dict[int, HumanPoints]) -> set[int]:
+    wanted = {external_id(model_version, i, given[i].revision_id if i in given else None): i
+              for i in instance_ids}
     return {wanted[k] for k in store.stored_external_ids(wanted)}
 
 
@@ -84,8 +100,10 @@ def as_annotator(model: Annotator | nn.Module, model_version: str | None, flip_t
     return model
 
 
-def pose_uncertainty(pose: PersonPose, box: Sequence[float], stats: SpineStats | None) -> Uncertainty:
-    """The uncertainty stored with a pseudo-label (and calibrated against: pipeline.validation)."""
+def pose_uncertainty(pose: PersonPose, box: Sequence[float], stats: SpineStats | None,
+                     points: np.ndarray | None = None) -> Uncertainty:
+    """The uncertainty stored with a pseudo-label (and calibrated against: pipeline.validation);
+    `points`: the ones that count (a completion: those the model placed)."""
     plain = pose.detail.get("plain_keypoints", pose.keypoints)
     return instance_uncertainty(
         plain if pose.flip_keypoints is not None else pose.keypoints,
@@ -93,7 +111,35 @@ def pose_uncertainty(pose: PersonPose, box: Sequence[float], stats: SpineStats |
         box,
         flip_keypoints=pose.flip_keypoints,
         stats=stats,
+        points=points,
     )
+
+
+def completed(annotator: Annotator, pose: PersonPose, people: HumanPoints | None,
+              ) -> tuple[PersonPose, np.ndarray | None]:
+    """The pose completed around a person's points, and the points left to the model (None:
+    all, nobody placed any)."""
+    if people is None:
+        return pose, None
+    placed = np.asarray(people.placed, dtype=bool)
+    xy = np.asarray(people.keypoints, dtype=np.float64).reshape(NUM_KEYPOINTS, 3)[:, :2]
+    return complete_pose(annotator, pose, xy, placed), ~placed
+
+
+def with_people(keypoints: list[float], people: HumanPoints | None) -> tuple[list[float], list[str] | None]:
+    """A proposal's keypoints with the person's points as stored, to the bit, and who placed each
+    point (None without a person's points)."""
+    if people is None:
+        return keypoints, None
+    out = list(keypoints)
+    sources: list[str] = []
+    for i, placed in enumerate(people.placed):
+        if placed:
+            out[3 * i:3 * i + 3] = people.keypoints[3 * i:3 * i + 3]
+            sources.append(RevisionSource.HUMAN)
+        else:
+            sources.append(RevisionSource.PSEUDO if out[3 * i + 2] > 0 else NONE)
+    return out, [str(v) for v in sources]
 
 
 def revision_content(pose: PersonPose, width: int, height: int) -> tuple[list[float], dict[str, Any]]:
@@ -137,12 +183,13 @@ def pseudo_label(
     """
     ann = as_annotator(annotator, model_version, flip_test, batch_size)
     version = ann.identity.version
-    pairs = store.unlabelled_instances(image_source=image_source)
+    pairs = store.unlabelled_instances(image_source=image_source, incomplete=True)
     if instance_ids is not None:
         wanted = set(instance_ids)
         pairs = [p for p in pairs if p[1].id in wanted]
     summary = PseudoLabelSummary(version, candidates=len(pairs))
-    done = _done(store, version, [inst.id for _, inst in pairs])
+    given = store.human_points([inst.id for _, inst in pairs])
+    done = _done(store, version, [inst.id for _, inst in pairs], given)
     summary.already_done = len(done)
     pairs = [p for p in pairs if p[1].id not in done]
     boxes = store.instance_boxes([inst for _, inst in pairs])
@@ -156,12 +203,17 @@ def pseudo_label(
     for start in progress.track(range(0, len(pairs), chunk), f"pseudo-label ({chunk} per batch)"):
         part = pairs[start : start + chunk]
         poses = ann.predict_many([img.path for img, _ in part], [[boxes[inst.id][0]] for _, inst in part])
-        for pose in poses:
-            img, inst = part[pose.image_index]
+        for raw in poses:
+            img, inst = part[raw.image_index]
             box, box_source = boxes[inst.id]
+            people = given.get(inst.id)
+            pose, model_points = completed(ann, raw, people)
             keypoints, point_quality = revision_content(pose, img.width, img.height)
-            unc = pose_uncertainty(pose, box, stats)
+            keypoints, point_sources = with_people(keypoints, people)
+            unc = pose_uncertainty(pose, box, stats, model_points)
             quality: dict[str, Any] = {"uncertainty_parts": unc.as_json(), **point_quality}
+            if people is not None:
+                quality["human_points"] = people.ids
             if pose.raw_scores is not None:
                 quality["raw_scores"] = [round_(v) for v in pose.raw_scores]
             if pose.features is not None:
@@ -178,8 +230,10 @@ def pseudo_label(
                 uncertainty=unc.combined,
                 quality=quality,
                 provenance={"box_source": box_source, "flip_test": pose.flip_keypoints is not None,
-                            "annotator": identity},
-                external_id=external_id(version, inst.id),
+                            "annotator": identity,
+                            **({"completes": people.revision_id} if people is not None else {})},
+                external_id=external_id(version, inst.id, people.revision_id if people else None),
+                point_sources=point_sources,
             )
             if rev is not None:
                 summary.written += 1

@@ -1,10 +1,15 @@
-"""Bring real images with person boxes (and optional ground truth) from a COCO-style file into the store.
+"""Bring real images with person boxes and the keypoints people placed from a COCO-style file into the store.
 
-Real images enter the active-learning pool as instances with a box and no accepted label. COCO-17,
-Halpe-26 and Halpe-136 keypoints map in by index (SpineTrack's indices 0-25 are Halpe26, COCO-17
-first); a SpineTrack 37-point file maps one to one. When asked, the file's keypoints are kept as
-`import` revisions with accepted=False: hidden ground truth that benchmarks can score pseudo-labels
-against, never a label that training or selection sees as done.
+Human labels are labels: the points a file labels (v > 0) become an accepted `human` revision of
+that person, the rest of the 37 left for pseudo-labelling to complete (`point_sources` says which
+point is whose, `provenance["human_points"]` which file placed which points). COCO-17, Halpe-26
+and Halpe-136 keypoints map in by index (SpineTrack's indices 0-25 are Halpe26, COCO-17 first); a
+SpineTrack 37-point file maps one to one. A second file on the same people (Halpe after COCO)
+adds its points to theirs: where both label a point, the later file's wins.
+
+`hidden` (benchmarks) keeps the file's keypoints as `import` revisions with accepted=False instead:
+hidden ground truth that benchmarks can score pseudo-labels against, never a label that training
+or selection sees as done. `boxes_only` ignores them.
 
 The whole file is validated before anything is written, so a bad file leaves the store untouched;
 importing the same file again adds nothing (images by content hash, instances by annotation id,
@@ -24,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.store import Store, file_sha256
-from pipeline.store.store import NewImage, NewLabel, NewRevision, chunked
+from pipeline.store.store import HumanPoints, NewImage, NewLabel, NewRevision, chunked
 from schemas.enums import RevisionSource
 from schemas.errors import InputError
 from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import HALPE26_IDS, NUM_KEYPOINTS
+from schemas.point_sources import NONE
 
 #: Keypoint counts a file may have, and how many of its leading points map to SpineTrack indices.
 KNOWN_LAYOUTS: dict[int, tuple[str, int]] = {
@@ -46,8 +52,22 @@ WRITE_BATCH = 1000
 class ImportSummary:
     images: int = 0
     instances: int = 0
-    ground_truth_revisions: int = 0
+    human_revisions: int = 0  # people whose placed points became accepted human labels
+    human_points: int = 0  # points of the file in those labels
+    ground_truth_revisions: int = 0  # hidden ones (`hidden`)
     skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The file people's points come from."""
+
+    path: Path
+    sha256: str
+
+    def external_id(self, kind: str, annotation_id: int) -> str:
+        digest = hashlib.sha256(f"{self.sha256}:{annotation_id}".encode()).hexdigest()[:16]
+        return f"{kind}:{digest}"
 
 
 @dataclass(frozen=True)
@@ -176,21 +196,28 @@ def import_coco(
     *,
     image_dir: str | Path | None = None,
     subset: str | None = None,
+    hidden: bool = False,
     keep_ground_truth: bool = False,
+    boxes_only: bool = False,
     detections: str | Path | None = None,
     min_detection_score: float = 0.0,
     group: str | None = None,
 ) -> ImportSummary:
-    """Import the images and person boxes of a COCO keypoint file.
+    """Import the images, person boxes and human keypoints of a COCO keypoint file.
 
     Boxes come from the file's annotations, or from `detections` (a COCO results list of
     image_id, bbox, score) when given. Every instance stores its box in `Instance.meta["bbox"]`.
-    With `keep_ground_truth`, annotation keypoints become `import` revisions with accepted=False.
-    Images are looked up in `image_dir` (default: the file's folder).
+    The points a person labelled become an accepted `human` revision (module docstring); with
+    `hidden` (or its old name `keep_ground_truth`) `import` revisions with accepted=False instead;
+    with `boxes_only` nothing. Images are looked up in `image_dir` (default: the file's folder).
     The split group (frames of one group never straddle splits) is `group` when given, else the
     image's video id (`vid_id`/`video_id`, as PoseTrack writes), else the image itself.
     """
     path = Path(coco_path).resolve()
+    hidden = hidden or keep_ground_truth
+    if hidden and boxes_only:
+        raise InputError(path, "--hidden keeps the keypoints, --boxes-only drops them: give one",
+                         field="keypoints")
     data = _read_json(path)
     if not isinstance(data, Mapping):
         raise InputError(path, "expected a COCO object with images and annotations")
@@ -204,17 +231,18 @@ def import_coco(
             raise InputError(det_path, "expected a list of detections (COCO results format)")
         people, skipped = _people(det_path, records, set(images), detections=True,
                                   min_score=min_detection_score)
-        origin, origin_sha = det_path, file_sha256(det_path)
+        origin = _Origin(det_path, file_sha256(det_path))
     else:
         anns = data.get("annotations", [])
         if not isinstance(anns, list):
             raise InputError(path, "'annotations' must be a list", field="annotations")
         people, skipped = _people(path, anns, set(images), detections=False, min_score=0.0)
-        origin, origin_sha = path, file_sha256(path)
+        origin = _Origin(path, file_sha256(path))
 
     summary = ImportSummary(skipped=skipped)
     bare: list[NewImage] = []
     labels: list[NewLabel] = []
+    humans: list[tuple[NewLabel, _Person]] = []
     for image_id, info in images.items():
         image = NewImage(
             info["file"],
@@ -231,34 +259,96 @@ def import_coco(
         if not persons:
             bare.append(image)
         for person in persons:
-            key = (f"det:{origin_sha[:12]}:{person.ann_index}" if detections is not None
+            key = (f"det:{origin.sha256[:12]}:{person.ann_index}" if detections is not None
                    else instance_key(person.annotation_id))
             meta: dict[str, Any] = {
                 "bbox": person.bbox,
                 "box_source": "detections" if detections is not None else "annotation",
-                "source_file": str(origin),
+                "source_file": str(origin.path),
                 "annotation_id": person.annotation_id,
             }
             if person.score is not None:
                 meta["bbox_score"] = person.score
             revision = None
-            if keep_ground_truth and person.keypoints is not None:
-                digest = hashlib.sha256(f"{origin_sha}:{person.annotation_id}".encode()).hexdigest()[:16]
+            if hidden and person.keypoints is not None:
                 revision = NewRevision(
                     person.keypoints,
                     person.bbox,
                     area=person.area,
                     source=RevisionSource.IMPORT,
                     accepted=False,
-                    provenance={"file": str(origin), "annotation_id": person.annotation_id,
+                    provenance={"file": str(origin.path), "annotation_id": person.annotation_id,
                                 "layout": person.layout},
-                    external_id=f"import:{digest}",
+                    external_id=origin.external_id("import", person.annotation_id),
                 )
-            labels.append(NewLabel(image, key, meta, revision))
+            label = NewLabel(image, key, meta, revision)
+            if not (hidden or boxes_only) and _placed(person.keypoints):
+                humans.append((label, person))
+            else:
+                labels.append(label)
     store.add_images(bare)
     for batch in chunked(labels, WRITE_BATCH):  # a few transactions, not three per person
         for written, label in zip(store.add_labels(batch), batch, strict=True):
             summary.instances += 1
             if label.revision is not None and written.revision_id is not None:
                 summary.ground_truth_revisions += 1
+    for human_batch in chunked(humans, WRITE_BATCH):
+        _write_people(store, human_batch, origin, summary)
     return summary
+
+
+def _placed(keypoints: list[float] | None) -> list[int]:
+    """The points a person labelled (v > 0) among 37 mapped triplets."""
+    return [] if keypoints is None else [i for i in range(NUM_KEYPOINTS) if keypoints[3 * i + 2] > 0]
+
+
+def _write_people(store: Store, batch: list[tuple[NewLabel, _Person]], origin: _Origin,
+                  summary: ImportSummary) -> None:
+    """People with the points the file labels, as accepted human revisions added to the points
+    people placed on them before (another file, Label Studio): the instances first, so their
+    earlier points can be read; a crash between the two leaves boxed people, and a re-run adds
+    the labels (by external id)."""
+    written = store.add_labels([label for label, _ in batch])
+    ids = [w.instance_id for w in written]
+    earlier = store.human_points(ids)
+    revisions = [(iid, _human_revision(person, origin, earlier.get(iid)))
+                 for iid, (_, person) in zip(ids, batch, strict=True)]
+    for rid, (_, rev) in zip(store.add_revisions(revisions), revisions, strict=True):
+        summary.instances += 1
+        if rid is not None:
+            summary.human_revisions += 1
+            summary.human_points += len((rev.provenance or {})["human_points"][-1]["points"])
+
+
+def _human_revision(person: _Person, origin: _Origin, earlier: HumanPoints | None) -> NewRevision:
+    """The person's label after this file: its labelled points over those people placed before.
+
+    Where both place a point, this file's wins; every point keeps where it came from."""
+    assert person.keypoints is not None
+    placed = _placed(person.keypoints)
+    keypoints = list(person.keypoints)
+    sources = [RevisionSource.HUMAN if i in placed else NONE for i in range(NUM_KEYPOINTS)]
+    origins: list[dict[str, Any]] = []
+    if earlier is not None:
+        kept = [i for i in earlier.ids if i not in placed]
+        for i in kept:
+            keypoints[3 * i:3 * i + 3] = earlier.keypoints[3 * i:3 * i + 3]
+            sources[i] = RevisionSource.HUMAN
+        before = earlier.origins or [{"revision": earlier.revision_id, "points": earlier.ids}]
+        for entry in before:
+            points = [i for i in entry.get("points", []) if i in kept]
+            if points:
+                origins.append({**entry, "points": points})
+    origins.append({"file": str(origin.path), "sha256": origin.sha256,
+                    "annotation_id": person.annotation_id, "layout": person.layout, "points": placed})
+    return NewRevision(
+        keypoints,
+        person.bbox,
+        area=person.area,
+        source=RevisionSource.HUMAN,
+        accepted=True,
+        provenance={"file": str(origin.path), "annotation_id": person.annotation_id,
+                    "layout": person.layout, "human_points": origins},
+        external_id=origin.external_id("human-import", person.annotation_id),
+        point_sources=[str(s) for s in sources],
+    )

@@ -51,6 +51,7 @@ from schemas.manifest import (
     check_semver,
     semver_key,
 )
+from schemas.point_sources import labelled_counts
 
 MANIFEST_NAME = "manifest.json"
 CARD_NAME = "README.md"
@@ -202,6 +203,7 @@ def reproduce_release(store: Store, version: str, out_dir: str | Path) -> Path:
         notes=recorded.notes, fractions=recorded.split_fractions, by_split=by_split,
         copy_images=recorded.images == "copied", parent_manifest=parent_manifest,
         excluded_needs_fix=recorded.excluded_needs_fix, kit=has_kit(f.path for f in recorded.files),
+        point_counts=recorded.counts.point_sources is not None,
     )
     if rebuilt != recorded:
         kit = changed_kit_files(recorded.files, rebuilt.files)
@@ -245,11 +247,13 @@ def write_release_files(
     parent_manifest: ReleaseManifest | None,
     excluded_needs_fix: Sequence[int] = (),
     kit: bool = True,
+    point_counts: bool = True,
 ) -> ReleaseManifest:
     """Write annotations, images, manifest and card of one release into `out`; return the manifest.
 
-    `kit`: also the mmpose metainfo and configs that train on it (pipeline/release_kit.py); False
-    only to rebuild a release made before them."""
+    `kit`: also the mmpose metainfo and configs that train on it (pipeline/release_kit.py);
+    `point_counts`: count the points by who placed them. False only to rebuild a release made
+    before them."""
     out.mkdir(parents=True, exist_ok=True)
     all_labels = [lab for name in SPLITS for lab in by_split.get(name, [])]
     files: list[FileEntry] = []
@@ -282,7 +286,7 @@ def write_release_files(
         split_fractions=dict(fractions),
         images="copied" if copy_images else "referenced",
         image_root="." if copy_images else "$SPINETRACK_HOME",
-        counts=_counts(by_split),
+        counts=_counts(by_split, points=point_counts),
         model_versions=_model_infos(store, all_labels),
         revisions={
             name: sorted((lab.instance_id, lab.revision_id) for lab in by_split.get(name, []))
@@ -457,9 +461,23 @@ def _write_read_only(path: Path, text: str) -> None:
     path.chmod(0o444)
 
 
-def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
+def _point_counts(labels: Sequence[Label], flags: np.ndarray) -> dict[str, int]:
+    """Labelled points (`flags` > 0, one row per label) by who placed them: human, synthetic,
+    pseudo-accepted, ... (a label without `point_sources`: all its own source's)."""
+    total: Counter[str] = Counter()
+    labelled = (flags > 0).sum(axis=1).tolist()
+    for lab, count, row in zip(labels, labelled, flags, strict=True):
+        if lab.point_sources is None:
+            total[lab.source] += count
+        else:
+            total.update(labelled_counts(lab.point_sources, lab.source, row.tolist()))
+    return dict(sorted(total.items()))
+
+
+def _counts(by_split: Mapping[str, Sequence[Label]], *, points: bool = True) -> Counts:
     visibility = {k.name: Counter[int]() for k in KEYPOINTS}
     splits, image_sources, subsets, revision_sources, rounds = {}, {}, {}, {}, {}
+    point_sources: dict[str, dict[str, int]] | None = {} if points else None
     for name in SPLITS:
         labs = by_split.get(name, [])
         splits[name] = SplitCounts(
@@ -475,6 +493,8 @@ def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
         # (labels, 37) flags, as ints the way int() truncates them; counted per keypoint and value
         flags = np.array([lab.keypoints[2::3] for lab in labs], dtype=np.float64).reshape(
             -1, NUM_KEYPOINTS).astype(np.int64)
+        if point_sources is not None:
+            point_sources[name] = _point_counts(labs, flags)
         for k in KEYPOINTS:
             column = flags[:, k.index]
             for value in (0, 1, 2):
@@ -488,6 +508,7 @@ def _counts(by_split: Mapping[str, Sequence[Label]]) -> Counts:
         keypoint_visibility={
             name: VisibilityCounts(v0=c[0], v1=c[1], v2=c[2]) for name, c in visibility.items()
         },
+        point_sources=point_sources,
     )
 
 

@@ -36,6 +36,7 @@ class Candidate:
     expected_effort: float | None = None  # expected keypoints a human will correct
     group: str | None = None  # the image's frame group (a video, a render sequence; a photo: itself)
     time_s: float | None = None  # the frame's time in its video (None: not a video frame)
+    given: tuple[int, ...] = ()  # points a person placed (a completion): not in doubt, not to correct
 
 
 Strategy = Callable[[Sequence[Candidate], int, np.random.Generator], list[int]]

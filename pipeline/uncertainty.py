@@ -237,16 +237,26 @@ def instance_uncertainty(
     flip_keypoints: ArrayLike | None = None,
     stats: SpineStats | None = None,
     weights: Mapping[str, float] | None = None,
+    points: ArrayLike | None = None,
 ) -> Uncertainty:
     """Combine the three views of one prediction into one score in [0, 1].
 
     Without a flip-test prediction the flip part is left out and the weights renormalise.
+    `points` (37 booleans, default all) are the points that count: completing a person's partial
+    label, only the points the model places are in doubt (the person's are 0 per keypoint, and the
+    spine's anatomy counts only while some spine point is the model's).
     """
     w = dict(DEFAULT_WEIGHTS if weights is None else weights)
-    conf_k = confidence_uncertainty(scores)
+    mask = np.ones(NUM_KEYPOINTS, dtype=bool) if points is None else np.asarray(points, dtype=bool)
+    if not mask.any():
+        raise ValueError("no point left to be uncertain about")
+    conf_k = np.where(mask, confidence_uncertainty(scores), 0.0)
     anatomy = spine_anatomy(keypoints, stats)
-    parts_k: dict[str, NDArray[np.float64]] = {"confidence": conf_k, "anatomy": anatomy.per_keypoint}
-    values: dict[str, float] = {"confidence": float(conf_k.mean()), "anatomy": anatomy.score}
+    anatomy_k = np.where(mask, anatomy.per_keypoint, 0.0)
+    parts_k: dict[str, NDArray[np.float64]] = {"confidence": conf_k, "anatomy": anatomy_k}
+    values: dict[str, float] = {"confidence": float(conf_k[mask].mean())}
+    if mask[list(SPINE_CHAIN)].any():
+        values["anatomy"] = anatomy.score
     detail: dict[str, Any] = {
         "anatomy_order": anatomy.order,
         "anatomy_crossing": anatomy.crossing,
@@ -256,11 +266,13 @@ def instance_uncertainty(
     }
     flip_value: float | None = None
     if flip_keypoints is not None:
-        flip_k = flip_uncertainty(keypoints, flip_keypoints, bbox)
+        flip_k = np.where(mask, flip_uncertainty(keypoints, flip_keypoints, bbox), 0.0)
         parts_k["flip"] = flip_k
-        flip_value = float(flip_k.mean())
+        flip_value = float(flip_k[mask].mean())
         values["flip"] = flip_value
-        detail["flip_distance"] = float(flip_distance(keypoints, flip_keypoints, bbox).mean())
+        detail["flip_distance"] = float(flip_distance(keypoints, flip_keypoints, bbox)[mask].mean())
+    if points is not None:
+        detail["points"] = int(mask.sum())
     used = {k: w.get(k, 0.0) for k in values}
     total = sum(used.values())
     if total <= 0:
@@ -272,7 +284,7 @@ def instance_uncertainty(
         combined=float(combined),
         confidence=values["confidence"],
         flip=flip_value,
-        anatomy=anatomy.score,
+        anatomy=values.get("anatomy", 0.0),
         per_keypoint=np.asarray(per_keypoint, dtype=np.float64),
         parts=detail,
     )

@@ -13,7 +13,14 @@ from datetime import datetime
 from pathlib import Path
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from schemas.errors import load_json_model
 
@@ -93,6 +100,17 @@ class Counts(BaseModel):
     rounds: dict[str, dict[str, int]]
     #: keypoint name -> visibility counts over every split, in keypoint order
     keypoint_visibility: dict[str, VisibilityCounts]
+    #: split -> who placed the labelled points (human, synthetic, pseudo-accepted, ...) -> points;
+    #: None (and absent from the JSON) in releases made before points had sources
+    point_sources: dict[str, dict[str, int]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_points(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """An older release's counts serialise as they were written: without `point_sources`."""
+        data: dict[str, object] = handler(self)
+        if data.get("point_sources") is None:
+            data.pop("point_sources", None)
+        return data
 
 
 class ModelInfo(BaseModel):

@@ -60,7 +60,7 @@ def test_combined_records_origin_per_point_and_stores_v0_for_uncovered(
     ann = load_annotator("combined", store)  # no model registered: no student
     assert ann.identity.kind == "combined" and [p.name for p in ann.identity.parts] == [
         "blazepose-full", "spine-prior"]
-    import_coco(store, real_people / "coco" / "test_coco.json")
+    import_coco(store, real_people / "coco" / "test_coco.json", boxes_only=True)
     from pipeline.pseudo_label import pseudo_label
 
     result = pseudo_label(store, ann, image_source="real")

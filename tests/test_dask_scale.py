@@ -201,7 +201,7 @@ def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
     monkeypatch.setenv("SPINETRACK_HOME", str(single))
     with Store(home=single) as store:
         import_coco(store, real_people / "coco" / "test_coco.json", image_dir=real_people / "coco",
-                    subset="real-people-coco")
+                    subset="real-people-coco", boxes_only=True)
         save_model(store, untrained_model("tiny", seed=3), name="tiny-dask", config_name="tiny",
                    config=build_config("tiny", work_dir=tmp_path), data_snapshot="test")
     shutil.copytree(single, tmp_path / "dask")

@@ -49,7 +49,7 @@ def test_real_samples_get_proposals_not_labels(store: Store, real_people: Path, 
 
 
 def test_human_labels_are_left_alone(store: Store, real_people: Path, tiny) -> None:  # type: ignore[no-untyped-def]
-    import_coco(store, real_people / "coco" / "test_coco.json")
+    import_coco(store, real_people / "coco" / "test_coco.json", boxes_only=True)
     _img, first = store.unlabelled_instances()[0]
     human = store.add_revision(first.id, [1.0] * (NUM_KEYPOINTS * 3), first.meta["bbox"], source="human")
     summary = pseudo_label(store, tiny, "tiny-untrained", flip_test=False)
@@ -105,9 +105,10 @@ def test_cli_imports_and_pseudo_labels_with_a_registered_model(store: Store, rea
     _register()
     runner = CliRunner()
     coco = real_people / "coco" / "test_coco.json"
-    result = runner.invoke(app, ["import-real", str(coco), "--keep-ground-truth"])
+    result = runner.invoke(app, ["import-real", str(coco), "--keep-ground-truth"])  # the old name of --hidden
     assert result.exit_code == 0, result.output
-    assert "imported 4 images, 14 instances, 14 ground-truth revisions" in result.output
+    assert "imported 4 images, 14 instances, 0 with human labels (0 points), 14 hidden ground-truth" \
+        in result.output
 
     result = runner.invoke(app, ["pseudo-label", "--model", "tiny-registered", "--source", "real"])
     assert result.exit_code == 0, result.output

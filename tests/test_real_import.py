@@ -42,7 +42,7 @@ def test_coco_file_becomes_images_and_boxed_instances(store: Store, real_people:
 
 
 def test_halpe_maps_feet_and_lands_on_the_same_people(store: Store, real_people: Path) -> None:
-    import_coco(store, real_people / "coco" / "test_coco.json")
+    import_coco(store, real_people / "coco" / "test_coco.json", boxes_only=True)
     summary = import_coco(store, real_people / "halpe" / "test_halpe.json",
                           image_dir=real_people / "coco", keep_ground_truth=True)
     assert summary.images == 4

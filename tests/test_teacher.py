@@ -56,7 +56,7 @@ def test_teacher_body_targets_pull_the_student_toward_the_teacher(tmp_path: Path
         for folder in render_set(tmp_path / "renders", specs):
             store_ground_truth(store, folder, tag="teacher-test")
         import_coco(store, real_people / "coco" / "test_coco.json", image_dir=real_people / "coco",
-                    subset="real-coco")
+                    subset="real-coco", boxes_only=True)
         pairs = store.unlabelled_instances(image_source="real")
         pool = [inst.id for _, inst in pairs]
         assert len(pool) >= 10

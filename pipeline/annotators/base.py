@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -125,6 +125,35 @@ def empty_pose(bbox: Sequence[float] | NDArray[np.float64], image_index: int = 0
         image_index=image_index,
         box_index=box_index,
     )
+
+
+#: The origin of a point a person placed (an imported file, Label Studio), in a completed pose.
+PERSON = "human"
+
+
+def with_points(pose: PersonPose, xy: NDArray[np.float64], placed: NDArray[np.bool_]) -> PersonPose:
+    """A copy of `pose` with a person's points in place of its own (confidence 1, origin `PERSON`):
+    what is known is not predicted."""
+    out = replace(pose, keypoints=pose.keypoints.copy(), confidence=pose.confidence.copy(),
+                  covered=pose.covered.copy(), origin=list(pose.origin))
+    mask = np.asarray(placed, dtype=bool)
+    out.keypoints[mask] = np.asarray(xy, dtype=np.float64)[mask]
+    out.confidence[mask] = 1.0
+    out.covered[mask] = True
+    for i in np.flatnonzero(mask):
+        out.origin[int(i)] = PERSON
+    return out
+
+
+def complete_pose(annotator: Annotator, pose: PersonPose, xy: NDArray[np.float64],
+                  placed: NDArray[np.bool_]) -> PersonPose:
+    """`pose` completed around the points a person placed: by the annotator's own `complete` when
+    it has one (the combined annotator places the spine from them), else with them put in place."""
+    complete = getattr(annotator, "complete", None)
+    if callable(complete):
+        done: PersonPose = complete(pose, xy, placed)
+        return done
+    return with_points(pose, xy, placed)
 
 
 def coverage_mask(ids: Sequence[int]) -> NDArray[np.bool_]:

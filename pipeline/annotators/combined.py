@@ -24,6 +24,7 @@ from pipeline.annotators.base import (
     PersonPose,
     combined_sha256,
     empty_pose,
+    with_points,
 )
 from pipeline.annotators.spine_prior import ANCHOR_IDS, INPUT_IDS, OUTPUT_IDS, PRIOR_CONFIDENCE, SpinePrior
 from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
@@ -98,6 +99,16 @@ class CombinedAnnotator(BaseAnnotator):
             pose.features = student.features
         pose.detail = {"body": body.detail, "origin": pose.origin_summary()}
         return pose
+
+    def complete(self, pose: PersonPose, xy: np.ndarray, placed: np.ndarray) -> PersonPose:
+        """`pose` around the points a person placed: theirs in place of the body expert's, and the
+        spine prior run again from them (a person's hips and shoulders beat any model's)."""
+        out = with_points(pose, xy, placed)
+        if self.spine == "prior" and np.asarray(placed, dtype=bool)[list(ANCHOR_IDS)].any():
+            self._spine_from_prior(out)
+            out = with_points(out, xy, placed)  # spine points the person placed stay theirs
+        out.detail = {**out.detail, "origin": out.origin_summary()}
+        return out
 
     def predict(self, image: ImageInput, boxes: Sequence[Sequence[float]]) -> list[PersonPose]:
         return self.predict_many([image], [boxes])

@@ -12,7 +12,10 @@ it real bodies without people in the loop, in one of two ways, per the teacher's
   the teacher's confidence (mmpose drops a target whose weight is below 0.5, so only confident
   points teach). Non-body points are left unlabelled (weight 0).
 
-Body points: COCO-17 and the feet (0-25), as far as the teacher covers them.
+Body points: COCO-17 and the feet (0-25), as far as the teacher covers them, and never a point a
+person placed: an imported COCO person trains on its own 17 body points (its label is in the
+training set), the teacher adds only what the person did not place (`Store.human_points`); a
+soft teacher distils on every body point of a crop, so people with placed points are not its crops.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def default_pool(store: Store) -> list[int]:
 
 def _pool_rows(store: Store, instance_ids: Sequence[int]) -> list[tuple[int, Any, list[float]]]:
     wanted = set(instance_ids)
-    pairs = [(img, inst) for img, inst in store.unlabelled_instances() if inst.id in wanted]
+    pairs = [(img, inst) for img, inst in store.unlabelled_instances(incomplete=True) if inst.id in wanted]
     boxes = store.instance_boxes([inst for _, inst in pairs])
     return [(inst.id, img, boxes[inst.id][0]) for img, inst in pairs if inst.id in boxes]
 
@@ -68,6 +71,7 @@ def add_teacher_targets(store: Store, coco_path: Path, instance_ids: Sequence[in
     data = json.loads(coco_path.read_text())
     images = {img["id"]: img for img in data["images"]}
     rows = _pool_rows(store, instance_ids)
+    people = store.human_points([instance_id for instance_id, _, _ in rows])
     body = [i for i in HALPE26_IDS if annotator is not None and i in set(annotator.covers)]
     poses = {} if annotator is None else {
         n: p for n, p in enumerate(annotator.predict_many([img.path for _, img, _ in rows],
@@ -77,13 +81,16 @@ def add_teacher_targets(store: Store, coco_path: Path, instance_ids: Sequence[in
     added: list[int] = []
     for n, (instance_id, img, box) in enumerate(rows):
         keypoints = np.zeros((NUM_KEYPOINTS, 3))
+        if soft and instance_id in people:
+            continue  # its body points are a person's: distilling would teach the teacher's instead
         if not soft:
             pose = poses.get(n)
             if pose is None:
                 continue
             inside = pose.inside(img.width, img.height)
+            placed = people[instance_id].placed if instance_id in people else [False] * NUM_KEYPOINTS
             for i in body:
-                if inside[i]:
+                if inside[i] and not placed[i]:  # a person's point is the person's
                     keypoints[i, :2] = pose.keypoints[i]
                     keypoints[i, 2] = float(np.clip(pose.confidence[i], 0.0, 1.0))
             if not (keypoints[:, 2] >= 0.5).any():

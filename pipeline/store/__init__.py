@@ -3,6 +3,7 @@
 from pipeline.store.store import (
     HUMAN_SOURCES,
     SOURCES,
+    HumanPoints,
     Label,
     NewImage,
     NewLabel,
@@ -16,6 +17,7 @@ from pipeline.store.store import (
 __all__ = [
     "HUMAN_SOURCES",
     "SOURCES",
+    "HumanPoints",
     "Label",
     "NewImage",
     "NewLabel",

@@ -64,8 +64,9 @@ class Revision(Base):
 
     `source` says where it came from: synthetic (render + OpenSim), import (a COCO file with ground
     truth), pseudo (model prediction, proposed), pseudo-accepted (model prediction auto-accepted as
-    confident), human (annotator correction), review (reviewer verdict). `external_id` makes writes
-    idempotent: the same Label Studio annotation version or the same ingest frame is stored once.
+    confident), human (a person's label: Label Studio, or the points of an imported file), review
+    (reviewer verdict). `external_id` makes writes idempotent: the same Label Studio annotation
+    version or the same ingest frame is stored once.
     """
 
     __tablename__ = "revisions"
@@ -88,6 +89,9 @@ class Revision(Base):
     external_id: Mapped[str | None] = mapped_column(String(256), unique=True, nullable=True)
     #: a `revoked` revision names the revision it takes back (deleted/rejected in Label Studio)
     supersedes: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    #: who placed each point (schemas/point_sources.py): a person's imported points completed by a
+    #: model say so point by point; None: every point is `source`'s
+    point_sources: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     instance: Mapped[Instance] = relationship(back_populates="revisions")

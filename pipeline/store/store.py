@@ -56,6 +56,7 @@ from schemas.enums import (
 )
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS
+from schemas.point_sources import NONE, checked, human_mask, resolved
 
 #: Revision sources, in the words the store and the docs use (schemas.enums.RevisionSource).
 SOURCES: tuple[RevisionSource, ...] = tuple(RevisionSource)
@@ -133,6 +134,36 @@ class Label:
     quality: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     image_meta: dict[str, Any] = field(default_factory=dict)
+    #: who placed each point, when the points have several sources (schemas/point_sources.py)
+    point_sources: list[str] | None = None
+
+    def sources_of_points(self) -> list[str]:
+        """The source of each of the 37 points (the label's own source where it names none)."""
+        return resolved(self.point_sources, self.source)
+
+
+@dataclass(frozen=True)
+class HumanPoints:
+    """The points people placed on one instance: those of its latest live accepted person-made
+    revision (`Store.human_points`). Model output may complete them, never change them."""
+
+    revision_id: int
+    keypoints: list[float]  # that revision's 37 (x, y, v), as stored
+    placed: list[bool]  # (37,) which points a person placed
+    origins: list[dict[str, Any]] = field(default_factory=list)  # which file placed which points
+
+    @property
+    def ids(self) -> list[int]:
+        return [i for i, on in enumerate(self.placed) if on]
+
+    def kept_by(self, keypoints: Sequence[float], point_sources: Sequence[str] | None) -> bool:
+        """Whether a revision with these points carries every placed point unchanged, to the bit,
+        and says it is the person's."""
+        if point_sources is None:
+            return False
+        return all(point_sources[i] == RevisionSource.HUMAN
+                   and list(keypoints[3 * i:3 * i + 3]) == self.keypoints[3 * i:3 * i + 3]
+                   for i in self.ids)
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,7 @@ class NewRevision:
     provenance: dict[str, Any] | None = None
     external_id: str | None = None
     supersedes: int | None = None  # a `revoked` revision names the revision it takes back
+    point_sources: Sequence[str] | None = None  # who placed each point (None: all `source`)
 
 
 @dataclass(frozen=True)
@@ -429,16 +461,19 @@ class Store:
         provenance: dict[str, Any] | None = None,
         external_id: str | None = None,
         supersedes: int | None = None,
+        point_sources: Sequence[str] | None = None,
         session: Session | None = None,
     ) -> int | None:
         """Append a revision. Returns its id, or None when `external_id` was stored before.
 
         Model output never overrides people: an accepted `pseudo-accepted` revision is refused
-        (stored as not accepted) for an instance that already has an accepted human label.
+        (stored as not accepted) for an instance that already has an accepted human label, unless
+        it completes that label (`HumanPoints.kept_by`: every point the person placed, unchanged).
         Two writers storing the same `external_id` at once store it once, without an error.
         """
         new = NewRevision(keypoints, bbox, source, accepted, status, area, model_version, annotator,
-                          round, scores, uncertainty, quality, provenance, external_id, supersedes)
+                          round, scores, uncertainty, quality, provenance, external_id, supersedes,
+                          point_sources)
         row = _revision_row(instance_id, new)
         with self._use(session) as s:
             return self._insert_revision(s, row, checked=False)
@@ -478,23 +513,20 @@ class Store:
 
         Same outcome as inserting row by row: a stored (or repeated) `external_id` gives None, an
         accepted model row for an instance with an accepted human label (stored, or earlier in
-        `rows`) is stored as not accepted, and ids grow in the order of `rows`.
+        `rows`) is stored as not accepted unless it completes that label, and ids grow in the
+        order of `rows`.
         """
         ext_ids = [r["external_id"] for r in rows if r["external_id"] is not None]
         stored = set(self.scalars_in(select(Revision.external_id), Revision.external_id, ext_ids, session=s))
         check = [r["instance_id"] for r in rows if r["source"] in PREDICTION_SOURCES and r["accepted"]]
-        by_people = select(Revision.instance_id).where(Revision.source.in_(HUMAN_SOURCES),
-                                                        Revision.accepted.is_(True))
-        humans = set(self.scalars_in(by_people, Revision.instance_id, check, session=s)) if check else set()
+        humans = self.human_points(check, session=s) if check else {}
         todo: list[tuple[int, dict[str, Any]]] = []  # (position in rows, row) to insert
         for n, row in enumerate(rows):
             if row["external_id"] in stored:
                 continue
-            if row["source"] in PREDICTION_SOURCES and row["accepted"] and row["instance_id"] in humans:
-                row["accepted"] = False
-                row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
+            _refuse_over_people(row, humans)
             if row["source"] in HUMAN_SOURCES and row["accepted"]:
-                humans.add(row["instance_id"])  # a model revision later in the batch must not win
+                humans[row["instance_id"]] = _row_points(row)  # a later model row must keep them
             if row["external_id"] is not None:
                 stored.add(row["external_id"])
             todo.append((n, row))
@@ -526,10 +558,8 @@ class Store:
     def _insert_revision(self, s: Session, row: dict[str, Any], *, checked: bool = True) -> int | None:
         """Insert one row; `checked=False` first applies the human rule and the stored-id check."""
         if not checked:
-            model_output = row["source"] in PREDICTION_SOURCES and row["accepted"]
-            if model_output and self._has_human(s, row["instance_id"]):
-                row["accepted"] = False
-                row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
+            if row["source"] in PREDICTION_SOURCES and row["accepted"]:
+                _refuse_over_people(row, self.human_points([row["instance_id"]], session=s))
             if row["external_id"] is not None and s.scalar(
                 select(Revision.id).where(Revision.external_id == row["external_id"])
             ) is not None:
@@ -558,6 +588,22 @@ class Store:
     def has_human_label(self, instance_id: int) -> bool:
         with self.session() as s:
             return self._has_human(s, instance_id)
+
+    def human_points(self, instance_ids: Iterable[int], *,
+                     session: Session | None = None) -> dict[int, HumanPoints]:
+        """The points people placed on each instance: those of its latest live, accepted
+        person-made revision (a Label Studio label: all 37; an imported file's: the points it
+        labels). Instances without one are absent."""
+        q = (select(Revision.instance_id, Revision.id, Revision.source, Revision.keypoints,
+                    Revision.point_sources, Revision.provenance)
+             .where(Revision.source.in_(list(HUMAN_SOURCES)), Revision.accepted.is_(True),
+                    Revision.status != RevisionStatus.REVOKED, not_taken_back()))
+        out: dict[int, HumanPoints] = {}
+        for iid, rid, source, kps, sources, provenance in sorted(
+                self.rows_in(q, Revision.instance_id, instance_ids, session=session), key=lambda r: r[1]):
+            out[int(iid)] = HumanPoints(int(rid), [float(v) for v in kps], human_mask(sources, source),
+                                        list((provenance or {}).get("human_points", [])))
+        return out
 
     def revisions(self, instance_id: int) -> list[Revision]:
         with self.session() as s:
@@ -597,12 +643,14 @@ class Store:
         *,
         sources: Sequence[str] | None = None,
         accepted: bool | None = None,
+        model_version: str | None = None,
         session: Session | None = None,
     ) -> dict[int, Revision]:
         """Each instance's latest revision (highest id) matching the filters (`revisions_for`); an
         instance with none is absent. Revoked ones are not left out: for the current label, use
         `current_labels`."""
-        found = self.revisions_for(instance_ids, sources=sources, accepted=accepted, session=session)
+        found = self.revisions_for(instance_ids, sources=sources, accepted=accepted,
+                                   model_version=model_version, session=session)
         return {rev.instance_id: rev for rev in found}  # by id: the latest wins
 
     def revision(self, revision_id: int, *, session: Session | None = None) -> Revision | None:
@@ -866,8 +914,10 @@ class Store:
         with self.session() as s:
             return [(img, inst) for img, inst in s.execute(q)]
 
-    def unlabelled_instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
-        """Instances with no accepted revision yet (the active-learning pool)."""
+    def unlabelled_instances(self, *, image_source: str | None = None,
+                             incomplete: bool = False) -> list[tuple[Image, Instance]]:
+        """Instances with no accepted revision yet (the active-learning pool); with `incomplete`,
+        also those whose current label a person left partial (`incomplete_instances`)."""
         accepted = select(Revision.instance_id).where(Revision.accepted.is_(True))
         q = (
             select(Image, Instance)
@@ -878,7 +928,30 @@ class Store:
         if image_source:
             q = q.where(Image.source == image_source)
         with self.session() as s:
-            return [(img, inst) for img, inst in s.execute(q)]
+            pairs = [(img, inst) for img, inst in s.execute(q)]
+        if incomplete:
+            pairs = sorted([*pairs, *self.incomplete_instances(image_source=image_source)],
+                           key=lambda pair: (pair[0].id, pair[1].id))
+        return pairs
+
+    def incomplete_instances(self, *, image_source: str | None = None) -> list[tuple[Image, Instance]]:
+        """Instances whose current label is a person's partial one: points they placed beside
+        points nobody placed (an imported COCO person has no spine). Pseudo-labelling completes
+        them around the person's points, which stay as they are."""
+        current = (select(func.max(Revision.id).label("rid"))
+                   .where(Revision.accepted.is_(True), not_taken_back())
+                   .group_by(Revision.instance_id).subquery())
+        q = (select(Image, Instance, cast(Revision.point_sources, Text))
+             .join(Instance, Instance.image_id == Image.id)
+             .join(Revision, Revision.instance_id == Instance.id)
+             .join(current, current.c.rid == Revision.id)
+             .where(Revision.source.in_(list(HUMAN_SOURCES)), Revision.point_sources.is_not(None))
+             .order_by(Image.id, Instance.id))
+        if image_source:
+            q = q.where(Image.source == image_source)
+        with self.session() as s:
+            rows = list(s.execute(q))
+        return [(img, inst) for img, inst, text in rows if NONE in (json.loads(text) or ())]
 
     def snapshot_id(self, labels: Sequence[Label] | None = None) -> str:
         """A content id for a set of labels: the same revisions give the same id."""
@@ -890,7 +963,8 @@ class Store:
 
 
 #: JSON columns a Label needs, read as their stored text and decoded together (`_labels`).
-_JSON_COLUMNS = (Revision.keypoints, Revision.bbox, Revision.quality, Revision.provenance, Image.meta)
+_JSON_COLUMNS = (Revision.keypoints, Revision.bbox, Revision.quality, Revision.provenance, Image.meta,
+                 Revision.point_sources)
 
 
 def _label_columns() -> Select[Any]:
@@ -912,7 +986,7 @@ def _labels(rows: Sequence[Any]) -> list[Label]:
     values = json.loads("[" + ",".join(texts) + "]") if texts else []
     out = []
     for n, row in enumerate(rows):
-        kps, box, quality, provenance, meta = values[n * width:(n + 1) * width]
+        kps, box, quality, provenance, meta, sources = values[n * width:(n + 1) * width]
         out.append(Label(
             image_id=row[0], image_path=row[1], width=row[2], height=row[3], image_source=row[4],
             subset=row[5], group_key=row[6], frame_index=row[7], instance_id=row[8],
@@ -920,6 +994,7 @@ def _labels(rows: Sequence[Any]) -> list[Label]:
             keypoints=list(kps), bbox=list(box), area=row[11], source=row[12],
             model_version=row[13], annotator=row[14], round=row[15], uncertainty=row[16],
             quality=dict(quality or {}), provenance=dict(provenance or {}), image_meta=dict(meta or {}),
+            point_sources=list(sources) if sources is not None else None,
         ))
     return out
 
@@ -950,7 +1025,23 @@ def _revision_row(instance_id: int, rev: NewRevision) -> dict[str, Any]:
         "provenance": rev.provenance or {},
         "external_id": rev.external_id,
         "supersedes": rev.supersedes,
+        "point_sources": checked(rev.point_sources),
     }
+
+
+def _row_points(row: Mapping[str, Any]) -> HumanPoints:
+    """The points a person placed in a revision row about to be written."""
+    return HumanPoints(0, list(row["keypoints"]), human_mask(row["point_sources"], row["source"]))
+
+
+def _refuse_over_people(row: dict[str, Any], humans: Mapping[int, HumanPoints]) -> None:
+    """People over models: an accepted model row for an instance a person labelled is stored not
+    accepted (`superseded-by-human`), unless it completes the person's label unchanged."""
+    people = humans.get(row["instance_id"])
+    if (row["source"] in PREDICTION_SOURCES and row["accepted"] and people is not None
+            and not people.kept_by(row["keypoints"], row["point_sources"])):
+        row["accepted"] = False
+        row["status"] = RevisionStatus.SUPERSEDED_BY_HUMAN
 
 
 def _dialect_insert(s: Session, model: type[Base]) -> Any:
