@@ -64,6 +64,7 @@ from schemas.enums import (
     RoundStep,
 )
 from schemas.keypoints import NUM_KEYPOINTS
+from schemas.point_sources import as_accepted
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class RoundSettings:
 
     budget: int = 20
     strategy: str = DEFAULT_STRATEGY
-    config: str = "tiny"
+    config: str = "blaze37"  # the student: pipeline.model.configs.DEFAULT_CONFIG (tests tie the two)
     train_iters: int = 300
     good_oks: float = 0.75  # a pseudo-label is "good" at or above this OKS
     min_precision: float = 0.9  # lower confidence bound of precision required among the auto-accepted
@@ -229,7 +230,10 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
 
 
 def _pool_predictions(store: Store, model_name: str, pool: Sequence[int]) -> list[Revision]:
-    return store.revisions_for(pool, sources=[RevisionSource.PSEUDO], model_version=model_name)
+    """The pool's proposals by `model_name`, the latest of each instance (a person's new points
+    get a new completion: pipeline.pseudo_label)."""
+    return list(store.latest_revisions(pool, sources=[RevisionSource.PSEUDO],
+                                       model_version=model_name).values())
 
 
 def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:
@@ -250,6 +254,7 @@ def step_auto_accept(ctx: RoundContext) -> dict[str, Any]:
             quality={"threshold": t.threshold, "calibrated_precision": t.precision,
                      "precision_lower_bound": t.precision_lower},
             provenance={"from_revision": rev.id}, external_id=f"auto:{ctx.number}:{rev.instance_id}",
+            point_sources=as_accepted(rev.point_sources),  # a completion keeps the person's points
         )
         accepted += rid is not None
     ctx.log(f"round {ctx.number}: auto-accepted {accepted} confident pseudo-labels")
@@ -274,7 +279,8 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
                              keypoints=np.asarray(rev.keypoints, dtype=float).reshape(NUM_KEYPOINTS, 3),
                              bbox=tuple(float(v) for v in rev.bbox),
                              group=image.group_key if image is not None else None,
-                             time_s=float(time_s) if time_s is not None else None))
+                             time_s=float(time_s) if time_s is not None else None,
+                             given=tuple(int(i) for i in (rev.quality or {}).get("human_points", ()))))
     from pipeline.correction_effort import with_estimates  # pose prior + expected correction effort
 
     return with_estimates(store, out)
@@ -354,7 +360,14 @@ def step_retrain(ctx: RoundContext) -> dict[str, Any]:
     labels = training_labels(ctx.store)
     name = f"{s.config}-round{ctx.number}-{ctx.store.snapshot_id(labels)[:10]}"
     if get_version(ctx.store, name) is None:
-        train(ctx.store, config=s.config, iters=s.train_iters, parent=ctx.state["start_model"],
+        parent = ctx.state["start_model"]
+        start = get_version(ctx.store, parent) if parent else None
+        if start is not None and start.config_name != s.config:
+            # a new student (e.g. a store that began with `tiny`): it starts from its own weights
+            ctx.log(f"round {ctx.number}: the current model {parent} is a {start.config_name!r} model; "
+                    f"training a {s.config!r} model from its own start instead of fine-tuning it")
+            parent = None
+        train(ctx.store, config=s.config, iters=s.train_iters, parent=parent,
               seed=s.seed + ctx.number, device=s.device, labels=labels, name=name, teacher=s.teacher)
         ctx.log(f"round {ctx.number}: trained {name} on {len(labels)} accepted labels")
     return {"model_version": name, "train_labels": len(labels),

@@ -269,3 +269,43 @@ def test_teacher_targets_skip_the_points_a_person_placed(
     soft.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     result = add_teacher_targets(store, soft, sorted(ids.values()), annotator=None, identity={})
     assert result.instances == 2  # only the people nobody placed a point on
+
+
+def test_the_round_accepts_completions_and_ranks_only_the_missing_points(
+        store: Store, real_people: Path) -> None:
+    from pipeline.active_learning import RoundContext, RoundSettings, candidates, step_auto_accept
+    from pipeline.calibration import AcceptThreshold
+    from pipeline.instance_sets import pool_instances
+
+    coco, raw = _file(real_people)
+    import_coco(store, coco)
+    groups = {g: "train" for g in store.group_keys()}
+    assign_splits(store, groups, pinned=groups)
+    annotator = Fixed(range(NUM_KEYPOINTS), confidence=0.9)
+    pseudo_label(store, annotator, image_source="real")
+    name = annotator.identity.version
+    pool = pool_instances(store)
+    assert len(pool) == 14  # 12 to complete, 2 to label
+
+    ids = _instances(store)
+    by_id = {c.instance_id: c for c in candidates(store, name, pool)}
+    for ann in raw["annotations"]:
+        cand = by_id[ids[instance_key(ann["id"])]]
+        assert list(cand.given) == _labelled(ann)
+        assert cand.expected_effort == pytest.approx(float(np.sum(np.delete(
+            cand.keypoint_uncertainty, list(cand.given)))))  # uncalibrated: the signal, theirs left out
+
+    threshold = AcceptThreshold(1.0, 0.75, 0.9, 1.0, 1.0, 30)
+    ctx = RoundContext(store, RoundSettings(), 1, push=lambda *a, **k: None, pull=lambda s: None,
+                       state={"threshold": threshold.as_dict(), "annotator_version": name,
+                              "start_model": name}, log=lambda line: None)
+    assert step_auto_accept(ctx) == {"auto_accepted": 14}
+    labels = {lab.instance_id: lab for lab in store.current_labels()}
+    for ann in raw["annotations"]:
+        lab = labels[ids[instance_key(ann["id"])]]
+        placed = _labelled(ann)
+        assert lab.source == ACCEPTED
+        for i in placed:
+            assert lab.keypoints[3 * i:3 * i + 3] == [float(v) for v in ann["keypoints"][3 * i:3 * i + 3]]
+        assert {s for i, s in enumerate(lab.sources_of_points()) if i not in placed} <= {ACCEPTED, ""}
+    assert pool_instances(store) == []
