@@ -22,12 +22,19 @@ pytestmark = pytest.mark.slow
 
 TRAIN = [("bend", 61, 16), ("walk", 62, 16), ("squat", 63, 16)]
 HELD_OUT = [("reach", 71, 8), ("mixed", 72, 8)]
-#: Iterations of each fine-tune (batch 8, one torch thread).
-ITERS = int(os.environ.get("SPINETRACK_TEST_BLAZE37_ITERS", "40"))
+#: Iterations of the default recipe's fine-tune and of the naive one (batch 8, one torch thread).
+ITERS = int(os.environ.get("SPINETRACK_TEST_BLAZE37_ITERS", "120"))
+NAIVE_ITERS = 40
 SEED = int(os.environ.get("SPINETRACK_TEST_BLAZE37_SEED", "0"))
 #: The recipe issue #18 measured to destroy body knowledge: the whole network at Adam 1e-4, no
 #: distillation, no frozen expert.
 NAIVE = {"expert_body": False, "backbone_lr_mult": 1.0, "real_share": 0.0}
+#: MEASURED (naive, 40 iterations): body AP 0.4875 -> 0.154, 0.125, 0.187 (seeds 0, 1, 2).
+#: MEASURED at 120 iterations on these 48 frames: held-out spine AP 0.19 and 0.11 (seeds 0 and 1;
+#: untrained 0.000), body AP 0.4875 -> 0.4831 (the frozen expert's rows; only the instance scores
+#: move). The bound asks for learning clearly above the untrained head's zero with half the
+#: smallest measured value as margin; bench/results/student.json has the full budget's 0.87.
+SPINE_BOUND = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +64,11 @@ def _body_ap(model: Any, coco: Path) -> float:
     return float(body)
 
 
-def _train(setting: dict[str, Any], name: str, **kwargs: Any) -> Any:
+def _train(setting: dict[str, Any], name: str, iters: int, **kwargs: Any) -> Any:
     from pipeline.model.registry import load_model
     from pipeline.model.train import train
 
-    version = train(setting["store"], iters=ITERS, seed=SEED, name=f"{name}-{SEED}", threads=1,
+    version = train(setting["store"], iters=iters, seed=SEED, name=f"{name}-{SEED}", threads=1,
                     teacher_pool=[], **kwargs)
     return load_model(setting["store"], version.name).module
 
@@ -72,7 +79,7 @@ def test_default_recipe_keeps_real_bodies_and_learns_the_spine(setting: dict[str
 
     start = _body_ap(untrained_model("blaze37"), setting["coco"])
     untrained_spine = evaluate_model(untrained_model("blaze37"), setting["val"])["spine_AP"]
-    model = _train(setting, "default")
+    model = _train(setting, "default", ITERS)
     body = _body_ap(model, setting["coco"])
     spine = evaluate_model(model, setting["val"])["spine_AP"]
     print(f"body AP {start:.4f} -> {body:.4f}; held-out spine AP {untrained_spine:.4f} -> {spine:.4f}")
@@ -85,11 +92,8 @@ def test_naive_fine_tune_forgets_real_bodies(setting: dict[str, Any]) -> None:
     from pipeline.model.predict import untrained_model
 
     start = _body_ap(untrained_model("blaze37"), setting["coco"])
-    model = _train(setting, "naive", overrides=NAIVE, lr=1e-4, loss_weights={"distill": 0.0})
+    model = _train(setting, "naive", NAIVE_ITERS, overrides=NAIVE, lr=1e-4, loss_weights={"distill": 0.0})
     body = _body_ap(model, setting["coco"])
     print(f"naive: body AP {start:.4f} -> {body:.4f}")
     assert body < start - 0.05
 
-
-#: MEASURED: placeholder, set from the runs recorded in the module docstring.
-SPINE_BOUND = 0.3
