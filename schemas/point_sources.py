@@ -46,6 +46,11 @@ def human_mask(point_sources: Sequence[str] | None, source: str) -> list[bool]:
     return [s == RevisionSource.HUMAN for s in resolved(point_sources, source)]
 
 
+def placed_by_people(point_sources: Sequence[str] | None) -> list[int]:
+    """The points a revision says a person placed (none when it names no point's source)."""
+    return [i for i, word in enumerate(point_sources or ()) if word == RevisionSource.HUMAN]
+
+
 def as_accepted(point_sources: Sequence[str] | None) -> list[str] | None:
     """The list of an accepted copy of a proposal: its model points become `pseudo-accepted`."""
     if point_sources is None:

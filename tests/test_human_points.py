@@ -309,3 +309,47 @@ def test_the_round_accepts_completions_and_ranks_only_the_missing_points(
             assert lab.keypoints[3 * i:3 * i + 3] == [float(v) for v in ann["keypoints"][3 * i:3 * i + 3]]
         assert {s for i, s in enumerate(lab.sources_of_points()) if i not in placed} <= {ACCEPTED, ""}
     assert pool_instances(store) == []
+
+
+
+def test_a_completion_tasks_pull_keeps_the_persons_points(store: Store, real_people: Path) -> None:
+    """Without a server: the annotation of a completion task as the pull stores it (Label Studio's
+    own round trip is tests/test_labelstudio_roundtrip.py)."""
+    from annotation.labelstudio.convert import to_result
+    from annotation.labelstudio.pull import PullReport, _store_task
+    from pipeline.correction_effort import moved_keypoints
+    from pipeline.store.models import AnnotationTask
+
+    coco, raw = _file(real_people)
+    import_coco(store, coco)
+    pseudo_label(store, Fixed(range(NUM_KEYPOINTS), confidence=0.9), image_source="real")
+    ann = next(a for a in raw["annotations"] if len(_labelled(a)) == 17)
+    inst = _instances(store)[instance_key(ann["id"])]
+    rev = store.latest_revisions([inst], sources=[PSEUDO])[inst]
+    [image] = [img for img, i in store.instances() if i.id == inst]
+
+    # the annotator drags the spine (and, were the lock ignored, a given point too)
+    final = list(rev.keypoints)
+    final[0] += 7.0
+    for i in SPINE_CHAIN:
+        final[3 * i + 1] += 60.0
+    with store.session() as s:
+        s.add(AnnotationTask(instance_id=inst, round=1, task_id=5, prediction_revision_id=rev.id,
+                             state="open"))
+    task = {"id": 5, "data": {"spinetrack_key": "k", "instance_id": inst, "round": 1},
+            "annotations": [{"id": 9, "updated_at": "2026-12-07T10:00:00Z", "was_cancelled": False,
+                             "completed_by": {"email": "a@example.org"},
+                             "result": to_result(final, rev.bbox, image.width, image.height)}]}
+    with store.session() as s:
+        _store_task(store, s, task, {}, PullReport(1), 0.5)
+    [label] = store.latest_labels(instance_ids=[inst])
+    assert label.source == HUMAN and label.annotator == "a@example.org"
+    for i in range(17):  # the imported points, as imported
+        assert label.keypoints[3 * i:3 * i + 3] == [float(v) for v in ann["keypoints"][3 * i:3 * i + 3]]
+    for i in SPINE_CHAIN:
+        assert label.keypoints[3 * i + 1] == pytest.approx(final[3 * i + 1], abs=1e-3)
+    files = [o for o in label.provenance["human_points"] if "file" in o]
+    assert files[0]["points"] == list(range(17))
+    assert label.provenance["human_points"][-1]["annotator"] == "a@example.org"
+    moved = moved_keypoints(rev.keypoints, label.keypoints, area=label.area)
+    assert not moved[:17].any() and moved[list(SPINE_CHAIN)].all()

@@ -35,6 +35,7 @@ from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, utcnow
 from schemas.enums import RevisionSource, RevisionStatus, TaskState
 from schemas.keypoints import NUM_KEYPOINTS
+from schemas.point_sources import placed_by_people
 
 CURSOR_KEY = "labelstudio:pull"
 DISAGREEMENT_TAG = "annotator-disagreement"
@@ -234,6 +235,29 @@ def _revoke_missing(store: Store, s: Session, task: dict[str, Any], report: Pull
     return count
 
 
+def keep_given(keypoints: list[float], pre: list[float], given: list[int]) -> list[float]:
+    """An annotation of a completion task with the points a person placed before exactly as stored:
+    the task showed them read-only and asked for the rest (push.given_points); they stay the
+    person's whatever came back for them."""
+    out = list(keypoints)
+    for i in given:
+        out[3 * i:3 * i + 3] = [float(v) for v in pre[3 * i:3 * i + 3]]
+    return out
+
+
+def _origins(store: Store, s: Session, prefill: Any, given: list[int], annotator: str | None,
+             annotation: int) -> list[dict[str, Any]]:
+    """Where each point of a completed person's annotation comes from: the files the given points
+    were imported from (the human revision the completion completed), the annotator the rest."""
+    completes = (prefill.provenance or {}).get("completes")
+    person = store.revision(int(completes), session=s) if completes is not None else None
+    before = list((person.provenance or {}).get("human_points", [])) if person is not None else []
+    if not before:
+        before = [{"revision": completes, "points": given}]
+    rest = [i for i in range(NUM_KEYPOINTS) if i not in given]
+    return [*before, {"labelstudio_annotation": annotation, "annotator": annotator, "points": rest}]
+
+
 def _external_id(ann: dict[str, Any]) -> str:
     return f"ls:{ann['id']}:{_iso(ann['updated_at'])}"
 
@@ -273,10 +297,13 @@ def _store_task(
     fallback_kp = list(prefill.keypoints) if prefill else [0.0] * (NUM_KEYPOINTS * 3)
     fallback_box = list(prefill.bbox) if prefill else None
 
+    given = placed_by_people(prefill.point_sources if prefill is not None else None)  # a completion
     parsed = {}
     for ann in annotations:
         if not ann.get("was_cancelled"):
-            parsed[ann["id"]] = from_result(ann.get("result") or [], width, height)
+            result = parsed[ann["id"]] = from_result(ann.get("result") or [], width, height)
+            if prefill is not None:
+                result.keypoints = keep_given(result.keypoints, prefill.keypoints, given)
     # agreement over each annotator's latest completed annotation of this task
     latest: dict[str | None, dict[str, Any]] = {}
     for ann in sorted(annotations, key=lambda a: _as_datetime(a["updated_at"])):
@@ -290,7 +317,7 @@ def _store_task(
 
     for ann in annotations:
         external_id = _external_id(ann)
-        provenance = {
+        provenance: dict[str, Any] = {
             "labelstudio": {
                 "project": report.project_id,
                 "task": task.get("id"),
@@ -310,6 +337,9 @@ def _store_task(
             report.already += rid is None
             continue
         result = parsed[ann["id"]]
+        if given and prefill is not None:
+            who = _annotator(ann, emails)
+            provenance["human_points"] = _origins(store, s, prefill, given, who, ann["id"])
         bbox = result.bbox or fallback_box or keypoints_bbox(result.keypoints, width, height)
         rid = store.add_revision(
             instance_id, result.keypoints, bbox, source="human", annotator=_annotator(ann, emails),
