@@ -174,6 +174,12 @@ class Blaze37Head(BaseHead):
         #: BlazePose's own heatmap conv (frozen), for a backbone with an expert: set by the model,
         #: held in a list so that it is saved once, with the backbone's expert
         self.expert_conv: list[nn.Conv2d] = []
+        source = torch.zeros(out_channels, dtype=torch.long)
+        rows = torch.zeros(out_channels, dtype=torch.bool)
+        for blaze, ours in SHARED_ROWS:
+            source[ours], rows[ours] = blaze, True
+        self.register_buffer("expert_source", source, persistent=False)
+        self.register_buffer("expert_rows", rows, persistent=False)
         self.decoder = KEYPOINT_CODECS.build(decoder or heatmap_codec())
         self.loss_weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
         self.spine_chain = tuple(spine_chain)
@@ -197,15 +203,14 @@ class Blaze37Head(BaseHead):
         backbone with `expert=True`), the shared rows are the expert's own heatmap rows."""
         logits = self.final_layer(feats[-1])
         if len(feats) == 2 and self.expert_conv:
-            expert = self.expert_conv[0](feats[0])
-            logits = logits.clone()
-            logits[:, [t for _, t in SHARED_ROWS]] = expert[:, [s for s, _ in SHARED_ROWS]]
+            # batch-agnostic ops only (no in-place indexing): the ONNX export keeps a dynamic batch
+            expert = self.expert_conv[0](feats[0]).index_select(1, self.expert_source)
+            logits = torch.where(self.expert_rows.view(1, -1, 1, 1), expert, logits)
         return logits
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         logits = self.logits(feats)
-        n, k, h, w = logits.shape
-        return spatial_log_softmax(logits).exp().view(n, k, h, w) * self.peak_scale
+        return spatial_log_softmax(logits).exp().reshape_as(logits) * self.peak_scale
 
     def predict(self, feats: Any, batch_data_samples: Any, test_cfg: Any = None) -> Any:
         """mmpose's API (inference_topdown): decode the heatmaps, flip test as configured."""
