@@ -114,7 +114,9 @@ def ls_start(
         if health(old.url):
             console.print(f"Label Studio already running at {old.url} (pid {old.pid})")
             return
-    server = start_server(home / "labelstudio", document_root=document_root or media_root(home), port=port)
+    # it listens on 127.0.0.1 only: let it call `spinetrack serve` / `webhook` there too
+    server = start_server(home / "labelstudio", document_root=document_root or media_root(home), port=port,
+                          loopback_webhooks=True)
     server.save(path)
     console.print(
         f"Label Studio {server.url} (pid {server.pid}, up in {server.startup_s:.1f} s)\n"

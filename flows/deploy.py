@@ -198,3 +198,34 @@ def webhook_command(
     emit({"url": receiver.url, "project": project},
          lambda con: con.print(f"receiving Label Studio webhooks at {receiver.url}{note}"))
     receiver.serve_forever()
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 inside a container)"),
+    port: int = typer.Option(9090, help="port to listen on"),
+    public_url: str | None = typer.Option(None, help="URL Label Studio reaches this server at "
+                                                      "(default: http://HOST:PORT)"),
+    annotator: str | None = typer.Option(None, help="annotator that predicts (default: combined)"),
+    device: str = typer.Option("cpu", help="torch device for predictions"),
+) -> None:
+    """SpineTrack as the Label Studio project's ML backend (settings -> Model), connected on start,
+    and its annotation webhook receiver: Label Studio's Basic auth password is
+    $SPINETRACK_WEBHOOK_SECRET (generated per run when unset)."""
+    from annotation.labelstudio.hooks import LabelStudioHooks
+    from annotation.labelstudio.ml_backend import model_server
+    from pipeline.annotators.spec import DEFAULT_SPEC
+    from pipeline.store import Store
+
+    store = Store()
+    server = model_server(store, LabelStudioHooks.from_environment(store), port=port, host=host,
+                          public_url=public_url or f"http://{host}:{port}", spec=annotator or DEFAULT_SPEC,
+                          device=device)
+
+    def report(srv: Any) -> None:
+        url, version = srv.receiver.base_url, srv.model.version()
+        emit({"url": url, "project": srv.project_id, "ml_backend": srv.backend_id, "model_version": version},
+             lambda con: con.print(f"SpineTrack ML backend {url} connected to Label Studio project "
+                                   f"{srv.project_id} (model {version})"))
+
+    server.serve_forever(report)

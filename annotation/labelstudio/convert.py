@@ -34,9 +34,14 @@ def region_id(index: int) -> str:
 
 
 def to_result(
-    keypoints: Sequence[float], bbox: Sequence[float] | None, width: int, height: int
+    keypoints: Sequence[float], bbox: Sequence[float] | None, width: int, height: int,
+    *, given: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
-    """Store keypoints (37 x (x, y, v), pixels) and box -> a Label Studio result list."""
+    """Store keypoints (37 x (x, y, v), pixels) and box -> a Label Studio result list.
+
+    `given`: points a person placed already (an imported COCO person's body): their regions are
+    `readonly`, shown to place the rest around, not to be redone (the pull keeps them as stored)."""
+    locked = set(given)
     result: list[dict[str, Any]] = []
     if bbox is not None and bbox[2] > 0 and bbox[3] > 0:
         result.append(
@@ -64,6 +69,7 @@ def to_result(
             continue
         rid = region_id(idx)
         point = {"x": to_percent(x, width), "y": to_percent(y, height), "width": 0.5}
+        lock = {"readonly": True} if idx in locked else {}
         result.append(
             {
                 "id": rid,
@@ -74,6 +80,7 @@ def to_result(
                 "original_height": height,
                 "image_rotation": 0,
                 "value": {**point, "keypointlabels": [NAMES[idx]]},
+                **lock,
             }
         )
         if v < 2:
@@ -84,9 +91,30 @@ def to_result(
                     "to_name": IMAGE,
                     "type": "choices",
                     "value": {**point, "choices": [OCCLUDED]},
+                    **lock,
                 }
             )
     return result
+
+
+def prediction(
+    keypoints: Sequence[float], bbox: Sequence[float] | None, width: int, height: int, *,
+    model_version: str, score: float | None = None, scores: Sequence[float] | None = None,
+    given: Sequence[int] = (),
+) -> dict[str, Any]:
+    """A Label Studio prediction: the result `to_result` builds, the model version, the instance
+    score and, given 37 per-point `scores`, each keypoint region's own `score` (Label Studio shows
+    it beside the region). The one builder for pushed pre-annotations and the ML backend's answers."""
+    result = to_result(keypoints, bbox, width, height, given=given)
+    if scores is not None and len(scores) == NUM_KEYPOINTS:
+        by_id = {region_id(i): float(scores[i]) for i in range(NUM_KEYPOINTS)}
+        for item in result:
+            if item["type"] == "keypointlabels" and item["id"] in by_id:
+                item["score"] = by_id[item["id"]]
+    out: dict[str, Any] = {"model_version": model_version, "result": result}
+    if score is not None:
+        out["score"] = float(score)
+    return out
 
 
 @dataclass

@@ -22,7 +22,7 @@ from label_studio_sdk import LabelStudio
 from sqlalchemy import select
 
 from annotation.labelstudio.client import Connection, configure_overlap, connect, ensure_project, reaching
-from annotation.labelstudio.convert import to_result
+from annotation.labelstudio.convert import prediction
 from annotation.labelstudio.server import stage_media
 from pipeline import progress
 from pipeline.review_decisions import settled_since_tagged
@@ -30,6 +30,8 @@ from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, Revision, utcnow
 from schemas import enums
 from schemas.errors import InputError
+from schemas.keypoints import NAMES
+from schemas.point_sources import placed_by_people
 
 NEEDS_FIX = enums.ReviewTag.NEEDS_FIX
 BATCH = 500
@@ -84,13 +86,14 @@ def _prediction(rev: Revision, width: int, height: int) -> dict[str, Any]:
         score = max(0.0, 1.0 - float(rev.uncertainty))
     else:
         score = None
-    pred: dict[str, Any] = {
-        "model_version": rev.model_version or rev.source,
-        "result": to_result(rev.keypoints, rev.bbox, width, height),
-    }
-    if score is not None:
-        pred["score"] = score
-    return pred
+    return prediction(rev.keypoints, rev.bbox, width, height, model_version=rev.model_version or rev.source,
+                      score=score, scores=rev.scores, given=given_points(rev))
+
+
+def given_points(rev: Revision | None) -> list[int]:
+    """Points of a pre-annotation a person placed already (a completion of an imported COCO
+    person, docs/pseudo-labelling.md): shown read-only, not asked for again."""
+    return placed_by_people(rev.point_sources if rev is not None else None)
 
 
 def _prefill(store: Store, s: Any, instance_ids: Sequence[int],
@@ -183,6 +186,8 @@ def push(
             rev = prefill.get(iid)
             if rev is not None:
                 task["predictions"] = [_prediction(rev, img.width, img.height)]
+                if given_points(rev):  # a completion: these are the person's, place only the rest
+                    task["data"]["given_points"] = [NAMES[i] for i in given_points(rev)]
             payload.append((iid, task))
             if iid not in rows:  # record intent first: a crash after the import is recoverable
                 s.add(

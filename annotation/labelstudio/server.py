@@ -148,6 +148,7 @@ def _server_env(data_dir: Path, document_root: Path, loopback_webhooks: bool = F
     )
     if loopback_webhooks:  # Label Studio refuses webhook URLs on 127.0.0.1 unless SSRF checks are off
         env["SSRF_PROTECTION_ENABLED"] = "false"
+        env["ML_BLOCK_LOCAL_IP"] = "false"  # and ML backend URLs there (`spinetrack serve`)
     return env
 
 
@@ -200,8 +201,8 @@ def start_server(
     `document_root` is the only folder whose images Label Studio may serve (local-files storage);
     use the store's `media_root(home)`: push stages each image there (`stage_media`), so the server
     sees the images it is given and nothing else. Blocks until `/health` answers. `loopback_webhooks` lets
-    the server post webhooks to 127.0.0.1 (`webhook.py`) by turning its SSRF protection off: only for
-    a server that itself listens on loopback.
+    the server post webhooks to 127.0.0.1 (`webhook.py`) and call an ML backend there (`ml_backend.py`)
+    by turning its SSRF protection off: only for a server that itself listens on loopback.
     """
     data = Path(data_dir).resolve()
     root = Path(document_root or data).resolve()

@@ -6,13 +6,19 @@ the receiver only wakes a worker thread that runs `on_change()` (an incremental,
 harmless: the next event or the next `spinetrack pull` catches up.
 
 Authentication: every request must carry the shared secret in the `X-SpineTrack-Secret` header
-(`register` tells Label Studio to send it); anything else is answered 401 and ignored. The secret
-comes from $SPINETRACK_WEBHOOK_SECRET or is generated per receiver. A server posting to 127.0.0.1
-must be allowed to (`start_server(..., loopback_webhooks=True)`).
+(`register` tells Label Studio to send it) or as the password of HTTP Basic auth (what Label Studio
+sends an ML backend); anything else is answered 401 and ignored. The secret comes from
+$SPINETRACK_WEBHOOK_SECRET or is generated per receiver.
+
+The same app serves SpineTrack as Label Studio's ML backend (`ml_backend.py`: `routes` and
+`on_event`); its `/webhook` is this receiver too: one receiver for annotation events, not two.
+A server posting to 127.0.0.1 must be allowed to (`start_server(..., loopback_webhooks=True)`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import os
@@ -20,19 +26,36 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from label_studio_sdk import LabelStudio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
 
 ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+#: Label Studio's "Start training" (an ML backend event): continue the waiting round, like a save.
+TRAINING_ACTIONS = ("START_TRAINING",)
 SECRET_HEADER = "X-SpineTrack-Secret"
 SECRET_ENV = "SPINETRACK_WEBHOOK_SECRET"
 PATH = "/labelstudio"
+#: Where Label Studio sends an ML backend's events (it registers `<backend url>/webhook` itself).
+ML_PATH = "/webhook"
+
+
+def authorized(request: Request, secret: str) -> bool:
+    """The shared secret in `X-SpineTrack-Secret`, or as the Basic auth password (any user name):
+    Label Studio can send an ML backend only Basic auth."""
+    given = request.headers.get(SECRET_HEADER)
+    if given is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(value).decode().partition(":")[2] if scheme.lower() == "basic" else ""
+        except (binascii.Error, UnicodeDecodeError):
+            given = ""
+    return hmac.compare_digest(given.encode(), secret.encode())
 
 
 class PullOnWebhook:
@@ -46,8 +69,13 @@ class PullOnWebhook:
         host: str = "127.0.0.1",
         secret: str | None = None,
         public_url: str | None = None,
+        routes: Sequence[BaseRoute] = (),
+        on_event: Callable[[str, dict[str, Any]], bool] | None = None,
     ) -> None:
         self._on_change = on_change
+        self._routes = list(routes)
+        #: other events (Label Studio's TASKS_CREATED ...): True when handled
+        self._on_event = on_event
         self.secret = secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(24)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -62,7 +90,8 @@ class PullOnWebhook:
         self._sock.bind((host, port))
         bound = self._sock.getsockname()[1]
         #: What Label Studio must call (behind a proxy or in compose: `public_url`, e.g. http://webhook:8090)
-        self.url = (public_url.rstrip("/") if public_url else f"http://{host}:{bound}") + PATH
+        self.base_url = public_url.rstrip("/") if public_url else f"http://{host}:{bound}"
+        self.url = self.base_url + PATH
         self.app = self._make_app()
         import uvicorn
 
@@ -76,24 +105,34 @@ class PullOnWebhook:
     # -- the ASGI app ----------------------------------------------------------------------------
     def _make_app(self) -> Starlette:
         async def receive(request: Request) -> JSONResponse:
-            given = request.headers.get(SECRET_HEADER, "")
-            if not hmac.compare_digest(given.encode(), self.secret.encode()):
+            if not authorized(request, self.secret):
                 self.rejected += 1
                 return JSONResponse({"error": f"missing or wrong {SECRET_HEADER}"}, status_code=401)
             try:
-                action = json.loads(await request.body() or b"{}").get("action")
+                body = json.loads(await request.body() or b"{}")
+                action = body.get("action")
             except (json.JSONDecodeError, AttributeError):
                 return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
-            if action in ACTIONS:
-                self.received += 1
-                self.idle.clear()
-                self._wake.set()
-            return JSONResponse({"accepted": action in ACTIONS})
+            wake = action in ACTIONS or action in TRAINING_ACTIONS
+            if wake:
+                self.notify()
+            handled = self._on_event is not None and not wake and self._on_event(str(action), body)
+            return JSONResponse({"accepted": wake or handled})
 
-        async def health(_request: Request) -> PlainTextResponse:
-            return PlainTextResponse("ok")
+        async def health(_request: Request) -> JSONResponse:
+            # Label Studio's ML backend check reads JSON (label-studio-ml-backend answers the same)
+            return JSONResponse({"status": "UP", "model_class": "SpineTrack"})
 
-        return Starlette(routes=[Route(PATH, receive, methods=["POST"]), Route("/health", health)])
+        return Starlette(routes=[
+            Route(PATH, receive, methods=["POST"]), Route(ML_PATH, receive, methods=["POST"]),
+            Route("/health", health), Route("/", health), *self._routes,
+        ])
+
+    def notify(self) -> None:
+        """Wake the worker: it runs `on_change()` once for everything received until it starts."""
+        self.received += 1
+        self.idle.clear()
+        self._wake.set()
 
     # -- threads ---------------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -130,10 +169,13 @@ class PullOnWebhook:
                 thread.join(timeout=10)
         self._sock.close()
 
-    def serve_forever(self) -> None:
-        """Block until interrupted (the `spinetrack webhook` command)."""
+    def serve_forever(self, on_started: Callable[[], Any] | None = None) -> None:
+        """Block until interrupted (`spinetrack webhook`, `spinetrack serve`); `on_started` runs once
+        the port answers (Label Studio checks an ML backend as it is connected)."""
         self.start()
         try:
+            if on_started is not None:
+                on_started()
             while self._threads[0].is_alive():
                 self._threads[0].join(timeout=1.0)
         finally:
