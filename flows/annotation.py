@@ -51,11 +51,12 @@ def pull_annotations() -> dict[str, Any]:
     from prefect import get_run_logger
 
     from annotation.labelstudio.client import connection_from_env
-    from annotation.labelstudio.pull import pull
+    from annotation.labelstudio.hooks import LabelStudioHooks
     from pipeline.store import Store
 
     store = Store()
-    report = pull(store, conn=connection_from_env(store.home))
+    # what Label Studio lost is one line each, and its lost open tasks are pushed again
+    report = LabelStudioHooks(connection_from_env(store.home), log=get_run_logger().warning).pull(store)
     get_run_logger().info(
         f"pulled: {report.stored} corrections, {report.skipped} skipped, {report.already} seen before, "
         f"{len(report.disagreements)} disagreements sent to review"
@@ -83,12 +84,18 @@ def push_command(
 def pull_command() -> None:
     """Pull new and changed annotations from Label Studio (incremental, idempotent)."""
     out = pull_annotations()
-    emit(out, lambda con: con.print(key_value_table(f"pulled from Label Studio project {out['project_id']}", [
-        ("tasks seen", out["tasks_seen"]), ("corrections stored", out["stored"]),
-        ("skipped / cancelled", out["skipped"]), ("seen in an earlier pull", out["already"]),
-        ("disagreements sent to review", len(out["disagreements"])),
-        ("tasks not made by push (ignored)", out["foreign_tasks"]),
-    ])))
+
+    def render(con: Any) -> None:
+        con.print(key_value_table(f"pulled from Label Studio project {out['project_id']}", [
+            ("tasks seen", out["tasks_seen"]), ("corrections stored", out["stored"]),
+            ("skipped / cancelled", out["skipped"]), ("seen in an earlier pull", out["already"]),
+            ("disagreements sent to review", len(out["disagreements"])),
+            ("tasks not made by push (ignored)", out["foreign_tasks"]),
+        ]))
+        for note in out["vanished"]["notes"]:  # what Label Studio lost, and what was done
+            con.print(f"[yellow]{note}[/]")
+
+    emit(out, render)
 
 
 def _home() -> Path:

@@ -115,6 +115,7 @@ PROJECT_ERRORS = {
     "urllib.error.URLError": "server",
     "builtins.ConnectionRefusedError": "server",
     "annotation.labelstudio.server.LabelStudioUnavailable": "server",
+    "annotation.labelstudio.client.LabelStudioRefused": "project",
     "flows.console.ProjectError": "project",
 }
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,15 @@ def reaching(url: str) -> Iterator[None]:
     except ApiError as exc:
         if exc.status_code in (502, 503, 504):
             raise LabelStudioUnavailable(f"Label Studio at {url} answered {exc.status_code}") from exc
+        if exc.status_code in (401, 403):
+            raise LabelStudioRefused(
+                f"Label Studio at {url} refused the token (HTTP {exc.status_code}): it was revoked or is "
+                "wrong; set SPINETRACK_LS_TOKEN to a valid token (nothing was changed)") from exc
         raise
+
+
+class LabelStudioRefused(RuntimeError):
+    """Label Studio refuses our token (revoked, wrong): one line, exit 2, before the store changes."""
 
 
 #: Answers worth retrying: rate limiting and a server (or its proxy) that is briefly unavailable.
@@ -195,13 +204,16 @@ def ensure_project(
 ) -> int:
     """The store's Label Studio project (created on first use, its id kept in SyncState per server URL)."""
     key = f"{PROJECT_KEY}:{conn.url}"
-    saved = store.sync_value(key)
-    known = int(saved["project_id"]) if saved is not None else None
+    saved = store.sync_value(key) or {}
+    known = int(saved["project_id"]) if "project_id" in saved and not saved.get("gone") else None
     with reaching(conn.url):
         if known is not None:
             try:
-                client.projects.get(id=known)
-                return known
+                found = client.projects.get(id=known)
+                made = saved.get("created_at")
+                # the same project, not another one that got its id (recreated, database reset)
+                if made is None or found.created_at is None or _same_time(found.created_at, made):
+                    return known
             except ApiError as exc:
                 if exc.status_code != 404:
                     raise
@@ -215,8 +227,14 @@ def ensure_project(
             maximum_annotations=1,
         )
     project_id = int(project.id or 0)
-    store.set_sync_value(key, {"project_id": project_id})
+    made_at = project.created_at.isoformat() if project.created_at is not None else None
+    store.set_sync_value(key, {"project_id": project_id, "created_at": made_at})
     return project_id
+
+
+def _same_time(value: Any, stored: str) -> bool:
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return when == datetime.fromisoformat(stored)
 
 
 def project_ids(store: Store) -> list[int]:

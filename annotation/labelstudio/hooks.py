@@ -20,6 +20,7 @@ from sqlalchemy import select
 from annotation.labelstudio.client import Connection, connect, connection_from_env
 from annotation.labelstudio.pull import PullReport, pull, stored_project
 from annotation.labelstudio.push import PushReport, push
+from annotation.labelstudio.vanished import push_missing
 from annotation.simulated_annotator import AnnotatorProfile, SimulationReport, annotate_tasks
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask
@@ -31,6 +32,7 @@ TRUTH_SOURCES = ("import", "synthetic")
 @dataclass(frozen=True)
 class LabelStudioHooks:
     conn: Connection
+    log: Callable[[str], None] = print  # where what Label Studio lost is reported (one line a case)
 
     @classmethod
     def from_environment(cls, store: Store) -> LabelStudioHooks:
@@ -42,7 +44,17 @@ class LabelStudioHooks:
         return push(store, instance_ids, round, conn=self.conn, reason=reason, overlap=overlap)
 
     def pull(self, store: Store) -> PullReport:
-        return pull(store, conn=self.conn)
+        """Pull; when Label Studio lost open tasks (deleted, project gone, database reset), push
+        them again at once, so a waiting round can still close (annotation/labelstudio/vanished.py)."""
+        report = pull(store, conn=self.conn)
+        for note in report.vanished.notes:
+            self.log(note)
+        if report.vanished.requeued:
+            again = push_missing(store, self.conn)
+            where = ", ".join(sorted({str(r.project_id) for r in again}))
+            self.log(f"pushed {sum(len(r.created) for r in again)} lost tasks to Label Studio again "
+                     f"(project {where})")
+        return report
 
     def simulate(self, store: Store, round: int, *, profile: AnnotatorProfile, seed: int) -> SimulationReport:
         """BENCHMARK ONLY: annotate this round's tasks from the hidden ground truth in the store."""

@@ -30,6 +30,14 @@ from sqlalchemy.orm import Session
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW, agreement_quality
 from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reaching
 from annotation.labelstudio.convert import from_result, keypoints_bbox
+from annotation.labelstudio.vanished import (
+    Vanished,
+    check_ids,
+    forgotten,
+    project_gone,
+    reconcile_tasks,
+    record_ids,
+)
 from pipeline import progress
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, utcnow
@@ -57,6 +65,8 @@ class PullReport:
     disagreements: list[int] = field(default_factory=list)  # instance ids sent to review
     foreign_tasks: int = 0  # tasks not made by push (no spinetrack_key): ignored
     cursor: str | None = None
+    vanished: Vanished = field(default_factory=Vanished)  # what Label Studio lost; `notes`: one line each
+    ids: dict[str, int] = field(default_factory=dict)  # annotation ids seen (vanished.check_ids)
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -139,10 +149,15 @@ def pull(
     seen: dict[str, str] = dict(saved.get("seen", {})) if saved is not None else {}
     emails: dict[int, str] = {}
     with reaching(conn.url):
+        if project_gone(store, client, conn, project_id, report.vanished):
+            return report  # its open tasks go to a new project at the next push; labels stay
         versions = _changed_task_versions(client, project_id, after)
         # tasks re-listed only because of the overlap window, unchanged since: nothing to fetch
         todo = sorted(tid for tid, at in versions.items() if seen.get(str(tid)) != at)
+        # and tasks Label Studio lost annotations of, or lost altogether (vanished.py)
+        todo = sorted(set(todo) | set(reconcile_tasks(store, client, conn, project_id, report.vanished)))
         tasks = _fetch_tasks(client, project_id, todo)
+        report.ids = check_ids(store, conn, project_id, tasks, report.vanished)
         if any(a.get("completed_by") is not None for t in tasks for a in t.get("annotations") or []):
             emails = {int(u.id): str(u.email) for u in client.users.list() if u.id is not None}
     report.tasks_seen = len(tasks)
@@ -156,6 +171,12 @@ def pull(
             except IntegrityError:  # a concurrent pull (webhook + CLI) stored the same version first
                 if attempt == 2:
                     raise
+    record_ids(store, conn, project_id, tasks)
+    if report.vanished.forgotten:
+        report.vanished.notes.append(
+            f"Label Studio at {conn.url} no longer has {report.vanished.forgotten} annotations the store "
+            "pulled, on tasks older than them or after its database went back: nobody deleted them, "
+            "the store keeps those human labels")
     newest = max([_as_datetime(at) for at in versions.values()] + ([after] if after else []), default=None)
     if newest is not None:
         report.cursor = _iso(newest)
@@ -219,6 +240,9 @@ def _revoke_missing(store: Store, s: Session, task: dict[str, Any], report: Pull
         if (rev.provenance or {}).get("labelstudio", {}).get("task") not in (None, task.get("id")):
             continue  # a version from another task of this instance and round (not expected)
         gone = {int(a["id"]) for a in task.get("annotations") or []}
+        if ann_id not in gone and forgotten(rev, task, ann_id, report.ids):
+            report.vanished.forgotten += 1  # Label Studio lost it; nobody deleted it
+            continue
         store.add_revision(
             instance_id, list(rev.keypoints), list(rev.bbox), area=rev.area,
             source=RevisionSource.HUMAN, accepted=False, status=RevisionStatus.REVOKED,
