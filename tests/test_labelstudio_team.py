@@ -3,6 +3,7 @@ out, and who may call the webhook receiver (a real uvicorn server on loopback, r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import urllib.error
@@ -14,6 +15,7 @@ import pytest
 
 from annotation.labelstudio.server import TELEMETRY_OFF, _server_env, media_root, stage_media
 from annotation.labelstudio.webhook import SECRET_HEADER, PullOnWebhook
+from schemas.errors import InputError
 
 
 def _post(url: str, body: Mapping[str, object], headers: dict[str, str]) -> int:
@@ -65,16 +67,20 @@ def test_server_serves_only_the_media_folder_and_sends_no_telemetry(
     assert env["SENTRY_DSN"] == "" and env["FRONTEND_SENTRY_DSN"] == ""
 
 
-def test_stage_media_links_images_into_the_media_folder(tmp_path: Path) -> None:
+def test_stage_media_copies_images_into_the_media_folder(tmp_path: Path) -> None:
     outside = tmp_path / "renders" / "seq" / "rgb" / "000001.PNG"
     outside.parent.mkdir(parents=True)
     outside.write_bytes(b"png bytes")
+    digest = hashlib.sha256(b"png bytes").hexdigest()
     root = media_root(tmp_path / "home")
-    staged = stage_media(outside, "ab" + "0" * 62, root)
-    assert staged == root / "ab" / ("ab" + "0" * 62 + ".png")
+    staged = stage_media(outside, digest, root)
+    assert staged == root / digest[:2] / f"{digest}.png"
     assert staged.read_bytes() == b"png bytes" and root in staged.parents
-    assert stage_media(outside, "ab" + "0" * 62, root) == staged  # idempotent
-    inside = root / "images" / "x.png"
-    inside.parent.mkdir(parents=True)
-    inside.write_bytes(b"x")
-    assert stage_media(inside, "cd" * 32, root) == inside  # already served: left where it is
+    # a copy, never a link: rewriting the media file cannot reach the image (issue 20)
+    assert staged.stat().st_ino != outside.stat().st_ino
+    assert stage_media(outside, digest, root) == staged  # idempotent
+    staged.write_bytes(b"rewritten")
+    assert stage_media(outside, digest, root).read_bytes() == b"png bytes"  # a changed copy is replaced
+    with pytest.raises(InputError) as err:  # a source that no longer has the image's hash is refused
+        stage_media(outside, "ab" + "0" * 62, root)
+    assert err.value.field == "sha256"
