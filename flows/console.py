@@ -167,6 +167,9 @@ class _NoTraceback(logging.Filter):
             return True
         if record.exc_info and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
             return False  # "Encountered exception during execution": the CLI prints that error once
+        if record.name.startswith(("prefect.flow_runs", "prefect.task_runs")) and str(
+                record.msg).startswith("Finished in state Failed"):
+            return False  # the same error again: the command reports what failed
         record.exc_info = None
         record.exc_text = None
         return True

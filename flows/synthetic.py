@@ -39,9 +39,11 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 class IngestFailed(RuntimeError):
     """Some sequences failed; the others were ingested."""
 
-    def __init__(self, failures: list[tuple[str, str]], summaries: list[dict[str, Any]]) -> None:
+    def __init__(self, failures: list[tuple[str, str]], summaries: list[dict[str, Any]],
+                 bad_input: bool = False) -> None:
         self.failures = failures
         self.summaries = summaries
+        self.bad_input = bad_input  # every failure is bad input (InputError): the user can fix it
         lines = "\n".join(f"  {folder}: {message}" for folder, message in failures)
         super().__init__(f"{len(failures)} sequence(s) failed to ingest:\n{lines}")
 
@@ -118,7 +120,10 @@ def ingest_synthetic(
         summary_markdown(summaries, failures), key="ingest-synthetic", description="synthetic ingest summary"
     )
     if failures:
-        raise IngestFailed(failures, summaries)
+        from schemas.errors import InputError
+
+        errors = [r for r in results if isinstance(r, BaseException)]
+        raise IngestFailed(failures, summaries, bad_input=all(isinstance(e, InputError) for e in errors))
     return summaries
 
 
@@ -184,12 +189,18 @@ def ingest_command(
             dask_address,
         )
         failures: list[tuple[str, str]] = []
+        bad_input = False
     except IngestFailed as exc:
-        summaries, failures = exc.summaries, exc.failures
+        summaries, failures, bad_input = exc.summaries, exc.failures, exc.bad_input
+    only_bad_input = bad_input and not summaries  # nothing ingested, every folder refused as bad input
 
     def render(console: Any) -> None:
         from rich.table import Table
 
+        if only_bad_input:  # one line per refused folder, naming its file and field
+            for _folder, message in failures:
+                console.print(message, highlight=False, soft_wrap=True)
+            return
         table = Table(title="synthetic ingest")
         for col in ("sequence", "status", "frames", "added", "existing", "flagged", "IK RMS mean (mm)"):
             table.add_column(col)
@@ -206,4 +217,4 @@ def ingest_command(
 
     emit({"sequences": summaries, "failures": [{"folder": f, "error": m} for f, m in failures]}, render)
     if failures:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=2 if only_bad_input else 1)

@@ -24,9 +24,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from PIL import Image as PILImage
 
 from pipeline.store import Store, file_sha256
 from pipeline.store.store import HumanPoints, NewImage, NewLabel, NewRevision, chunked
@@ -57,6 +58,8 @@ class ImportSummary:
     ground_truth_revisions: int = 0  # hidden ones (`hidden`)
     skipped: list[str] = field(default_factory=list)
 
+
+N = TypeVar("N", int, float)
 
 @dataclass(frozen=True)
 class _Origin:
@@ -98,7 +101,10 @@ def map_keypoints(values: list[float], where: str, fld: str) -> tuple[list[float
             field=fld,
         )
     layout, mapped = KNOWN_LAYOUTS[count]
-    source = np.asarray(values, dtype=np.float64).reshape(count, 3)[:mapped]
+    try:
+        source = np.asarray(values, dtype=np.float64).reshape(count, 3)[:mapped]
+    except (TypeError, ValueError):
+        raise InputError(where, "keypoints must be numbers", field=fld) from None
     bad = np.flatnonzero(~np.isfinite(source).all(axis=1))
     if bad.size:
         raise InputError(where, f"keypoint {int(bad[0])} is not finite", field=fld)
@@ -108,6 +114,17 @@ def map_keypoints(values: list[float], where: str, fld: str) -> tuple[list[float
     out.data[:mapped, :2] = np.where(flags[:, None] > 0, source[:, :2], 0.0)
     out.data[:mapped, 2] = flags
     return out.data.ravel().tolist(), layout
+
+
+def _number(value: Any, kind: type[N], where: str, fld: str) -> N:
+    """`value` as an int or a finite float; InputError naming the field otherwise."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(where, f"must be a number, got {value!r}"[:200], field=fld) from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise InputError(where, f"must be finite, got {value!r}", field=fld)
+    return number
 
 
 def _box(value: Any, where: str, fld: str) -> list[float]:
@@ -120,6 +137,22 @@ def _box(value: Any, where: str, fld: str) -> list[float]:
     if box[2] <= 0 or box[3] <= 0:
         raise InputError(where, f"bbox width and height must be > 0, got {box[2:]}", field=fld)
     return box
+
+
+def _check_image(file: Path, size: tuple[int, int], path: Path, fld: str) -> None:
+    """The image file is whole (PIL's verify: chunk CRCs, no decoding) and has the size the COCO
+    file gives, which every label of it is measured in."""
+    if size[0] <= 0 or size[1] <= 0:
+        raise InputError(path, f"width and height must be > 0, got {size}", field=f"{fld}.width")
+    try:
+        with PILImage.open(file) as image:
+            found = image.size
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(file, f"unreadable image: {exc}", field=f"{fld}.file_name") from None
+    if found != size:
+        raise InputError(path, f"width, height {size} differ from the image file's {found}",
+                         field=f"{fld}.width")
 
 
 def _read_json(path: Path) -> Any:
@@ -144,6 +177,9 @@ def _images(data: Mapping[str, Any], path: Path, image_dir: Path) -> dict[int, d
         file = image_dir / name
         if not file.is_file():
             raise InputError(path, f"image file not found: {file}", field=f"{fld}.file_name")
+        if image_id in images:
+            raise InputError(path, f"duplicate image id {image_id}", field=f"{fld}.id")
+        _check_image(file, (width, height), path, fld)
         images[image_id] = {"id": image_id, "file_name": name, "width": width, "height": height,
                             "file": file, "video": img.get("vid_id", img.get("video_id"))}
     return images
@@ -159,17 +195,17 @@ def _people(
         fld = f"[{n}]" if detections else f"annotations[{n}]"
         if not isinstance(ann, Mapping) or "image_id" not in ann or "bbox" not in ann:
             raise InputError(where, "needs image_id and bbox", field=fld)
-        image_id = int(ann["image_id"])
+        image_id = _number(ann["image_id"], int, where, f"{fld}.image_id")
         if image_id not in image_ids:
             raise InputError(where, f"unknown image_id {image_id}", field=f"{fld}.image_id")
-        if int(ann.get("category_id", 1)) != 1:
+        if _number(ann.get("category_id", 1), int, where, f"{fld}.category_id") != 1:
             skipped.append(f"{fld}: category {ann.get('category_id')} is not person")
             continue
-        if int(ann.get("iscrowd", 0)):
+        if _number(ann.get("iscrowd", 0), int, where, f"{fld}.iscrowd"):
             skipped.append(f"{fld}: crowd region")
             continue
         box = _box(ann["bbox"], where, f"{fld}.bbox")
-        score = float(ann["score"]) if "score" in ann else None
+        score = _number(ann["score"], float, where, f"{fld}.score") if "score" in ann else None
         if detections and score is not None and score < min_score:
             skipped.append(f"{fld}: detection score {score:.3f} < {min_score}")
             continue
@@ -177,10 +213,10 @@ def _people(
         layout: str | None = None
         if not detections and ann.get("keypoints"):
             kps, layout = map_keypoints(list(ann["keypoints"]), where, f"{fld}.keypoints")
-        ann_id: int = int(ann["id"]) if "id" in ann else n
+        ann_id: int = _number(ann["id"], int, where, f"{fld}.id") if "id" in ann else n
         if detections:
             ann_id = n
-        area = float(ann["area"]) if ann.get("area") else None
+        area = _number(ann["area"], float, where, f"{fld}.area") if ann.get("area") else None
         people.setdefault(image_id, []).append(_Person(n, ann_id, box, kps, layout, score, area))
     return people, skipped
 

@@ -84,7 +84,11 @@ RIG_BONE_MAPS: dict[str, dict[str, str]] = {
 
 M = TypeVar("M", bound=BaseModel)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Vec3 = tuple[FiniteFloat, FiniteFloat, FiniteFloat]
+#: A world coordinate (Unreal cm): finite and within 100 km of the origin, so the fit's arithmetic
+#: (squares, sums over frames) cannot overflow into NaN on a hostile value.
+WORLD_LIMIT_CM = 1e7
+WorldCm = Annotated[float, Field(allow_inf_nan=False, ge=-WORLD_LIMIT_CM, le=WORLD_LIMIT_CM)]
+Vec3 = tuple[WorldCm, WorldCm, WorldCm]
 #: Mask pixels hold the actor id; 16-bit PNG masks allow ids up to 65535 (8-bit up to 255).
 MAX_ACTOR_ID = 65535
 #: Unreal's CustomDepth stencil is 8-bit; 0 is "no stencil" (background).

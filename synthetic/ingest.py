@@ -191,6 +191,14 @@ def _unchanged(done: IngestRecord, timer: _Timer) -> IngestSummary:
     return prior
 
 
+def _unclaim(store: Store, sequence_id: str) -> None:
+    """Drop a claim that stored nothing (its ingest met a broken frame before any label)."""
+    with store.session() as s:
+        rec = s.scalar(select(IngestRecord).where(IngestRecord.sequence_key == sequence_id))
+        if rec is not None and rec.summary.get("status") == "started":
+            s.delete(rec)
+
+
 def _finish(store: Store, sequence_id: str, summary: IngestSummary) -> None:
     with store.session() as s:
         rec = s.scalar(select(IngestRecord).where(IngestRecord.sequence_key == sequence_id))
@@ -459,31 +467,38 @@ def ingest_sequence(
     counts: dict[str, NDArray[np.int64]] = {g: np.zeros(3, dtype=np.int64) for g in GROUPS}
     software = software_versions("opensim", "numpy")
     rms_all: list[NDArray[np.float64]] = []
-    for actor in seq.actor_ids:
-        todo = [f for f in range(seq.frame_count) if external_id(seq.sequence_id, f, actor) not in existing]
-        summary.annotations_existing += seq.frame_count - len(todo)
-        if not todo:
-            continue
-        with timer.step("ik"):
-            fit = _fit_actor(seq, actor, residual_threshold_m=residual_threshold_m, model=model,
-                             marker_map=marker_map)
-        rms_all.append(fit.rms_m)
-        ctx = _WriteContext(src, fit, rule.as_dict(), software)
-        for start in range(0, len(todo), max(1, batch_frames)):
-            labels = []
-            for label in _label_frames(seq, fit, todo[start : start + batch_frames], rule, counts, timer):
-                if label is None:
-                    summary.empty += 1
-                else:
-                    labels.append(label)
-            with timer.step("store"):
-                added = _write_labels(store, ctx, labels)
-            for label, was_added in zip(labels, added, strict=True):
-                if was_added:
-                    summary.annotations_added += 1
-                    summary.flagged += int(label.flagged)
-                else:
-                    summary.annotations_existing += 1
+    try:
+        for actor in seq.actor_ids:
+            todo = [f for f in range(seq.frame_count)
+                    if external_id(seq.sequence_id, f, actor) not in existing]
+            summary.annotations_existing += seq.frame_count - len(todo)
+            if not todo:
+                continue
+            with timer.step("ik"):
+                fit = _fit_actor(seq, actor, residual_threshold_m=residual_threshold_m, model=model,
+                                 marker_map=marker_map)
+            rms_all.append(fit.rms_m)
+            ctx = _WriteContext(src, fit, rule.as_dict(), software)
+            for start in range(0, len(todo), max(1, batch_frames)):
+                labels = []
+                for label in _label_frames(seq, fit, todo[start : start + batch_frames], rule, counts, timer):
+                    if label is None:
+                        summary.empty += 1
+                    else:
+                        labels.append(label)
+                with timer.step("store"):
+                    added = _write_labels(store, ctx, labels)
+                for label, was_added in zip(labels, added, strict=True):
+                    if was_added:
+                        summary.annotations_added += 1
+                        summary.flagged += int(label.flagged)
+                    else:
+                        summary.annotations_existing += 1
+
+    except InputError:
+        if not existing and summary.annotations_added == 0:
+            _unclaim(store, seq.sequence_id)  # an unreadable first frame leaves no trace in the store
+        raise
 
     summary.visibility = {
         g: {"outside": int(c[V_OUTSIDE]), "occluded": int(c[V_OCCLUDED]), "visible": int(c[V_VISIBLE])}

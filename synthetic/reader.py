@@ -334,11 +334,18 @@ def read_sequence(folder: str | Path, *, check_image_sizes: bool = True) -> Rend
     if check_image_sizes:
         size = (info.image_width, info.image_height)
         for f in range(info.frame_count):
-            for path in (seq.rgb_path(f), seq.mask_path(f)):
+            depth = seq.depth_path(f)
+            if depth is not None and depth.suffix == ".npy":
+                _check_npy(depth, size)
+            depth_png = depth if depth is not None and depth.suffix == ".png" else None
+            pngs = (seq.rgb_path(f), seq.mask_path(f), depth_png)
+            for path in pngs:
                 if path is None:
                     continue
                 header = _png_header(_head(path))
                 if header is not None:
+                    if _tail(path) != _PNG_END:  # cut short: nothing of a broken frame is stored
+                        raise InputError(path, "truncated PNG (it does not end with the IEND chunk)")
                     found = header[:2]
                 else:  # not a PNG by its signature: PIL names what it is (or is not)
                     try:
@@ -351,6 +358,40 @@ def read_sequence(folder: str | Path, *, check_image_sizes: bool = True) -> Rend
                         path, f"image size {found} differs from sequence.json {size}", field="image_width"
                     )
     return seq
+
+
+#: The last 12 bytes of every complete PNG: the empty IEND chunk and its CRC.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _tail(path: Path, size: int = 12) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - size))
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
+def _check_npy(path: Path, size: tuple[int, int]) -> None:
+    """A depth .npy frame is a numeric (H, W) array of exactly the bytes its header promises
+    (read from the header and the file size: the array itself is read at ingest)."""
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable depth array: {exc}") from exc
+    if dtype.kind not in "fiu" or fortran:
+        raise InputError(path, f"depth array must be a C-ordered numeric array, got dtype {dtype}")
+    if tuple(shape) != (size[1], size[0]):
+        raise InputError(path, f"depth array shape {tuple(shape)} differs from sequence.json "
+                               f"{(size[1], size[0])}", field="image_width")
+    if path.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
+        raise InputError(path, "truncated depth array (fewer bytes than its header says)")
 
 
 def _head(path: Path) -> bytes:

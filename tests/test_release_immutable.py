@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from sqlalchemy import select
 
 from annotation.labelstudio.server import media_root, stage_media
@@ -100,7 +101,11 @@ def test_a_changed_source_is_a_new_image_version(
     real_folder = real_images[0].parents[1]
     with store.session() as s:
         before = {img.id: (img.sha256, img.path) for img in s.scalars(select(Image))}
-    _rewrite_in_place(real_images[0])
+    with PILImage.open(real_images[0]) as old:  # edited in place: another valid image, same size
+        edited = PILImage.new(old.mode, old.size, 0)
+    before_inode = real_images[0].stat().st_ino
+    edited.save(real_images[0])
+    assert real_images[0].stat().st_ino == before_inode
     import_coco(store, real_folder / "ground_truth.json", image_dir=real_folder, subset="people",
                 group="people/walk")
     with store.session() as s:

@@ -7,6 +7,7 @@ exactly, on any image size (333 x 217 included); finer digits are below any anno
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +174,48 @@ def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) ->
     if unknown:
         notes["unknown_labels"] = sorted(set(unknown))
     return ParsedResult(keypoints=keypoints, bbox=bbox, notes=notes)
+
+
+#: Label Studio coordinates are percents of the image; a point dragged onto the border may land a
+#: hair outside, anything further is not a place in the image.
+PERCENT_RANGE = (-1.0, 101.0)
+
+
+def result_problem(result: Any) -> tuple[str, str] | None:
+    """The first thing in an annotation's result that `from_result` cannot turn into a label:
+    (field, what is wrong), or None. Hostile or broken results are refused whole, never guessed."""
+    if not isinstance(result, list):
+        return "result", f"must be a list, got {type(result).__name__}"
+    for n, item in enumerate(result):
+        where = f"result[{n}]"
+        if not isinstance(item, Mapping):
+            return where, "must be an object"
+        value = item.get("value")
+        kind = item.get("type")
+        if kind not in ("keypointlabels", "rectanglelabels"):
+            continue
+        if not isinstance(value, Mapping):
+            return f"{where}.value", "must be an object"
+        names = ("x", "y") if kind == "keypointlabels" else ("x", "y", "width", "height")
+        for name in names:
+            problem = _percent_problem(value.get(name), name)
+            if problem:
+                return f"{where}.value.{name}", problem
+        labels = value.get(kind)
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            return f"{where}.value.{kind}", "must be a list of label names"
+    return None
+
+
+def _percent_problem(value: Any, name: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number (percent of the image), got {value!r}"[:120]
+    low, high = PERCENT_RANGE
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"{value!r} is not a percent of the image"
+    if name in ("width", "height") and value <= 0:
+        return f"must be > 0, got {value!r}"
+    return None
 
 
 def keypoints_bbox(keypoints: Sequence[float], width: int, height: int, margin: float = 0.1) -> list[float]:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW, agreement_quality
 from annotation.labelstudio.client import PROJECT_KEY, Connection, connect, reaching
-from annotation.labelstudio.convert import from_result, keypoints_bbox
+from annotation.labelstudio.convert import from_result, keypoints_bbox, result_problem
 from annotation.labelstudio.vanished import (
     Vanished,
     check_ids,
@@ -42,6 +42,7 @@ from pipeline import progress
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, utcnow
 from schemas.enums import RevisionSource, RevisionStatus, TaskState
+from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS
 from schemas.point_sources import placed_by_people
 
@@ -157,6 +158,7 @@ def pull(
         # and tasks Label Studio lost annotations of, or lost altogether (vanished.py)
         todo = sorted(set(todo) | set(reconcile_tasks(store, client, conn, project_id, report.vanished)))
         tasks = _fetch_tasks(client, project_id, todo)
+        _check_results(tasks, conn.url)  # a broken or hostile annotation stops the pull, nothing stored
         report.ids = check_ids(store, conn, project_id, tasks, report.vanished)
         if any(a.get("completed_by") is not None for t in tasks for a in t.get("annotations") or []):
             emails = {int(u.id): str(u.email) for u in client.users.list() if u.id is not None}
@@ -212,6 +214,29 @@ def _store_chunk(
         del report.disagreements[counts[3] :]
         report.revoked = counts[4]
         raise
+
+
+def _check_results(tasks: list[dict[str, Any]], url: str) -> None:
+    """Every fetched annotation can be read as a label, before anything is stored: one that cannot
+    (a hostile or broken result, a missing id or time) is InputError naming the server, the task,
+    the annotation and the field, and the store stays as it was."""
+    for task in tasks:
+        where = f"{url} task {task.get('id')}"
+        anns = task.get("annotations") or []
+        if not isinstance(anns, list):
+            raise InputError(where, "annotations must be a list", field="annotations")
+        for n, ann in enumerate(anns):
+            if not isinstance(ann, dict) or not isinstance(ann.get("id"), int) or "updated_at" not in ann:
+                raise InputError(where, "an annotation needs an integer id and updated_at",
+                                 field=f"annotations[{n}]")
+            try:
+                _as_datetime(ann["updated_at"])
+            except (TypeError, ValueError):
+                raise InputError(f"{where} annotation {ann['id']}", "not a time",
+                                 field="updated_at") from None
+            problem = None if ann.get("was_cancelled") else result_problem(ann.get("result") or [])
+            if problem is not None:
+                raise InputError(f"{where} annotation {ann['id']}", problem[1], field=problem[0])
 
 
 def _annotation_id(external_id: str | None) -> int | None:

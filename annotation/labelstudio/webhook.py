@@ -39,6 +39,8 @@ ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 #: Label Studio's "Start training" (an ML backend event): continue the waiting round, like a save.
 TRAINING_ACTIONS = ("START_TRAINING",)
 SECRET_HEADER = "X-SpineTrack-Secret"
+#: Largest request body read (an event, or an ML backend request with its tasks): 16 MiB.
+MAX_BODY = 16 << 20
 SECRET_ENV = "SPINETRACK_WEBHOOK_SECRET"
 PATH = "/labelstudio"
 #: Where Label Studio sends an ML backend's events (it registers `<backend url>/webhook` itself).
@@ -108,10 +110,16 @@ class PullOnWebhook:
             if not authorized(request, self.secret):
                 self.rejected += 1
                 return JSONResponse({"error": f"missing or wrong {SECRET_HEADER}"}, status_code=401)
+            declared = request.headers.get("content-length", "0")
+            if not declared.isdigit() or int(declared) > MAX_BODY:
+                return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, status_code=413)
+            raw = await request.body()
+            if len(raw) > MAX_BODY:  # sent without a length
+                return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, status_code=413)
             try:
-                body = json.loads(await request.body() or b"{}")
+                body = json.loads(raw or b"{}")
                 action = body.get("action")
-            except (json.JSONDecodeError, AttributeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
             wake = action in ACTIONS or action in TRAINING_ACTIONS
             if wake:
