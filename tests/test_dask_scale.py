@@ -45,7 +45,7 @@ def _content(store: Store) -> dict[str, Any]:
     return {
         "labels": sorted(
             (lab.provenance["source_sequence"], lab.frame_index, lab.instance_key, tuple(lab.keypoints),
-             tuple(lab.bbox), lab.area, lab.image_path, lab.quality["ik_rms_m"])
+             tuple(lab.bbox), lab.area, lab.image_meta["source_path"], lab.quality["ik_rms_m"])
             for lab in labels
         ),
         "images": len({lab.image_id for lab in labels}),

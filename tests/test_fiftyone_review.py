@@ -128,7 +128,10 @@ def test_working_set_fields(fo: Any, store: Store, small: dict[str, int], name: 
     samples = _by_image(dataset)
 
     syn = samples[small["syn_image"]]
-    assert Path(syn.filepath).name == "syn.png"
+    # the store's own copy of the image (pipeline/store/objects.py), read from syn.png
+    assert Path(syn.filepath).parent.parent == store.home / "objects"
+    source = Path(store.images_of([small["syn"]])[small["syn"]].meta["source_path"])
+    assert source.name == "syn.png" and Path(syn.filepath).read_bytes() == source.read_bytes()
     meta = syn.metadata  # from the store and the file: the App shows it, nothing is "None"
     assert (meta.width, meta.height, meta.mime_type) == (W, H, "image/png")
     assert meta.size_bytes == Path(syn.filepath).stat().st_size
