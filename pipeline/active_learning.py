@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -424,6 +425,17 @@ class StepOutcome:
     AWAITING = "awaiting"
 
 
+
+@contextmanager
+def holding(ctx: RoundContext) -> Iterator[None]:
+    """The round's lease held for the block and lent to `ctx` (its steps record only while held)."""
+    with driving(ctx.store, ctx.number) as lease:
+        ctx.lease = lease
+        try:
+            yield
+        finally:
+            ctx.lease = None
+
 def run_step(ctx: RoundContext, step: str) -> str:
     """Run one step unless the round already finished it.
 
@@ -433,12 +445,8 @@ def run_step(ctx: RoundContext, step: str) -> str:
     RoundBusy when another process drives the round), and records nothing once it lost it.
     """
     if ctx.lease is None:  # one step on its own (benchmarks): hold the round for it
-        with driving(ctx.store, ctx.number) as lease:
-            ctx.lease = lease
-            try:
-                return run_step(ctx, step)
-            finally:
-                ctx.lease = None
+        with holding(ctx):
+            return run_step(ctx, step)
     rnd = get_round(ctx.store, ctx.number)
     if rnd is None:
         raise KeyError(f"round {ctx.number} was never opened")
@@ -470,12 +478,8 @@ def advance_round(ctx: RoundContext, run: Callable[[RoundContext, str], str] | N
     run = run or run_step
     if ctx.close_now:
         update_round(ctx.store, ctx.number, close_requested=True)  # survives a killed process
-    with driving(ctx.store, ctx.number) as lease:
-        ctx.lease = lease
-        try:
-            return _advance(ctx, run)
-        finally:
-            ctx.lease = None
+    with holding(ctx):
+        return _advance(ctx, run)
 
 
 def _advance(ctx: RoundContext, run: Callable[[RoundContext, str], str]) -> RoundStatus:
