@@ -283,6 +283,10 @@ class Blaze37Estimator(TopdownPoseEstimator):
         head.init_from_blazepose(backbone.net.heatmap_conv)
 
     def _teacher_net(self, device: torch.device) -> BlazePoseLandmarkNet:
+        """The frozen original: the backbone's body expert when it has one, else a copy of its own."""
+        backbone: Any = self.backbone
+        if backbone.expert is not None:
+            return backbone.expert.to(device)
         if not self._teacher:
             teacher = load_landmark_net().to(device)
             teacher.eval()
@@ -290,9 +294,6 @@ class Blaze37Estimator(TopdownPoseEstimator):
                 param.requires_grad_(False)
             self._teacher = [teacher]
         return self._teacher[0]
-
-    def release_teacher(self) -> None:
-        self._teacher = []
 
     def loss(self, inputs: Tensor, data_samples: Any) -> dict[str, Tensor]:
         feats = self.extract_feat(inputs)
