@@ -11,7 +11,7 @@ import flows  # noqa: F401  (sets Prefect's start-up settings before anything im
 import synthetic.opensim_runtime  # noqa: F401  (before any test imports opensim: its faster binding)
 from pipeline.store import Store
 
-pytest_plugins = ["tests.labelstudio_fixtures", "tests.postgres_fixtures"]
+pytest_plugins = ["tests.labelstudio_fixtures", "tests.postgres_fixtures", "tests.prefect_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

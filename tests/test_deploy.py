@@ -9,14 +9,7 @@ declare the same deployments.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,68 +18,9 @@ import yaml
 
 from flows.deploy import DEFAULT_POOL, DEPLOYMENTS, REPO, deploy
 from schemas.errors import InputError
+from tests.prefect_fixtures import BIN, prefect_env, stop_process_group
 
 pytestmark = pytest.mark.slow  # a Prefect server (10-30 s to start) and a worker running one ingest
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=3) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _prefect_env(prefect_home: Path, api_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="1",
-               PREFECT_WORKER_PREFETCH_SECONDS="5")
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return env
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME; yields the API URL."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
-    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=_prefect_env(home, None), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not start:\n"
-                                   + (home / "server.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
-
-
 @pytest.fixture()
 def worker(prefect_server: str, tmp_path: Path) -> Iterator[Path]:
     """A process worker on the spinetrack pool; yields its log file."""
@@ -95,13 +29,13 @@ def worker(prefect_server: str, tmp_path: Path) -> Iterator[Path]:
         proc = subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", DEFAULT_POOL, "--type", "process",
              "--limit", "1"],
-            env=_prefect_env(tmp_path / "worker-home", prefect_server), stdout=log,
+            env=prefect_env(tmp_path / "worker-home", prefect_server), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
         )
     try:
         yield log_path
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
 
 def test_deployment_run_of_ingest_completes_and_its_artifact_is_readable(

@@ -1,10 +1,11 @@
 """One driver per round, against the real Label Studio server (issue 20).
 
-Drivers are real processes: pairs of `spinetrack round` started together, and the `spinetrack
-webhook` receiver, which gets an annotation event with every pair. Whoever holds the round is
-killed (SIGKILL) as soon as it is seen running a step past the last kill, so the round is cut at
-(nearly) every step; a killed receiver is started again. The simulated annotator (the only stand-in,
-for the people) answers every task once the round waits for them.
+Drivers are real processes, their flows reporting to one real Prefect server: pairs of
+`spinetrack round` started together, and the `spinetrack webhook` receiver, which gets an
+annotation event with every pair. Whoever holds the round is killed (SIGKILL) as soon as it is
+seen running a step past the last kill, so the round is cut at (nearly) every step; a killed
+receiver is started again. The simulated annotator (the only stand-in, for the people) answers
+every task once the round waits for them.
 
 Afterwards every step finished exactly once and runs never overlapped (the round's `step_runs`
 log), the round trained one model, Label Studio holds one task per selected instance, and the
@@ -41,6 +42,7 @@ from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, ModelVersion, Revision, Round
 from synthetic.ingest import ingest_sequence
 from synthetic.sample_set import SequenceSpec, render_set
+from tests.prefect_fixtures import prefect_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
 SIZE = {"width": 128, "height": 96}
@@ -69,8 +71,9 @@ def _store(server: LabelStudioServer) -> Store:
 class Drivers:
     """The processes that may drive round 1, started and killed by the test."""
 
-    def __init__(self, store: Store, server: LabelStudioServer) -> None:
-        self.env = dict(os.environ)
+    def __init__(self, store: Store, server: LabelStudioServer, prefect_api: str) -> None:
+        # One Prefect server for every driver: a killed driver takes nothing another one needs.
+        self.env = prefect_env(store.home / "prefect", prefect_api)
         self.env.update(SPINETRACK_HOME=str(store.home), SPINETRACK_LS_URL=server.url,
                         SPINETRACK_LS_TOKEN=server.token, SPINETRACK_LS_DOCUMENT_ROOT=server.document_root,
                         SPINETRACK_LEASE_TTL_S="30", SPINETRACK_WEBHOOK_SECRET=SECRET)
@@ -154,10 +157,11 @@ def _running_step(rnd: Round | None) -> tuple[int, str] | None:
     return None
 
 
-def test_one_driver_per_round_through_kills_and_webhooks(labelstudio_server: LabelStudioServer) -> None:
+def test_one_driver_per_round_through_kills_and_webhooks(labelstudio_server: LabelStudioServer,
+                                                         prefect_server: str) -> None:
     store = _store(labelstudio_server)
     conn = connection_of(labelstudio_server)
-    drivers = Drivers(store, labelstudio_server)
+    drivers = Drivers(store, labelstudio_server, prefect_server)
     annotated: list[int] = []
     next_kill = 0  # index of the first step a kill may hit: each kill is at a later step than the last
     deadline = time.monotonic() + 900
