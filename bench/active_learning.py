@@ -3,7 +3,7 @@
 Smoke (minutes): python bench/active_learning.py --seeds 2 --rounds 2 --budget small --round-iters small
 Full (hours):    python bench/active_learning.py --seeds 5 --rounds 5 --budget full --round-iters full
 
-What runs is the product, not a copy of it: every round is `pipeline.active_learning`'s own
+What runs is the product, not a copy of it: every round is `pipeline.active_learning.loop`'s own
 `resolve_settings` → `start_round` → `RoundContext` → `advance_round`, with `RoundSettings` as the
 only source of defaults (the bench overrides what it measures: strategy, budget, iterations,
 auto-accept, seed; and `val_size=0`, see below). Tasks go to a real Label Studio server this bench
@@ -25,10 +25,10 @@ The data (one base store, copied for every run so all runs share start model, po
 Per run (strategy × auto-accept × seed) and round: AP (all, body, feet, spine) on the real and the
 synthetic validation split as the round's own `evaluate` step reports them, human labels spent,
 auto-accepted labels (and how many of them are good against the hidden truth), and the measured
-correction effort (pipeline/correction_effort.py: keypoints the annotator moved, added or deleted
-against the pre-annotation). Over seeds: annotations each strategy needs to reach random's final AP
-with a bootstrap 95 % interval (pipeline/al_stats.py), the equal-budget difference, and a plot of AP
-against annotations with bands (mean ± std over seeds).
+correction effort (pipeline/active_learning/correction_effort.py: keypoints the annotator moved,
+added or deleted against the pre-annotation). Over seeds: annotations each strategy needs to reach
+random's final AP with a bootstrap 95 % interval (pipeline/active_learning/stats.py), the
+equal-budget difference, and a plot of AP against annotations with bands (mean ± std over seeds).
 
 Writes bench/results/active_learning.json (+ .png); `--out` elsewhere for a try-out.
 """
@@ -55,13 +55,13 @@ sys.path.insert(0, str(REPO))
 
 
 from bench.common import Run  # noqa: E402
-from pipeline import active_learning as al  # noqa: E402
 from pipeline import instance_sets  # noqa: E402
-from pipeline.al_stats import final_difference, savings  # noqa: E402
-from pipeline.correction_effort import round_effort  # noqa: E402
-from pipeline.real_samples import real_people_folder, sample_sets  # noqa: E402
-from pipeline.rounds import get_round  # noqa: E402
-from pipeline.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
+from pipeline.active_learning import loop as al  # noqa: E402
+from pipeline.active_learning.correction_effort import round_effort  # noqa: E402
+from pipeline.active_learning.rounds import get_round  # noqa: E402
+from pipeline.active_learning.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
+from pipeline.active_learning.stats import final_difference, savings  # noqa: E402
+from pipeline.intake.real_samples import real_people_folder, sample_sets  # noqa: E402
 from pipeline.splits import assign_splits, assigned_splits  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
@@ -73,7 +73,7 @@ PARTS = ("real", "synthetic")
 EXTRA = ("mean_oks", "instances")
 BASE_INFO = "bench_base.json"
 RUN_RECORDS = "bench_run_records.json"  # a finished run's records, with the recipe it ran
-#: Real sample sets (pipeline/real_samples.py) in the bench, and the split each is pinned to.
+#: Real sample sets (pipeline/intake/real_samples.py) in the bench, and the split each is pinned to.
 REAL_SPLITS = {"coco": "train", "ochuman": "train", "posetrack18": "val"}
 REAL_SETS = sample_sets(*REAL_SPLITS)
 #: Image subsets of the real sample sets are this prefix + the set's name (the pool renders: POOL_SUBSET).
@@ -144,8 +144,8 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
 
     Resumable: a finished base (its info file, same recipe) is reused as it is.
     """
+    from pipeline.intake.real_import import import_coco
     from pipeline.model.train import train
-    from pipeline.real_import import import_coco
     from synthetic.sample_set import SequenceSpec, render_set, store_ground_truth
 
     home = work / "base"

@@ -40,11 +40,11 @@ from pipeline.annotators.base import Annotator, PersonPose  # noqa: E402
 from pipeline.annotators.spine_prior import OUTPUT_IDS, SpinePrior, load_prior  # noqa: E402
 from pipeline.coco_writer import coco_dataset, coco_image, coco_result  # noqa: E402
 from pipeline.evaluate import evaluate_keypoints  # noqa: E402
-from pipeline.real_samples import NOT_MAPPED, REAL_SAMPLE_SETS, real_people_folder  # noqa: E402
+from pipeline.intake.real_samples import NOT_MAPPED, REAL_SAMPLE_SETS, real_people_folder  # noqa: E402
 from schemas.keypoints import INDEX, NUM_KEYPOINTS, PARTITIONS  # noqa: E402
 
 REAL_PEOPLE = real_people_folder()
-#: The real sample sets (pipeline/real_samples.py) as (name, COCO file, image folder, keypoint slots
+#: The real sample sets (pipeline/intake/real_samples.py) as (name, COCO file, image folder, keypoint slots
 #: kept, why): every one whose keypoints map into SpineTrack's first points by index.
 REAL_SETS = [sample.as_tuple() for sample in REAL_SAMPLE_SETS]
 #: Points whose labels count here: the slots the halpe mapping keeps beyond COCO-17 are the

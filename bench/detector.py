@@ -1,4 +1,4 @@
-"""The default person detector (BlazePose's, pipeline/detectors.py): box recall and speed.
+"""The default person detector (BlazePose's, pipeline/intake/detectors.py): box recall and speed.
 
 Recall at IoU 0.5 against the true boxes of the single-person sample photos (images of
 ../shared/data/real_people whose COCO-style file has exactly one person with a box; the same
@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import Run  # noqa: E402
-from pipeline.detectors import BODY_LENGTH, BODY_WIDTH, BlazePoseBoxes, Box, rotated_box  # noqa: E402
-from pipeline.image_import import import_images  # noqa: E402
-from pipeline.media import read_image  # noqa: E402
+from pipeline.intake.detectors import BODY_LENGTH, BODY_WIDTH, BlazePoseBoxes, Box, rotated_box  # noqa: E402
+from pipeline.intake.image_import import import_images  # noqa: E402
+from pipeline.intake.media import read_image  # noqa: E402
 from pipeline.model.blazepose_detector import ROI_SCALE  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
@@ -50,7 +50,7 @@ SETS = [
     ("aic/test_aic.json", "aic"),
     ("mhp/test_mhp.json", "mhp"),
 ]
-#: name -> (length, width) of the rectangle in units of |kp1 - kp0| (pipeline.detectors.rotated_box).
+#: name -> (length, width) of the rectangle in units of |kp1 - kp0| (pipeline.intake.detectors.rotated_box).
 DERIVATIONS: dict[str, tuple[float, float]] = {
     "body rectangle 2 x 1 (used)": (BODY_LENGTH, BODY_WIDTH),
     "mediapipe ROI square (x1.25)": (2 * ROI_SCALE, 2 * ROI_SCALE),

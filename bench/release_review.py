@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from PIL import Image as PILImage  # noqa: E402
 
 from bench.common import Run  # noqa: E402
-from pipeline.release import create_release, reproduce_release, verify_release  # noqa: E402
+from pipeline.release.build import create_release, reproduce_release, verify_release  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from schemas.keypoints import NUM_KEYPOINTS  # noqa: E402
 

@@ -4,7 +4,7 @@ Usage: python bench/release_speed.py [--instances 60000] [--baseline-instances 1
 Fills a fresh store through Store.add_labels (tiny PNGs, one file each), then times
 `create_release` (images referenced, then copied = hard-linked), wall and CPU seconds, and, for
 comparison in the same run:
-- on the same store, the release code of PREVIOUS (pipeline/release.py before the bulk rounding
+- on the same store, the release code of PREVIOUS (pipeline/release/build.py before the bulk rounding
   and encoding, loaded from git; it runs on today's store reads), images referenced;
 - on a smaller store, the release code of BASELINE (before any speed work), images copied.
 Writes bench/results/release_speed.json with the load average (bench/common.py).
@@ -23,13 +23,13 @@ from typing import Any
 from common import Run, module_at_commit  # bench/ is sys.path[0]: the repository goes on sys.path too
 from PIL import Image as PILImage
 
-from pipeline.release import create_release
+from pipeline.release.build import create_release
 from pipeline.store import Store
 from pipeline.store.store import NewImage, NewLabel, NewRevision
 from schemas.keypoints import NUM_KEYPOINTS
 
-BASELINE = "16d224c"  # pipeline/release.py before the speed work
-PREVIOUS = "44963bd"  # pipeline/release.py before the bulk rounding and encoding (11.7 s at 60,000)
+BASELINE = "16d224c"  # pipeline/release/build.py before the speed work
+PREVIOUS = "44963bd"  # pipeline/release/build.py before the bulk rounding and encoding (11.7 s at 60,000)
 
 
 def fill(store: Store, folder: Path, instances: int, per_group: int = 50) -> None:
@@ -77,7 +77,7 @@ def run(instances: int, baseline_instances: int, workdir: Path) -> dict[str, Any
     result["release_referenced_s"] = referenced["wall_s"]
     result["release_copied_s"] = copied["wall_s"]
     result["cpu_s"] = {"referenced": referenced["cpu_s"], "copied": copied["cpu_s"]}
-    previous = module_at_commit(PREVIOUS, "pipeline/release.py", "release_previous", folder=workdir)
+    previous = module_at_commit(PREVIOUS, "pipeline/release/build.py", "release_previous", folder=workdir)
     if previous is not None:
         before = timed(previous.create_release, store, "3.0.0", copy_images=False)
         result["previous"] = {"commit": PREVIOUS, "release_referenced_s": before["wall_s"],
@@ -85,7 +85,7 @@ def run(instances: int, baseline_instances: int, workdir: Path) -> dict[str, Any
                               "ratio_wall": round(before["wall_s"] / referenced["wall_s"], 2),
                               "ratio_cpu": round(before["cpu_s"] / referenced["cpu_s"], 2)}
     store.close()
-    legacy = module_at_commit(BASELINE, "pipeline/release.py", "release_baseline", folder=workdir)
+    legacy = module_at_commit(BASELINE, "pipeline/release/build.py", "release_baseline", folder=workdir)
     if legacy is not None and baseline_instances:
         small = Store(home=workdir / "home-small")
         fill(small, workdir / "images-small", baseline_instances)

@@ -55,8 +55,8 @@ def ap(data: EvalSet, poses: list[Any]) -> dict[str, float | None]:
 
 def train_students(work: Path, iters: int | None) -> tuple[Any, dict[str, str], dict[str, Any]]:
     """A store with the demo's renders as labels, the real pool unlabelled, and both students."""
+    from pipeline.intake.real_import import import_coco
     from pipeline.model.train import train
-    from pipeline.real_import import import_coco
     from pipeline.store import Store
     from synthetic.sample_set import SequenceSpec, render_set, store_ground_truth
 

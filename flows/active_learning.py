@@ -1,6 +1,6 @@
 """`spinetrack round` and `spinetrack val-set`: active-learning rounds as Prefect flows.
 
-Thin by design: the steps live in pipeline/active_learning.py and record their progress in the
+Thin by design: the steps live in pipeline/active_learning/loop.py and record their progress in the
 store. `spinetrack round` returns at once: after `push` the round is `awaiting-annotations` and the
 command prints the round's status (tasks done / open / skipped, per annotator, age). Annotators take
 hours or days; running `spinetrack round` again pulls and continues when the round's stored close
@@ -21,25 +21,25 @@ from flows.app import app
 from flows.console import emit
 
 if TYPE_CHECKING:
-    from pipeline.active_learning import RoundContext, RoundSettings
+    from pipeline.active_learning.loop import RoundContext, RoundSettings
     from pipeline.store import Store
 
-#: Selection strategies (pipeline.selection.STRATEGIES, checked in tests/test_cli.py), named here so
-#: that listing the commands does not import the selection code.
+#: Selection strategies (pipeline.active_learning.selection.STRATEGIES, checked in
+#: tests/test_cli.py), named here so that listing the commands does not import the selection code.
 STRATEGY_NAMES = ("random", "diversity", "uncertainty", "spine", "kcenter", "plausibility", "effort")
 
 
 @lazy.task(name="round-step", cache_policy="NO_CACHE", task_run_name="{step}",
-           annotations_from=("pipeline.active_learning",))
+           annotations_from=("pipeline.active_learning.loop",))
 def round_step(ctx: RoundContext, step: str) -> str:
-    from pipeline.active_learning import run_step
+    from pipeline.active_learning.loop import run_step
 
     return run_step(ctx, step)
 
 
 def round_report(store: Store) -> tuple[str, Path]:
     """Markdown metrics table and learning-curve PNG across all rounds so far."""
-    from pipeline.rounds import history, metrics_table, plot_learning_curve
+    from pipeline.active_learning.rounds import history, metrics_table, plot_learning_curve
 
     rounds = history(store)
     png = plot_learning_curve(rounds, store.home / "reports" / "learning_curve.png")
@@ -47,12 +47,12 @@ def round_report(store: Store) -> tuple[str, Path]:
 
 
 def round_status_table(store: Store, number: int) -> str:
-    from pipeline.rounds import get_round, status_table, task_status
+    from pipeline.active_learning.rounds import get_round, status_table, task_status
 
     return status_table(task_status(store, number), get_round(store, number))
 
 
-@lazy.flow(name="active-learning-round", annotations_from=("pipeline.active_learning",))
+@lazy.flow(name="active-learning-round", annotations_from=("pipeline.active_learning.loop",))
 def active_learning_round(
     settings: RoundSettings | None = None,
     start_model: str | None = None,
@@ -65,15 +65,15 @@ def active_learning_round(
     """Start, continue or finish the current round; returns its state, status and ignored flags.
 
     `settings` (or `given`, the flags a person typed) apply to a new round; a round that already
-    started keeps the settings it stored (`pipeline.active_learning.resolve_settings`).
+    started keeps the settings it stored (`pipeline.active_learning.loop.resolve_settings`).
     """
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
     from annotation.labelstudio.hooks import LabelStudioHooks
     from annotation.simulated_annotator import AnnotatorProfile
-    from pipeline.active_learning import RoundContext, advance_round, resolve_settings, start_round
-    from pipeline.rounds import RoundBusy, get_round, next_round_number
+    from pipeline.active_learning.loop import RoundContext, advance_round, resolve_settings, start_round
+    from pipeline.active_learning.rounds import RoundBusy, get_round, next_round_number
     from pipeline.store import Store
 
     logger = get_run_logger()
@@ -116,7 +116,7 @@ def active_learning_round(
 
 
 def _defaults() -> RoundSettings:
-    from pipeline.active_learning import RoundSettings
+    from pipeline.active_learning.loop import RoundSettings
 
     return RoundSettings()
 
@@ -151,10 +151,10 @@ def round_command(
     """Start the next active-learning round, or continue the waiting one; prints its status.
 
     Returns at once while annotators work: run it again later (or let the webhook do it).
-    Defaults in brackets come from pipeline.active_learning.RoundSettings.
+    Defaults in brackets come from pipeline.active_learning.loop.RoundSettings.
     """
-    from pipeline.rounds import parse_duration
-    from pipeline.selection import STRATEGIES
+    from pipeline.active_learning.rounds import parse_duration
+    from pipeline.active_learning.selection import STRATEGIES
     from pipeline.store import Store
 
     if strategy is not None and strategy not in STRATEGIES:
@@ -192,12 +192,12 @@ def round_command(
     emit({"round": state, "learning_curve": str(png)}, render)
 
 
-@lazy.flow(name="validation-set", annotations_from=("pipeline.active_learning",))
+@lazy.flow(name="validation-set", annotations_from=("pipeline.active_learning.loop",))
 def validation_set(size: int, seed: int = 0, model: str | None = None) -> dict[str, Any]:
     """Send real `val` images to Label Studio; their human labels freeze the real validation split."""
     from annotation.labelstudio.hooks import LabelStudioHooks
-    from pipeline.active_learning import push_validation_set
-    from pipeline.rounds import next_round_number
+    from pipeline.active_learning.loop import push_validation_set
+    from pipeline.active_learning.rounds import next_round_number
     from pipeline.store import Store
 
     store = Store()

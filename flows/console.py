@@ -106,7 +106,7 @@ def key_value_table(title: str, rows: Sequence[tuple[str, Any]]) -> Any:
 #: fault, not a bug. Matched by name so that the handler imports nothing heavy.
 PROJECT_ERRORS = {
     "schemas.errors.InputError": "input",
-    "pipeline.release.ReleaseError": "release",
+    "pipeline.release.build.ReleaseError": "release",
     "sqlalchemy.exc.IntegrityError": "integrity",
     "sqlalchemy.exc.OperationalError": "database",
     "httpx.ConnectError": "server",

@@ -27,7 +27,7 @@ from flows.active_learning import active_learning_round
 from flows.app import app
 from flows.console import emit
 from flows.synthetic import ingest_synthetic
-from pipeline.real_samples import real_people_folder, sample_sets
+from pipeline.intake.real_samples import real_people_folder, sample_sets
 
 if TYPE_CHECKING:
     from annotation.labelstudio.server import LabelStudioServer
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SYNTHETIC = [("mixed", 11, 60), ("bend", 12, 50), ("twist", 13, 50), ("walk", 14, 50), ("squat", 15, 40)]
 #: Rendered frames held out as the "real" pool: other seeds and motions, ground truth hidden.
 HELD_OUT = [("reach", 21, 60), ("mixed", 22, 60), ("bend", 23, 50), ("walk", 24, 40)]
-#: The real sample sets (pipeline/real_samples.py) imported into the pool, their truth hidden.
+#: The real sample sets (pipeline/intake/real_samples.py) imported into the pool, their truth hidden.
 REAL_PEOPLE = ("coco", "ochuman", "posetrack18")
 #: The held-out sequences that validate every round (pinned, so the demo always has a val split).
 PINNED = {"synthetic-squat-seed15": "val", "held-out/walk-seed24": "val"}
@@ -80,11 +80,11 @@ def demo_flow(
 ) -> dict[str, Any]:
     from prefect import get_run_logger
 
-    from pipeline.active_learning import RoundSettings
+    from pipeline.active_learning.loop import RoundSettings
+    from pipeline.active_learning.rounds import history
+    from pipeline.intake.real_import import import_coco
     from pipeline.model.train import train
-    from pipeline.real_import import import_coco
-    from pipeline.release import ReleaseError, create_release, get_release, list_releases
-    from pipeline.rounds import history
+    from pipeline.release.build import ReleaseError, create_release, get_release, list_releases
     from pipeline.splits import assign_splits
     from pipeline.store import Store
     from synthetic.sample_set import SequenceSpec, render_set
@@ -180,8 +180,8 @@ def showcase_real_images(store: Store, model: str) -> dict[str, Any]:
     """Pre-label the real COCO sample persons with the combined annotator (student = `model`) and
     push them to Label Studio with those pre-annotations, exactly as a round's push does."""
     from annotation.labelstudio.hooks import LabelStudioHooks
+    from pipeline.active_learning.pseudo_label import pseudo_label
     from pipeline.annotators import load_annotator
-    from pipeline.pseudo_label import pseudo_label
 
     ids = [inst.id for img, inst in store.unlabelled_instances(image_source="real")
            if img.subset == SHOWCASE_SUBSET]

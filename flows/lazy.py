@@ -94,7 +94,7 @@ def _resolve(options: dict[str, Any]) -> dict[str, Any]:
 def _import_annotation_names(fn: Callable[..., Any], modules: tuple[str, ...]) -> None:
     """Prefect reads the parameter annotations (for validation and the UI's schema); types that the
     module imports only inside functions (to stay light) are looked up in `modules` and put in the
-    function's globals first. `annotations_from=("pipeline.active_learning",)` on the decorator."""
+    function's globals first. `annotations_from=("pipeline.active_learning.loop",)` on the decorator."""
     import builtins
     import importlib
     import re

@@ -1,7 +1,7 @@
 """Model flows and commands: training (helper M1's `train_model`) and pseudo-labelling.
 
-Thin Prefect flows over pipeline.model, pipeline.pseudo_label, pipeline.real_import and
-pipeline.image_import.
+Thin Prefect flows over pipeline.model, pipeline.active_learning.pseudo_label, pipeline.intake.real_import and
+pipeline.intake.image_import.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def import_real(
 ) -> dict[str, Any]:
     """Import real images, person boxes and the points people placed (accepted human labels, or
     hidden ground truth) from a COCO file."""
-    from pipeline.real_import import import_coco
+    from pipeline.intake.real_import import import_coco
     from pipeline.store import Store
 
     summary = import_coco(
@@ -59,9 +59,9 @@ def import_images(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Import photos, folders and videos without annotations; people from a detections file, an
-    ONNX detector or BlazePose's (pipeline/image_import.py)."""
-    from pipeline.image_import import Sampling
-    from pipeline.image_import import import_images as run
+    ONNX detector or BlazePose's (pipeline/intake/image_import.py)."""
+    from pipeline.intake.image_import import Sampling
+    from pipeline.intake.image_import import import_images as run
     from pipeline.store import Store
 
     with Store() as store:
@@ -76,8 +76,8 @@ def pseudo_label_chunk(
     instance_ids: list[int] | None, store_ref: Any = None,
 ) -> dict[str, Any]:
     """Pseudo-label `instance_ids` (all unlabelled ones: None); on a Dask worker, in the flow's store."""
+    from pipeline.active_learning.pseudo_label import pseudo_label as run
     from pipeline.annotators import load_annotator
-    from pipeline.pseudo_label import pseudo_label as run
     from pipeline.store import Store
 
     store = store_ref.open() if store_ref is not None else Store()
@@ -179,7 +179,7 @@ def import_images_command(
     device: str = typer.Option("cpu", help="ONNX detectors: cpu or cuda[:N]"),
 ) -> None:
     """Import photos and videos that have no annotations: people found by a detector."""
-    from pipeline.media import check_inputs
+    from pipeline.intake.media import check_inputs
 
     check_inputs(paths)  # an unreadable file fails here, before any flow or model starts
     out = import_images([str(p) for p in paths], subset, detector, str(detections) if detections else None,

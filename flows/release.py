@@ -1,6 +1,6 @@
 """Release flows: `spinetrack release VERSION` (Prefect flow `release-dataset`), reproduce, verify, list.
 
-Thin by design: the work is in pipeline/release.py; this module runs it as a flow, attaches the
+Thin by design: the work is in pipeline/release/build.py; this module runs it as a flow, attaches the
 dataset card as a Markdown artifact, and prints a summary. A refused release (version exists, bad
 version, nothing changed) is a ReleaseError: one line, exit code 2 (flows/console.py).
 """
@@ -28,8 +28,8 @@ def release_dataset(
     """Publish the store's current labels as an immutable release; returns the manifest."""
     from prefect.artifacts import create_markdown_artifact
 
-    from pipeline.dataset_card import render_card
-    from pipeline.release import create_release
+    from pipeline.release.build import create_release
+    from pipeline.release.dataset_card import render_card
     from pipeline.splits import DEFAULT_FRACTIONS
     from pipeline.store import Store
 
@@ -55,7 +55,7 @@ def release_command(
     images: bool = typer.Option(True, help="hard-link/copy images into the release (--no-images: reference)"),
 ) -> None:
     """Publish the store's current labels as an immutable, versioned COCO release."""
-    from pipeline.release import ReleaseError
+    from pipeline.release.build import ReleaseError
     from pipeline.splits import SPLITS, parse_fractions
     from schemas.manifest import check_semver
 
@@ -90,7 +90,7 @@ def release_reproduce_command(
     out: Path = typer.Argument(..., help="empty or new folder to rebuild it into"),
 ) -> None:
     """Rebuild a release byte for byte from the revisions its manifest names."""
-    from pipeline.release import reproduce_release, verify_release
+    from pipeline.release.build import reproduce_release, verify_release
     from pipeline.store import Store
 
     path = reproduce_release(Store(), version, out)
@@ -107,7 +107,7 @@ def release_verify_command(
     version: str = typer.Argument(..., help="release to check against its manifest's checksums"),
 ) -> None:
     """Check every file of a release against the sha256 in its manifest."""
-    from pipeline.release import get_release, verify_release
+    from pipeline.release.build import get_release, verify_release
     from pipeline.store import Store
 
     published = get_release(Store(), version)
@@ -127,7 +127,7 @@ def release_verify_command(
 @app.command("releases")
 def releases_command() -> None:
     """List the releases in the store."""
-    from pipeline.release import get_release, list_releases
+    from pipeline.release.build import get_release, list_releases
     from pipeline.store import Store
 
     store = Store()

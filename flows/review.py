@@ -26,7 +26,7 @@ def review_sync(release: str | None = None, reviewer: str | None = None,
     """Pull reviewer tags from the FiftyOne dataset: accept / needs-fix as `review` revisions, other
     tags (and needs-fix on proposal-only instances) as ReviewTag rows. Returns what was written."""
     from annotation.fiftyone_review import DECISION_TAGS, dataset_name, fiftyone_module, sync_review
-    from pipeline.release import ReleaseError
+    from pipeline.release.build import ReleaseError
     from pipeline.store import Store
 
     with Store.open() as store:

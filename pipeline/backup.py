@@ -38,7 +38,13 @@ from typing import Any
 from sqlalchemy import create_engine, inspect, select, text, update
 from sqlalchemy.engine import Engine, make_url
 
-from pipeline.release import get_release, list_releases, releases_root, reproduce_release, verify_release
+from pipeline.release.build import (
+    get_release,
+    list_releases,
+    releases_root,
+    reproduce_release,
+    verify_release,
+)
 from pipeline.store import Store
 from pipeline.store.models import Image, ModelVersion, Release
 from pipeline.store.objects import checked_object, object_path

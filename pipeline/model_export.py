@@ -29,8 +29,8 @@ import torch
 from pipeline.annotators.onnx import export_onnx
 from pipeline.model.registry import LoadedModel, load_model, read_meta
 from pipeline.model.train import evaluate_model
-from pipeline.release import get_release, list_releases
-from pipeline.release_kit import METAINFO, STOCK_TYPES, ConfigVariable, config_text, metainfo_text
+from pipeline.release.build import get_release, list_releases
+from pipeline.release.kit import METAINFO, STOCK_TYPES, ConfigVariable, config_text, metainfo_text
 from pipeline.store import Store, file_sha256
 from schemas.errors import InputError
 

@@ -19,7 +19,7 @@ from annotation.labelstudio.client import connection_of
 from annotation.labelstudio.hooks import LabelStudioHooks
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.simulated_annotator import AnnotatorProfile
-from pipeline.active_learning import (
+from pipeline.active_learning.loop import (
     STEPS,
     RoundContext,
     RoundSettings,
@@ -27,9 +27,9 @@ from pipeline.active_learning import (
     run_step,
     start_round,
 )
+from pipeline.active_learning.rounds import ROUND_STEPS, get_round, history
 from pipeline.instance_sets import pool_instances, training_labels, validation_instances
-from pipeline.real_import import import_coco
-from pipeline.rounds import ROUND_STEPS, get_round, history
+from pipeline.intake.real_import import import_coco
 from pipeline.splits import assign_splits
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, ModelVersion, Revision

@@ -1,4 +1,4 @@
-"""Savings statistics on curves whose answers are worked out by hand (pipeline/al_stats.py)."""
+"""Savings statistics on curves whose answers are worked out by hand (pipeline/active_learning/stats.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.al_stats import annotations_to_reach, final_difference, savings
+from pipeline.active_learning.stats import annotations_to_reach, final_difference, savings
 
 XS = [0, 10, 20]
 
@@ -128,7 +128,7 @@ def test_the_default_strategy_is_the_measured_one() -> None:
     import json
     from pathlib import Path
 
-    from pipeline.selection import DEFAULT_STRATEGY
+    from pipeline.active_learning.selection import DEFAULT_STRATEGY
 
     result = Path(__file__).resolve().parents[1] / "bench" / "results" / "active_learning.json"
     data = json.loads(result.read_text())

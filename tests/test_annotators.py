@@ -11,7 +11,7 @@ import pytest
 from pipeline.annotators import load_annotator, parse_spec
 from pipeline.annotators.blazepose import BLAZEPOSE_COVERS, blazepose_status
 from pipeline.evaluate import evaluate_keypoints, summary
-from pipeline.real_import import import_coco, map_keypoints
+from pipeline.intake.real_import import import_coco, map_keypoints
 from pipeline.store import Store
 from schemas.errors import InputError
 from schemas.keypoints import BODY_IDS, INDEX, NUM_KEYPOINTS, SPINE_CHAIN
@@ -61,7 +61,7 @@ def test_combined_records_origin_per_point_and_stores_v0_for_uncovered(
     assert ann.identity.kind == "combined" and [p.name for p in ann.identity.parts] == [
         "blazepose-full", "spine-prior"]
     import_coco(store, real_people / "coco" / "test_coco.json", boxes_only=True)
-    from pipeline.pseudo_label import pseudo_label
+    from pipeline.active_learning.pseudo_label import pseudo_label
 
     result = pseudo_label(store, ann, image_source="real")
     assert result.written == 14 and result.model_version == ann.identity.version

@@ -37,9 +37,9 @@ def _prediction(task: Any) -> dict[str, Any]:
 def test_uncovered_points_stay_unlabelled_into_label_studio_and_the_release(
     store: Store, labelstudio_server: LabelStudioServer, real_people: Path
 ) -> None:
+    from pipeline.active_learning.pseudo_label import pseudo_label
     from pipeline.annotators import load_annotator
-    from pipeline.pseudo_label import pseudo_label
-    from pipeline.release import create_release
+    from pipeline.release.build import create_release
 
     folder = Path(labelstudio_server.document_root) / "images" / "e2e"
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,17 +24,17 @@ from annotation.labelstudio.hooks import LabelStudioHooks
 from annotation.labelstudio.pull import stored_project
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.simulated_annotator import AnnotatorProfile, annotate_tasks
-from pipeline.active_learning import (
+from pipeline.active_learning.loop import (
     RoundContext,
     advance_round,
     resolve_settings,
     start_round,
     training_labels,
 )
+from pipeline.active_learning.rounds import ROUND_STEPS, get_round, live_human_revisions
 from pipeline.backup import backup, restore
-from pipeline.real_import import import_coco
-from pipeline.release import create_release, get_release, verify_release
-from pipeline.rounds import ROUND_STEPS, get_round, live_human_revisions
+from pipeline.intake.real_import import import_coco
+from pipeline.release.build import create_release, get_release, verify_release
 from pipeline.splits import assign_splits
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, ModelVersion

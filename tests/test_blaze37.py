@@ -104,7 +104,7 @@ def test_the_default_student_is_blaze37_everywhere() -> None:
     """Rounds, `spinetrack train` and the library share one default (the CLI reads the same)."""
     import inspect
 
-    from pipeline.active_learning import RoundSettings
+    from pipeline.active_learning.loop import RoundSettings
     from pipeline.model.configs import DEFAULT_CONFIG
     from pipeline.model.train import train
 

@@ -98,7 +98,7 @@ def test_flows_take_their_defaults_from_the_code_they_run() -> None:
 
     assert DEFAULT_RESIDUAL_THRESHOLD_M == REAL
     from flows.active_learning import STRATEGY_NAMES
-    from pipeline.selection import STRATEGIES
+    from pipeline.active_learning.selection import STRATEGIES
 
     assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
 
@@ -119,7 +119,7 @@ def test_errors_are_classified_by_what_the_user_can_do() -> None:
     import httpx
     from sqlalchemy.exc import IntegrityError
 
-    from pipeline.release import ReleaseError
+    from pipeline.release.build import ReleaseError
     from schemas.errors import InputError
 
     bad = InputError("renders/a/sequence.json", "missing", field="units")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.pseudo_label import pseudo_label
-from pipeline.real_import import import_coco, instance_key
+from pipeline.active_learning.pseudo_label import pseudo_label
+from pipeline.intake.real_import import import_coco, instance_key
 from pipeline.store import Store
 from schemas.keypoints import NAMES, NUM_KEYPOINTS, SPINE_CHAIN
 from tests.test_human_points import Fixed, _file, _instances, _labelled

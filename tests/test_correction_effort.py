@@ -1,5 +1,5 @@
-"""Correction effort (pipeline/correction_effort.py): which points count as moved, by hand; the
-isotonic calibration; and the measured effort of a round read from a real store."""
+"""Correction effort (pipeline/active_learning/correction_effort.py): which points count as
+moved, by hand; the isotonic calibration; and the measured effort of a round read from a real store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from pipeline.correction_effort import (
+from pipeline.active_learning.correction_effort import (
     EffortModel,
     EffortRule,
     correction_effort,
@@ -135,8 +135,8 @@ def test_round_effort_reads_tasks_from_the_store(store: Store, tmp_path: Path) -
 
 
 def test_candidates_get_expected_effort_and_no_prior_without_synthetic_labels(store: Store) -> None:
-    from pipeline.correction_effort import with_estimates
-    from pipeline.selection import Candidate
+    from pipeline.active_learning.correction_effort import with_estimates
+    from pipeline.active_learning.selection import Candidate
 
     u = np.zeros(NUM_KEYPOINTS)
     u[list(SPINE_IDS)] = 0.5

@@ -192,10 +192,10 @@ def test_pseudo_label_on_two_workers_gives_the_single_process_labels(
     import shutil
 
     from flows.model import pseudo_label
+    from pipeline.intake.real_import import import_coco
     from pipeline.model.configs import build_config
     from pipeline.model.predict import untrained_model
     from pipeline.model.registry import save_model
-    from pipeline.real_import import import_coco
 
     single = tmp_path / "single"
     monkeypatch.setenv("SPINETRACK_HOME", str(single))

@@ -32,7 +32,7 @@ from annotation.fiftyone_review import (
     sync_review,
     sync_review_tags,
 )
-from pipeline.release import create_release
+from pipeline.release.build import create_release
 from pipeline.store import Store
 from pipeline.store.models import ReviewTag, Revision
 from schemas.keypoints import GROUP_COLOURS, INDEX, KEYPOINTS, NAMES, NUM_KEYPOINTS, SKELETON

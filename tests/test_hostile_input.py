@@ -30,7 +30,7 @@ from annotation.labelstudio.pull import pull
 from annotation.labelstudio.push import push
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.labelstudio.webhook import SECRET_HEADER, PullOnWebhook
-from pipeline.real_import import import_coco
+from pipeline.intake.real_import import import_coco
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, IngestRecord, Instance, Revision
 from schemas.errors import InputError

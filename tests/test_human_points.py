@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.active_learning.pseudo_label import external_id, pseudo_label
 from pipeline.annotators.base import AnnotatorIdentity, BaseAnnotator, ImageInput, PersonPose
 from pipeline.annotators.combined import CombinedAnnotator
 from pipeline.annotators.spine_prior import load_prior
-from pipeline.pseudo_label import external_id, pseudo_label
-from pipeline.real_import import import_coco, instance_key
-from pipeline.release import create_release, reproduce_release
+from pipeline.intake.real_import import import_coco, instance_key
+from pipeline.release.build import create_release, reproduce_release
 from pipeline.splits import assign_splits
 from pipeline.store import Store
 from schemas.enums import RevisionStatus
@@ -273,8 +273,8 @@ def test_teacher_targets_skip_the_points_a_person_placed(
 
 def test_the_round_accepts_completions_and_ranks_only_the_missing_points(
         store: Store, real_people: Path) -> None:
-    from pipeline.active_learning import RoundContext, RoundSettings, candidates, step_auto_accept
-    from pipeline.calibration import AcceptThreshold
+    from pipeline.active_learning.calibration import AcceptThreshold
+    from pipeline.active_learning.loop import RoundContext, RoundSettings, candidates, step_auto_accept
     from pipeline.instance_sets import pool_instances
 
     coco, raw = _file(real_people)
@@ -317,7 +317,7 @@ def test_a_completion_tasks_pull_keeps_the_persons_points(store: Store, real_peo
     own round trip is tests/test_labelstudio_roundtrip.py)."""
     from annotation.labelstudio.convert import to_result
     from annotation.labelstudio.pull import PullReport, _store_task
-    from pipeline.correction_effort import moved_keypoints
+    from pipeline.active_learning.correction_effort import moved_keypoints
     from pipeline.store.models import AnnotationTask
 
     coco, raw = _file(real_people)

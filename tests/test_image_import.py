@@ -18,8 +18,10 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from pipeline.active_learning import candidates
-from pipeline.detectors import (
+from pipeline.active_learning.loop import candidates
+from pipeline.active_learning.selection import Candidate, thin_near_duplicates
+from pipeline.active_learning.selection import select as select_instances
+from pipeline.intake.detectors import (
     BlazePoseBoxes,
     OnnxDetector,
     PersonBox,
@@ -28,10 +30,8 @@ from pipeline.detectors import (
     load_detector,
     yolox_grid,
 )
-from pipeline.image_import import import_images
-from pipeline.media import Sampling, sampled
-from pipeline.selection import Candidate, thin_near_duplicates
-from pipeline.selection import select as select_instances
+from pipeline.intake.image_import import import_images
+from pipeline.intake.media import Sampling, sampled
 from pipeline.store import Store
 from pipeline.store.models import Image, Instance
 from schemas.errors import InputError

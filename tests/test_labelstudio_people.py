@@ -15,7 +15,7 @@ from annotation.labelstudio.pull import pull
 from annotation.labelstudio.push import push
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.simulated_annotator import AnnotatorProfile, annotate_tasks
-from pipeline.rounds import live_human_revisions, task_status
+from pipeline.active_learning.rounds import live_human_revisions, task_status
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask
 from tests.test_labelstudio_roundtrip import _make_instances

@@ -21,7 +21,7 @@ from pipeline.model.configs import build_config
 from pipeline.model.predict import predict, untrained_model
 from pipeline.model.registry import load_model, save_model
 from pipeline.model_export import export_model
-from pipeline.release import create_release
+from pipeline.release.build import create_release
 from pipeline.store import Store
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS

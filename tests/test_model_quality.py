@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline.active_learning.pseudo_label import PseudoLabelQuality, pseudo_label, pseudo_label_quality
+from pipeline.intake.real_import import import_coco
 from pipeline.model.predict import untrained_model
 from pipeline.model.registry import load_model
 from pipeline.model.train import train
-from pipeline.pseudo_label import PseudoLabelQuality, pseudo_label, pseudo_label_quality
-from pipeline.real_import import import_coco
 from pipeline.store import Store
 from synthetic.ingest import ingest_sequence
 from synthetic.sample_set import SequenceSpec, render_set

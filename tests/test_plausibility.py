@@ -1,5 +1,5 @@
-"""The pose prior (pipeline/plausibility.py): body-frame features by hand, invariances, and that it
-tells a folded or collapsed spine from the spines it was fitted on."""
+"""The pose prior (pipeline/active_learning/plausibility.py): body-frame features by hand,
+invariances, and that it tells a folded or collapsed spine from the spines it was fitted on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.plausibility import (
+from pipeline.active_learning.plausibility import (
     FEATURE_POINTS,
     NUM_FEATURES,
     STATS_FILE,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.active_learning.pseudo_label import external_id, pseudo_label, pseudo_label_quality, spine_stats
+from pipeline.intake.real_import import import_coco
 from pipeline.model.predict import untrained_model
-from pipeline.pseudo_label import external_id, pseudo_label, pseudo_label_quality, spine_stats
-from pipeline.real_import import import_coco
 from pipeline.store import Store
 from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
 

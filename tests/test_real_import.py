@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.real_import import import_coco, instance_key, map_keypoints
+from pipeline.intake.real_import import import_coco, instance_key, map_keypoints
 from pipeline.store import Store
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 from pycocotools.coco import COCO
 
-from pipeline.release import (
+from pipeline.release.build import (
     ReleaseError,
     create_release,
     get_release,

@@ -19,7 +19,7 @@ import pytest
 from pipeline.coco_json import number_rows
 from pipeline.coco_writer import round_like_python
 from pipeline.export import encode_each, encode_json, encoded_annotations, label_annotation, label_annotations
-from pipeline.release import create_release, verify_release
+from pipeline.release.build import create_release, verify_release
 from pipeline.store import Label, Store
 from schemas.keypoints import NUM_KEYPOINTS
 

@@ -20,8 +20,8 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from annotation.labelstudio.server import media_root, stage_media
-from pipeline.real_import import import_coco
-from pipeline.release import create_release, reproduce_release, verify_release
+from pipeline.intake.real_import import import_coco
+from pipeline.release.build import create_release, reproduce_release, verify_release
 from pipeline.splits import assign_splits
 from pipeline.store import Store
 from pipeline.store.models import Image

@@ -19,10 +19,10 @@ import pytest
 from mmengine.config import Config
 from PIL import Image as PILImage
 
-from pipeline import release as release_module
-from pipeline import release_kit
-from pipeline.release import ReleaseError, create_release, reproduce_release, verify_release
-from pipeline.release_kit import BLAZE37_CONFIG, KIT_FILES, METAINFO, RTMPOSE_S_CONFIG
+from pipeline.release import build as release_module
+from pipeline.release import kit as release_kit
+from pipeline.release.build import ReleaseError, create_release, reproduce_release, verify_release
+from pipeline.release.kit import BLAZE37_CONFIG, KIT_FILES, METAINFO, RTMPOSE_S_CONFIG
 from pipeline.store import Store
 from schemas.keypoints import AUTHORS_SKELETON, FLIP_PAIRS, JOINT_WEIGHTS, LOWER_BODY_IDS, NAMES, SIGMAS
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from pipeline.release import create_release, reproduce_release
+from pipeline.release.build import create_release, reproduce_release
 from pipeline.review_decisions import needs_fix_instances, record_review_decision, settled_since_tagged
 from pipeline.store import Store
 from pipeline.store.models import ReviewTag

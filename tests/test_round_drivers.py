@@ -34,9 +34,9 @@ from annotation.labelstudio.pull import stored_project
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.labelstudio.webhook import SECRET_HEADER
 from annotation.simulated_annotator import AnnotatorProfile, annotate_tasks
-from pipeline.active_learning import training_labels
-from pipeline.real_import import import_coco
-from pipeline.rounds import ROUND_STEPS, get_round, live_human_revisions, step_done
+from pipeline.active_learning.loop import training_labels
+from pipeline.active_learning.rounds import ROUND_STEPS, get_round, live_human_revisions, step_done
+from pipeline.intake.real_import import import_coco
 from pipeline.splits import assign_splits
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, ModelVersion, Revision, Round

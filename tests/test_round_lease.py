@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from pipeline.rounds import RoundBusy, driving, get_round, open_round, update_round
+from pipeline.active_learning.rounds import RoundBusy, driving, get_round, open_round, update_round
 from pipeline.store import Store
 from pipeline.store.lease import Lease, LeaseBusy, LeaseLost, holder_of
 from pipeline.store.models import Lease as LeaseRow

@@ -24,9 +24,9 @@ from annotation.labelstudio.client import connect, connection_of
 from annotation.labelstudio.pull import stored_project
 from annotation.labelstudio.server import LabelStudioServer
 from annotation.simulated_annotator import AnnotatorProfile, annotate_tasks
+from pipeline.active_learning.rounds import get_round, live_human_revisions
 from pipeline.instance_sets import training_labels
-from pipeline.real_import import import_coco
-from pipeline.rounds import get_round, live_human_revisions
+from pipeline.intake.real_import import import_coco
 from pipeline.splits import assign_splits
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Revision

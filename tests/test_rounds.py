@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rounds import (
+from pipeline.active_learning.rounds import (
     finish_step,
     history,
     metrics_table,
@@ -52,7 +52,7 @@ def test_model_and_report_follow_finished_rounds(store: Store, tmp_path: Path) -
 
 # -- waiting rounds: close rule, settings on resume, the Wilson bound --------------------------------
 def test_close_rule_share_age_and_request() -> None:
-    from pipeline.rounds import TaskStatus, close_decision, parse_duration
+    from pipeline.active_learning.rounds import TaskStatus, close_decision, parse_duration
 
     assert parse_duration("3d") == 3 * 86400 and parse_duration("90m") == 5400 and parse_duration("45") == 45
     with pytest.raises(ValueError):
@@ -66,7 +66,7 @@ def test_close_rule_share_age_and_request() -> None:
 
 
 def test_resume_keeps_the_stored_settings_whatever_the_flags(store: Store) -> None:
-    from pipeline.active_learning import RoundSettings, resolve_settings, start_round
+    from pipeline.active_learning.loop import RoundSettings, resolve_settings, start_round
 
     fresh, ignored = resolve_settings(store, 1, {"budget": 7, "close_when": 0.9})
     assert fresh == RoundSettings(budget=7, close_when=0.9) and not ignored
@@ -81,7 +81,7 @@ def test_resume_keeps_the_stored_settings_whatever_the_flags(store: Store) -> No
 
 
 def test_wilson_bound_keeps_auto_accept_off_without_evidence() -> None:
-    from pipeline.calibration import calibrate_threshold, wilson_lower_bound
+    from pipeline.active_learning.calibration import calibrate_threshold, wilson_lower_bound
 
     assert wilson_lower_bound(30, 30) < 0.92 < wilson_lower_bound(100, 100)
     assert abs(wilson_lower_bound(50, 100, z=0.0) - 0.5) < 1e-12

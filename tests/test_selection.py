@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from pipeline.calibration import calibrate_threshold
-from pipeline.selection import Candidate, pose_embedding, select
+from pipeline.active_learning.calibration import calibrate_threshold
+from pipeline.active_learning.selection import Candidate, pose_embedding, select
 from schemas.keypoints import NUM_KEYPOINTS, SPINE_IDS
 
 

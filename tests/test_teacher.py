@@ -46,8 +46,8 @@ def _distance_to_teacher(student: list[PersonPose], teacher: list[PersonPose]) -
 
 def test_teacher_body_targets_pull_the_student_toward_the_teacher(tmp_path: Path, real_people: Path) -> None:
     from pipeline.annotators import load_annotator
+    from pipeline.intake.real_import import import_coco
     from pipeline.model.train import train
-    from pipeline.real_import import import_coco
     from synthetic.sample_set import SequenceSpec, render_set, store_ground_truth
 
     store = Store(home=tmp_path / "home")

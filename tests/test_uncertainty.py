@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.uncertainty import (
+from pipeline.active_learning.uncertainty import (
     DEFAULT_WEIGHTS,
     SpineStats,
     confidence_uncertainty,

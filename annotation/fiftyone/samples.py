@@ -29,7 +29,7 @@ from annotation.fiftyone.tags import NEEDS_FIX, sync_review_tags, tag_times
 from annotation.labelstudio.agreement import DISAGREEMENT_BELOW
 from pipeline import progress
 from pipeline.gc_pause import gc_paused
-from pipeline.release import get_release, labels_for_revisions
+from pipeline.release.build import get_release, labels_for_revisions
 from pipeline.store import Label, Store
 from schemas import enums
 from schemas.keypoint_array import KeypointArray

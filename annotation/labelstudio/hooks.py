@@ -1,6 +1,6 @@
 """The Label Studio side of an active-learning round: push, pull and (benchmarks only) simulate.
 
-pipeline/active_learning.py knows nothing about Label Studio; it calls these three hooks. Keeping
+pipeline/active_learning/loop.py knows nothing about Label Studio; it calls these three hooks. Keeping
 them here means the round works the same against a team's server or the one `spinetrack labelstudio
 start` runs, and that the simulated annotator can only be plugged in explicitly.
 
@@ -77,12 +77,18 @@ def continue_waiting_round(store: Store, hooks: LabelStudioHooks,
     """Pull; if a round is awaiting annotations and its close rule now holds, finish it.
 
     Returns the round's status after the call (None when no round is in progress). Runs the
-    production steps (`pipeline.active_learning.advance_round`) with the settings the round stored.
+    production steps (`pipeline.active_learning.loop.advance_round`) with the settings the round stored.
     When another process drives the round now (a person, cron) this only pulls, logs who drives
     it and returns "busy": that driver, or the next event, continues the round.
     """
-    from pipeline.active_learning import RoundContext, advance_round, resolve_settings
-    from pipeline.rounds import ROUND_STEPS, RoundBusy, get_round, next_round_number, step_done
+    from pipeline.active_learning.loop import RoundContext, advance_round, resolve_settings
+    from pipeline.active_learning.rounds import (
+        ROUND_STEPS,
+        RoundBusy,
+        get_round,
+        next_round_number,
+        step_done,
+    )
 
     number = next_round_number(store)
     rnd = get_round(store, number)

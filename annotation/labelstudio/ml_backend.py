@@ -20,7 +20,7 @@ built by the same `convert.prediction` as pushed pre-annotations: `model_version
 identity, a score per point, no point where it covers none (v=0). A task SpineTrack pushed is
 predicted on the store's image in its instance's box; a task a person imported by hand on the image
 Label Studio serves (read below its document root, else downloaded from Label Studio with the
-token) in the box of the best person BlazePose's detector finds (`pipeline.detectors`), else the
+token) in the box of the best person BlazePose's detector finds (`pipeline.intake.detectors`), else the
 whole image. Tasks imported by hand get predictions as they arrive: on Label Studio's TASKS_CREATED
 event the backend asks it to "Retrieve predictions" for them, which calls /predict.
 """
@@ -65,7 +65,7 @@ from annotation.labelstudio.webhook import (
 )
 from pipeline.annotators import Annotator
 from pipeline.annotators.spec import DEFAULT_SPEC, load_annotator
-from pipeline.media import read_image
+from pipeline.intake.media import read_image
 from pipeline.store import Store
 from pipeline.store.models import Instance
 from schemas.errors import InputError
@@ -208,7 +208,7 @@ class SpineTrackModel:
     def _person_box(self, pixels: NDArray[np.uint8]) -> list[float]:
         """The best person the detector finds (one person per task), else the whole image."""
         if self._detector is None:
-            from pipeline.detectors import load_detector
+            from pipeline.intake.detectors import load_detector
 
             self._detector = load_detector(self.detector_spec, device=self.device)
         found = self._detector.detect(pixels)

@@ -4,7 +4,8 @@
 with OpenCV, every Nth frame or N frames per second; the video is the split group, each frame keeps
 its index and time). Person boxes come from, in order of preference: a detections file (COCO
 results, matched by `file_name` [+ `frame_index`] or by `image_id` = a numeric file stem), an ONNX
-detector the user passes, or BlazePose's offline detector (one person per image; pipeline/detectors.py).
+detector the user passes, or BlazePose's offline detector (one person per image;
+pipeline/intake/detectors.py).
 
 Everything is read, decoded and detected before anything is written, so a bad input (an unreadable
 image or video, a detections file with an unknown keypoint layout, a file that is no detector)
@@ -30,9 +31,9 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 
 from pipeline import progress
-from pipeline.detectors import PersonBox, PersonDetector, load_detector
-from pipeline.media import InputFile, Sampling, collect_inputs, read_image, video_frames
-from pipeline.real_import import WRITE_BATCH, map_keypoints
+from pipeline.intake.detectors import PersonBox, PersonDetector, load_detector
+from pipeline.intake.media import InputFile, Sampling, collect_inputs, read_image, video_frames
+from pipeline.intake.real_import import WRITE_BATCH, map_keypoints
 from pipeline.store import Store, file_sha256
 from pipeline.store.models import Image, Instance
 from pipeline.store.objects import put_bytes

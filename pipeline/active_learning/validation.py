@@ -5,7 +5,7 @@ One scoring path (`_score`) for both proposers, which differ only in how they pr
 score their own uncertainty:
 
 - `validate(store, model)`: a trained mmpose model, with flip test (`pipeline.model.predict`),
-  uncertainty as `pipeline.uncertainty.instance_uncertainty` computes it for the model;
+  uncertainty as `pipeline.active_learning.uncertainty.instance_uncertainty` computes it for the model;
 - `validate_annotator(store, annotator, ids)`: any `Annotator`, scored the way `pseudo_label`
   would store its proposals (`revision_content`: v=0 where nothing was placed;
   `pose_uncertainty`), so `step_calibrate` calibrates the threshold on the same scale that
@@ -30,8 +30,8 @@ from pipeline.instance_sets import ground_truth, validation_instances
 from pipeline.store import Store
 
 if TYPE_CHECKING:
+    from pipeline.active_learning.uncertainty import SpineStats
     from pipeline.store.models import Revision
-    from pipeline.uncertainty import SpineStats
 
 
 @dataclass
@@ -64,8 +64,8 @@ Proposer = Callable[[list[_Row], Boxes, "SpineStats | None"], Iterable[_Proposal
 
 
 def _score(store: Store, instance_ids: Sequence[int], propose: Proposer) -> ValidationResult:
+    from pipeline.active_learning.pseudo_label import spine_stats
     from pipeline.evaluate import evaluate_keypoints, expected_oks, summary
-    from pipeline.pseudo_label import spine_stats
 
     truth: dict[int, Revision] = ground_truth(store, list(instance_ids))
     if not truth:
@@ -102,8 +102,8 @@ def validate(store: Store, model: Any, *, flip_test: bool = True,
              instance_ids: Sequence[int] | None = None) -> ValidationResult:
     """Predict validation instances (default: all, `validation_instances`) with a trained model; AP
     per partition, and OKS + uncertainty per instance."""
+    from pipeline.active_learning.uncertainty import instance_uncertainty
     from pipeline.model.predict import predict
-    from pipeline.uncertainty import instance_uncertainty
 
     def propose(rows: list[_Row], boxes: Boxes, stats: SpineStats | None) -> Iterable[_Proposal]:
         for pred in predict(model, [r.path for r in rows], boxes, flip_test=flip_test):
@@ -121,7 +121,7 @@ def validate(store: Store, model: Any, *, flip_test: bool = True,
 def validate_annotator(store: Store, annotator: Annotator, instance_ids: Sequence[int]) -> ValidationResult:
     """AP per partition, and per instance OKS + uncertainty, of `annotator` on `instance_ids`
     (ground-truth boxes), its proposals written and scored as `pseudo_label` stores them."""
-    from pipeline.pseudo_label import pose_uncertainty, revision_content
+    from pipeline.active_learning.pseudo_label import pose_uncertainty, revision_content
 
     def propose(rows: list[_Row], boxes: Boxes, stats: SpineStats | None) -> Iterable[_Proposal]:
         for pose in annotator.predict_many([r.path for r in rows], boxes):

@@ -6,10 +6,10 @@ corrections until the round's close rule holds → retrain from the previous mod
 real (and, beside it, the synthetic) validation split → record.
 
 Each step is idempotent on its own (revisions carry external ids, tasks are unique per instance and
-round) and the round records its last finished step (pipeline.rounds), so a crash or Ctrl-C and a
-re-run continues where it stopped and does nothing twice. `collect` never blocks for days: it pulls,
-checks the close rule stored when the round started (`close_when`, `close_after_s`, or a `--close`
-request), and otherwise leaves the round `awaiting-annotations` and returns.
+round) and the round records its last finished step (pipeline.active_learning.rounds), so a crash
+or Ctrl-C and a re-run continues where it stopped and does nothing twice. `collect` never blocks
+for days: it pulls, checks the close rule stored when the round started (`close_when`,
+`close_after_s`, or a `--close` request), and otherwise leaves the round `awaiting-annotations` and returns.
 
 Public API for the CLI, flows and benchmarks (the benchmark runs THIS step, not a copy):
 `resolve_settings` → `start_round` → `RoundContext` → `advance_round` (or `run_step` per step).
@@ -28,15 +28,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from pipeline.calibration import DEFAULT_Z, AcceptThreshold, calibrate_threshold
-from pipeline.instance_sets import (
-    pool_instances,
-    real_validation_instances,
-    synthetic_validation_instances,
-    training_labels,
-    val_set_candidates,
-)
-from pipeline.rounds import (
+from pipeline.active_learning.calibration import DEFAULT_Z, AcceptThreshold, calibrate_threshold
+from pipeline.active_learning.rounds import (
     ROUND_STEPS,
     VALIDATION_REASON,
     close_decision,
@@ -53,12 +46,19 @@ from pipeline.rounds import (
     task_status,
     update_round,
 )
-from pipeline.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
-from pipeline.selection import select as select_instances
+from pipeline.active_learning.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
+from pipeline.active_learning.selection import select as select_instances
+from pipeline.active_learning.validation import ValidationResult, validate, validate_annotator
+from pipeline.instance_sets import (
+    pool_instances,
+    real_validation_instances,
+    synthetic_validation_instances,
+    training_labels,
+    val_set_candidates,
+)
 from pipeline.store import Label, Store
 from pipeline.store.lease import Lease
 from pipeline.store.models import AnnotationTask, Revision
-from pipeline.validation import ValidationResult, validate, validate_annotator
 from schemas.enums import (
     RevisionSource,
     RoundStatus,
@@ -166,8 +166,8 @@ class RoundContext:
 # -- the steps ------------------------------------------------------------------------------------
 def step_pseudo_label(ctx: RoundContext) -> dict[str, Any]:
     """Predict the pool (and the first round's real validation sample, for its pre-annotation)."""
+    from pipeline.active_learning.pseudo_label import pseudo_label
     from pipeline.annotators import load_annotator
-    from pipeline.pseudo_label import pseudo_label
 
     annotator = load_annotator(ctx.settings.annotator, ctx.store, device=ctx.settings.device,
                                student=ctx.state["start_model"])
@@ -232,7 +232,7 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
 
 def _pool_predictions(store: Store, model_name: str, pool: Sequence[int]) -> list[Revision]:
     """The pool's proposals by `model_name`, the latest of each instance (a person's new points
-    get a new completion: pipeline.pseudo_label)."""
+    get a new completion: pipeline.active_learning.pseudo_label)."""
     return list(store.latest_revisions(pool, sources=[RevisionSource.PSEUDO],
                                        model_version=model_name).values())
 
@@ -282,7 +282,9 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
                              group=image.group_key if image is not None else None,
                              time_s=float(time_s) if time_s is not None else None,
                              given=tuple(int(i) for i in (rev.quality or {}).get("human_points", ()))))
-    from pipeline.correction_effort import with_estimates  # pose prior + expected correction effort
+    from pipeline.active_learning.correction_effort import (
+        with_estimates,  # pose prior + expected correction effort
+    )
 
     return with_estimates(store, out)
 
@@ -514,8 +516,8 @@ def push_validation_set(store: Store, push: Callable[..., Any], size: int, *, ro
     Their human labels join the real validation split (`real_validation_instances`); they are
     credited to `round` like any task, and never enter training (their groups are `val`).
     """
+    from pipeline.active_learning.pseudo_label import pseudo_label
     from pipeline.model.registry import load_model
-    from pipeline.pseudo_label import pseudo_label
 
     chosen = val_set_candidates(store, size, seed=seed)
     if not chosen:

@@ -273,8 +273,8 @@ def fit_effort_model(store: Any, prior: Any = None, rule: EffortRule | None = No
 
 def with_estimates(store: Any, cands: Sequence[Any]) -> list[Any]:
     """Selection candidates with the pose prior's implausibility and the expected correction effort
-    filled in (pipeline.selection.Candidate; unchanged where a candidate has no keypoints)."""
-    from pipeline.plausibility import fit_store_prior
+    filled in (pipeline.active_learning.selection.Candidate; unchanged where a candidate has no keypoints)."""
+    from pipeline.active_learning.plausibility import fit_store_prior
 
     prior = fit_store_prior(store)
     model = fit_effort_model(store, prior)

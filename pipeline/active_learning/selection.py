@@ -2,8 +2,8 @@
 
 Every strategy sees the same candidates (one per unlabelled instance, with the model's uncertainty,
 per-keypoint uncertainty and an embedding; where the round computed them also the pose prior's
-implausibility, pipeline/plausibility.py, and the expected correction effort,
-pipeline/correction_effort.py) and returns at most `budget` instance ids, most useful first.
+implausibility, pipeline/active_learning/plausibility.py, and the expected correction effort,
+pipeline/active_learning/correction_effort.py) and returns at most `budget` instance ids, most useful first.
 `random` is the baseline every other strategy is measured against (bench/active_learning.py).
 
 Frames of one video are not independent: whatever the strategy, `select` first keeps, of the

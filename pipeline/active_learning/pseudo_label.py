@@ -35,11 +35,11 @@ import numpy as np
 from torch import nn
 
 from pipeline import progress
+from pipeline.active_learning.uncertainty import SpineStats, Uncertainty, instance_uncertainty
 from pipeline.annotators.base import LOW_CONFIDENCE, Annotator, PersonPose, complete_pose
 from pipeline.store import Store
 from pipeline.store.models import Revision
 from pipeline.store.store import HumanPoints
-from pipeline.uncertainty import SpineStats, Uncertainty, instance_uncertainty
 from schemas.enums import HIDDEN_TRUTH_SOURCES, RevisionSource
 from schemas.keypoints import NUM_KEYPOINTS
 from schemas.point_sources import NONE
@@ -102,8 +102,9 @@ def as_annotator(model: Annotator | nn.Module, model_version: str | None, flip_t
 
 def pose_uncertainty(pose: PersonPose, box: Sequence[float], stats: SpineStats | None,
                      points: np.ndarray | None = None) -> Uncertainty:
-    """The uncertainty stored with a pseudo-label (and calibrated against: pipeline.validation);
-    `points`: the ones that count (a completion: those the model placed)."""
+    """The uncertainty stored with a pseudo-label (calibrated against in
+    pipeline.active_learning.validation); `points`: the ones that count (a completion: those the
+    model placed)."""
     plain = pose.detail.get("plain_keypoints", pose.keypoints)
     return instance_uncertainty(
         plain if pose.flip_keypoints is not None else pose.keypoints,
@@ -263,9 +264,9 @@ class PseudoLabelQuality:
 def pseudo_label_quality(store: Store, model_version: str) -> PseudoLabelQuality:
     """Mean expected OKS and COCO AP of a model's pseudo-labels on the instances that have ground
     truth (ground-truth boxes, one prediction per person, as SpineTrack validation is run)."""
+    from pipeline.active_learning.uncertainty import spearman
     from pipeline.coco_writer import coco_annotation, coco_dataset, coco_image, coco_result
     from pipeline.evaluate import evaluate_keypoints, expected_oks, summary
-    from pipeline.uncertainty import spearman
     from schemas.keypoints import PARTITIONS
 
     pseudo = {r.instance_id: r

@@ -29,10 +29,10 @@ from sqlalchemy import select
 
 from pipeline import progress
 from pipeline.coco_writer import coco_dataset
-from pipeline.dataset_card import render_card
 from pipeline.export import SLOT, encode_each, encode_json, encoded_annotations, image_entry
 from pipeline.gc_pause import gc_paused
-from pipeline.release_kit import changed_kit_files, has_kit, write_kit
+from pipeline.release.dataset_card import render_card
+from pipeline.release.kit import changed_kit_files, has_kit, write_kit
 from pipeline.review_decisions import needs_fix_instances
 from pipeline.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions
 from pipeline.store import Label, Store, file_sha256
@@ -251,7 +251,7 @@ def write_release_files(
 ) -> ReleaseManifest:
     """Write annotations, images, manifest and card of one release into `out`; return the manifest.
 
-    `kit`: also the mmpose metainfo and configs that train on it (pipeline/release_kit.py);
+    `kit`: also the mmpose metainfo and configs that train on it (pipeline/release/kit.py);
     `point_counts`: count the points by who placed them. False only to rebuild a release made
     before them."""
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from pipeline.release_kit import card_lines, has_kit
+from pipeline.release.kit import card_lines, has_kit
 from pipeline.splits import SPLITS
 from schemas.keypoints import KEYPOINTS, SPINE_CHAIN
 from schemas.manifest import ReleaseManifest

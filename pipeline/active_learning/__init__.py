@@ -1,0 +1,2 @@
+"""The active-learning room: rounds, pseudo-labels, uncertainty, selection, auto-accept, and
+what a strategy saves."""

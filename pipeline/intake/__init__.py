@@ -1,0 +1,1 @@
+"""The real intake: COCO-style files with human labels, photos and videos without boxes, person detectors."""

@@ -1,0 +1,1 @@
+"""The release room: versioned immutable releases, their training kit and dataset card."""
