@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Where the sample sets are looked for when $SPINETRACK_REAL_PEOPLE is not set.
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_people"
+DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_people"
 FOLDER_ENV = "SPINETRACK_REAL_PEOPLE"
 
 
