@@ -328,6 +328,33 @@ def build_config(
     still complete for inference (`test_dataloader.dataset.pipeline`, metainfo). `overrides`
     replaces `ModelSpec` fields (e.g. {"input_size": (72, 96)}) for experiments.
     """
+    spec = _resolved_spec(name, overrides)
+    iters = int(iters if iters is not None else spec.iters)
+    batch = int(batch_size if batch_size is not None else spec.batch_size)
+    base_lr = float(lr if lr is not None else spec.lr)
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    cfg: dict[str, Any] = {
+        **_runtime_sections(name, spec, overrides, work_dir=work_dir, seed=seed, log_interval=log_interval),
+        "model": model_dict(spec, loss_weights),
+        "optim_wrapper": _optim_wrapper(spec, base_lr),
+        "param_scheduler": _lr_schedule(spec, iters, base_lr),
+        "train_cfg": {"type": "IterBasedTrainLoop", "max_iters": iters, "val_interval": iters + 1},
+        "test_dataloader": _test_dataloader(spec, val_ann, data_root, num_workers),
+        # mmengine wants test_dataloader/test_cfg/test_evaluator together; inference needs the first
+        "test_cfg": {},
+        "test_evaluator": evaluator(),
+    }
+    if train_ann:
+        cfg["train_dataloader"] = _train_dataloader(spec, train_ann, data_root, num_workers, batch)
+    if val_ann:
+        _add_validation(cfg, val_interval or iters)
+    return Config(cfg)
+
+
+def _resolved_spec(name: str, overrides: dict[str, Any] | None) -> ModelSpec:
+    """The named spec with the experiment's overrides, refused before anything is built on it:
+    an input the head's stride does not divide would give a feature map of the wrong size."""
     if name not in SPECS:
         raise ValueError(f"unknown model config {name!r}; choose one of {', '.join(CONFIG_NAMES)}")
     spec = dataclasses.replace(SPECS[name], **(overrides or {}))
@@ -335,11 +362,12 @@ def build_config(
         raise ValueError(
             f"input size {spec.input_size} must be a multiple of the head's feature stride {spec.stride}"
         )
-    iters = int(iters if iters is not None else spec.iters)
-    batch = int(batch_size if batch_size is not None else spec.batch_size)
-    base_lr = float(lr if lr is not None else spec.lr)
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+    return spec
+
+
+def _lr_schedule(spec: ModelSpec, iters: int, base_lr: float) -> list[dict[str, Any]]:
+    """A linear warm-up (at most a fifth of a short run, so it still has time to learn) and then a
+    cosine decay to 5 % of the rate over the rest, counted in iterations as rounds are sized."""
     warmup = min(spec.warmup_iters, iters // 5)
     schedulers: list[dict[str, Any]] = []
     if warmup > 0:
@@ -356,8 +384,22 @@ def build_config(
             "by_epoch": False,
         }
     )
+    return schedulers
 
-    cfg: dict[str, Any] = {
+
+def _runtime_sections(
+    name: str,
+    spec: ModelSpec,
+    overrides: dict[str, Any] | None,
+    *,
+    work_dir: str | Path,
+    seed: int,
+    log_interval: int,
+) -> dict[str, Any]:
+    """Everything but the model, optimiser and data: the `spinetrack` section records which config,
+    input size and overrides made a checkpoint (export and the annotators read it back); the rest
+    keeps mmengine quiet and seeded and stops it writing checkpoints of its own."""
+    return {
         "default_scope": "mmpose",
         "spinetrack": {
             "config_name": name,
@@ -385,46 +427,59 @@ def build_config(
             "vis_backends": [{"type": "LocalVisBackend"}],
             "name": "visualizer",
         },
-        "model": model_dict(spec, loss_weights),
-        "optim_wrapper": {
-            "type": "OptimWrapper",
-            "optimizer": {"type": "AdamW", "lr": base_lr, "weight_decay": spec.weight_decay},
-            "paramwise_cfg": {
-                "norm_decay_mult": 0,
-                "bias_decay_mult": 0,
-                "bypass_duplicate": True,
-                **({"custom_keys": {"backbone": {"lr_mult": spec.backbone_lr_mult}}}
-                   if spec.backbone_lr_mult != 1.0 else {}),
-            },
-        },
-        "param_scheduler": schedulers,
-        "train_cfg": {"type": "IterBasedTrainLoop", "max_iters": iters, "val_interval": iters + 1},
-        "test_dataloader": {
-            "batch_size": 32,
-            "num_workers": num_workers,
-            "persistent_workers": False,
-            "drop_last": False,
-            "sampler": {"type": "DefaultSampler", "shuffle": False, "round_up": False},
-            "dataset": _dataset(val_ann, data_root, test_pipeline(spec), test_mode=True),
-        },
-        # mmengine wants test_dataloader/test_cfg/test_evaluator together; inference needs the first
-        "test_cfg": {},
-        "test_evaluator": evaluator(),
     }
-    if train_ann:
-        cfg["train_dataloader"] = {
-            "batch_size": batch,
-            "num_workers": num_workers,
-            "persistent_workers": num_workers > 0,
-            "sampler": {"type": "InfiniteSampler", "shuffle": True},
-            "dataset": _dataset(train_ann, data_root, train_pipeline(spec), test_mode=False),
-        }
-    if val_ann:
-        cfg["train_cfg"]["val_interval"] = int(val_interval or iters)
-        cfg["val_dataloader"] = copy.deepcopy(cfg["test_dataloader"])
-        cfg["val_cfg"] = {}
-        cfg["val_evaluator"] = evaluator()
-    return Config(cfg)
+
+
+def _optim_wrapper(spec: ModelSpec, base_lr: float) -> dict[str, Any]:
+    """AdamW without decay on norms and biases; a pretrained backbone learns at its own (lower)
+    rate so a few hundred iterations on few images do not wash out what it already knows."""
+    return {
+        "type": "OptimWrapper",
+        "optimizer": {"type": "AdamW", "lr": base_lr, "weight_decay": spec.weight_decay},
+        "paramwise_cfg": {
+            "norm_decay_mult": 0,
+            "bias_decay_mult": 0,
+            "bypass_duplicate": True,
+            **({"custom_keys": {"backbone": {"lr_mult": spec.backbone_lr_mult}}}
+               if spec.backbone_lr_mult != 1.0 else {}),
+        },
+    }
+
+
+def _test_dataloader(
+    spec: ModelSpec, val_ann: str | Path | None, data_root: str | Path, num_workers: int
+) -> dict[str, Any]:
+    """The evaluation loader, present even without `val_ann`: inference reads its pipeline."""
+    return {
+        "batch_size": 32,
+        "num_workers": num_workers,
+        "persistent_workers": False,
+        "drop_last": False,
+        "sampler": {"type": "DefaultSampler", "shuffle": False, "round_up": False},
+        "dataset": _dataset(val_ann, data_root, test_pipeline(spec), test_mode=True),
+    }
+
+
+def _train_dataloader(
+    spec: ModelSpec, train_ann: str | Path, data_root: str | Path, num_workers: int, batch: int
+) -> dict[str, Any]:
+    """An endless shuffled stream: training is sized in iterations, not epochs."""
+    return {
+        "batch_size": batch,
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "sampler": {"type": "InfiniteSampler", "shuffle": True},
+        "dataset": _dataset(train_ann, data_root, train_pipeline(spec), test_mode=False),
+    }
+
+
+def _add_validation(cfg: dict[str, Any], val_interval: int) -> None:
+    """Validate every `val_interval` iterations on the test loader's data (mmengine wants its
+    val_dataloader/val_cfg/val_evaluator together, like the test ones)."""
+    cfg["train_cfg"]["val_interval"] = int(val_interval)
+    cfg["val_dataloader"] = copy.deepcopy(cfg["test_dataloader"])
+    cfg["val_cfg"] = {}
+    cfg["val_evaluator"] = evaluator()
 
 
 def evaluator() -> dict[str, Any]:
