@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import cv2
 import numpy as np
@@ -48,7 +48,7 @@ from synthetic.character import home_segments, pose_character, sample_character
 from synthetic.coords import opensim_to_unreal
 from synthetic.marker_map import BONE_PREFIX
 from synthetic.motions import MOTIONS, WALK_RADIUS_M, MotionParams, motion_pose
-from synthetic.raster import PixelRays, raycast, segment_hits
+from synthetic.raster import PixelRays, RayCast, raycast, segment_hits
 from synthetic.reader import write_depth
 
 FPS: Final[float] = 30.0
@@ -370,6 +370,36 @@ def render_sequence(
     actor ids) or stencil (8-bit custom-stencil values, mapped to actors in sequence.json).
     Deterministic for a seed. Returns `out_dir`.
     """
+    _check_render_arguments(frames, motion, width, height, actors, character, depth_format, mask_format)
+    if character == "opensim":
+        _quiet_opensim()
+    out_dir = Path(out_dir)
+    _prepare_folder(out_dir, frames, depth_format)
+    scene = _Scene.draw(seed, motion, width, height, actors, character)
+    sequence_id = f"synthetic-{motion}-seed{seed}"
+    info = _sequence_info(scene, sequence_id, frames, character, mask_format)
+    truth = _GroundTruth(frames, actors)
+    with (
+        open(out_dir / CAMERAS_FILE, "w", encoding="utf-8") as cams,
+        open(out_dir / BONES_FILE, "w", encoding="utf-8") as bones_fh,
+    ):
+        rays: PixelRays | None = None
+        for f in range(frames):
+            camera = scene.rig.camera(f / FPS, width, height)
+            if rays is None:
+                rays = PixelRays(camera)
+            _render_frame(out_dir, scene, f, camera, rays, truth, cams, bones_fh,
+                          depth_format=depth_format, mask_format=mask_format)
+    (out_dir / SEQUENCE_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    truth.write(out_dir, sequence_id, scene.cast)
+    return out_dir
+
+
+def _check_render_arguments(
+    frames: int, motion: str, width: int, height: int, actors: int, character: str, depth_format: str,
+    mask_format: str,
+) -> None:
+    """Refuse a bad argument before the folder is touched, naming the choices."""
     if character not in CHARACTERS:
         raise ValueError(f"unknown character {character!r}; choose one of {', '.join(CHARACTERS)}")
     if depth_format not in DEPTH_FORMATS:
@@ -384,48 +414,93 @@ def render_sequence(
         raise ValueError("actors must be between 1 and 8")
     if width < 16 or height < 16:
         raise ValueError("image must be at least 16x16 pixels")
-    if character == "opensim":
-        import synthetic.opensim_runtime  # noqa: F401  (before opensim: see there)
 
-        # isort: split
-        import opensim as osim
 
-        osim.Logger.setLevelString("error")
-    out_dir = Path(out_dir)
-    # sequence.json is written last: until then the folder reads as incomplete, also on a re-render
+def _quiet_opensim() -> None:
+    """Load OpenSim (only the "opensim" character needs it) and keep its log to errors."""
+    import synthetic.opensim_runtime  # noqa: F401  (before opensim: see there)
+
+    # isort: split
+    import opensim as osim
+
+    osim.Logger.setLevelString("error")
+
+
+def _prepare_folder(out_dir: Path, frames: int, depth_format: str) -> None:
+    """Make the frame folders and clear what a previous render would leave behind.
+
+    sequence.json goes first: it is written last, so until then the folder reads as incomplete,
+    also on a re-render; frames beyond `frames` and depth files of another format go too.
+    """
     (out_dir / SEQUENCE_FILE).unlink(missing_ok=True)
     for sub in (RGB_DIR, DEPTH_DIR, MASK_DIR):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        # re-rendering into a folder of a longer run must not leave its extra frames behind
         for stale in (out_dir / sub).glob("[0-9]" * 6 + ".*"):
             other_format = sub == DEPTH_DIR and stale.suffix != f".{depth_format}"
             if int(stale.stem) >= frames or other_format:
                 stale.unlink()
-    rng = np.random.default_rng(seed)
-    walking = motion in ("walk", "mixed")
-    spacing = 2 * WALK_RADIUS_M + 0.5 if walking else 1.3
-    make = _mannequin_actor if character == "mannequin" else _opensim_actor
-    cast = [make(i + 1, rng, (0.0, (i - (actors - 1) / 2) * spacing)) for i in range(actors)]
-    rig = _rig(rng, width, height, spacing * (actors - 1), walking=walking)
-    background = _background(rng, width, height)
-    light_az = float(rng.uniform(0, 2 * math.pi))
-    light_el = float(rng.uniform(0.4, 1.1))
-    colours: list[tuple[int, int, int]] = []
-    for actor in cast:
-        for part in actor.cap_parts:
-            colours.append(actor.shirt if part == "torso" else PART_COLOURS[part])
-    part_colour = np.asarray(colours, dtype=np.float32)
 
-    sequence_id = f"synthetic-{motion}-seed{seed}"
+
+@dataclass
+class _Scene:
+    """What stays fixed over a sequence: the cast, the camera rig, the background and the light."""
+
+    motion: str
+    width: int
+    height: int
+    cast: list[_Actor]
+    rig: _CameraRig
+    background: NDArray[np.float32]
+    light_az: float
+    light_el: float
+    part_colour: NDArray[np.float32]  # (C, 3) RGB of every capsule of every actor, in cast order
+
+    @classmethod
+    def draw(cls, seed: int, motion: str, width: int, height: int, actors: int, character: str) -> _Scene:
+        """Draw the scene from `seed`; the order of the draws is part of what a seed renders."""
+        rng = np.random.default_rng(seed)
+        walking = motion in ("walk", "mixed")
+        spacing = 2 * WALK_RADIUS_M + 0.5 if walking else 1.3
+        make = _mannequin_actor if character == "mannequin" else _opensim_actor
+        cast = [make(i + 1, rng, (0.0, (i - (actors - 1) / 2) * spacing)) for i in range(actors)]
+        rig = _rig(rng, width, height, spacing * (actors - 1), walking=walking)
+        background = _background(rng, width, height)
+        light_az = float(rng.uniform(0, 2 * math.pi))
+        light_el = float(rng.uniform(0.4, 1.1))
+        colours: list[tuple[int, int, int]] = []
+        for actor in cast:
+            for part in actor.cap_parts:
+                colours.append(actor.shirt if part == "torso" else PART_COLOURS[part])
+        part_colour = np.asarray(colours, dtype=np.float32)
+        return cls(motion, width, height, cast, rig, background, light_az, light_el, part_colour)
+
+    def light(self, t: float) -> NDArray[np.float64]:
+        """The light's direction at time `t`: it wobbles a little so shading is not constant."""
+        wobble = 0.15 * math.sin(0.3 * t + self.light_az)
+        return np.array(
+            [
+                math.cos(self.light_el) * math.cos(self.light_az + wobble),
+                math.cos(self.light_el) * math.sin(self.light_az + wobble),
+                math.sin(self.light_el),
+            ]
+        )
+
+
+def _sequence_info(
+    scene: _Scene, sequence_id: str, frames: int, character: str, mask_format: str
+) -> dict[str, Any]:
+    """sequence.json: what an Unreal exporter writes about the sequence, its subjects and actors
+    (with stencil masks, the stencil value that stands for each actor)."""
+    cast = scene.cast
     subjects = [
         {"id": a.subject_id, "height_cm": round(a.height_m * 100, 1), "mass_kg": a.mass_kg} for a in cast
     ]
-    info = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "sequence_id": sequence_id,
         "fps": FPS,
-        "image_width": width,
-        "image_height": height,
+        "image_width": scene.width,
+        "image_height": scene.height,
         "units": "cm",
         "axes": "unreal",
         "subject": subjects[0],
@@ -439,101 +514,161 @@ def render_sequence(
         "renderer": f"{RENDERER_NAME}; character={character}",
         "rig": "ue5_mannequin",
     }
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    truth3d = np.empty((frames, actors, len(NAMES), 3))
-    bone_list = bone_names()
-    rays: PixelRays | None = None
-    # fast PNG settings (measured: RLE is both smaller and faster than zlib level 1 on these renders)
-    png_rgb = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-    png_mask = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    with (
-        open(out_dir / CAMERAS_FILE, "w", encoding="utf-8") as cams,
-        open(out_dir / BONES_FILE, "w", encoding="utf-8") as bones_fh,
-    ):
-        for f in range(frames):
-            t = f / FPS
-            camera = rig.camera(t, width, height)
-            if rays is None:
-                rays = PixelRays(camera)
-            posed = [_pose_actor(a, t, motion) for a in cast]
-            a_all = np.concatenate([p.cap_a for p in posed])
-            b_all = np.concatenate([p.cap_b for p in posed])
-            r_all = np.concatenate([p.radii for p in posed])
-            hits = raycast(camera, a_all, b_all, r_all, rays)
-            owner = np.concatenate(
-                [np.full(len(p.radii), a.actor_id) for p, a in zip(posed, cast, strict=True)]
-            )
-            mask = np.where(hits.index >= 0, owner[np.maximum(hits.index, 0)], 0).astype(np.uint8)
-            wobble = 0.15 * math.sin(0.3 * t + light_az)
-            light = np.array(
-                [
-                    math.cos(light_el) * math.cos(light_az + wobble),
-                    math.cos(light_el) * math.sin(light_az + wobble),
-                    math.sin(light_el),
-                ]
-            )
-            rgb = _shade(hits, part_colour, background, light)
-            name = frame_name(f, ".png")
-            cv2.imwrite(str(out_dir / RGB_DIR / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), png_rgb)
-            if mask_format == "stencil":
-                # what a post-process material writing CustomStencil to an 8-bit PNG gives: grey RGB
-                stencil = (mask.astype(np.int64) * STENCIL_STEP).astype(np.uint8)
-                grey = np.repeat(stencil[..., None], 3, axis=2)
-                cv2.imwrite(str(out_dir / MASK_DIR / name), grey, png_mask)
+
+
+class _GroundTruth:
+    """The true landmarks gathered frame by frame: COCO images and annotations, and 3-D points."""
+
+    def __init__(self, frames: int, actors: int) -> None:
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.truth3d = np.empty((frames, actors, len(NAMES), 3))
+
+    def add_image(self, f: int, name: str, width: int, height: int) -> int:
+        """Record frame `f`'s image; returns its COCO image id (frame + 1)."""
+        image_id = f + 1
+        self.images.append(
+            {
+                "id": image_id,
+                "file_name": f"{RGB_DIR}/{name}",
+                "width": width,
+                "height": height,
+                "frame": f,
+            }
+        )
+        return image_id
+
+    def add_person(
+        self,
+        f: int,
+        k: int,
+        image_id: int,
+        posed: _Posed,
+        actor: _Actor,
+        projected: tuple[NDArray[np.float64], NDArray[np.int64]],
+        mask: NDArray[np.uint8],
+    ) -> None:
+        """Record the `k`-th actor of frame `f`: its 3-D landmarks and its COCO annotation (points
+        outside the image as 0, 0, 0 as COCO has them; the box and area from the actor's mask)."""
+        uv, vis = projected
+        self.truth3d[f, k] = posed.landmarks_ue
+        kps: list[float] = []
+        for (u, v), flag in zip(uv, vis, strict=True):
+            if flag == 0:
+                kps += [0.0, 0.0, 0]
             else:
-                cv2.imwrite(str(out_dir / MASK_DIR / name), mask, png_mask)
-            write_depth(out_dir / DEPTH_DIR / frame_name(f, f".{depth_format}"), hits.depth)
-            cams.write(json.dumps(camera.to_record(f)) + "\n")
-            image_id = f + 1
-            images.append(
-                {
-                    "id": image_id,
-                    "file_name": f"{RGB_DIR}/{name}",
-                    "width": width,
-                    "height": height,
-                    "frame": f,
-                }
-            )
-            for k, ((uv, vis), p, actor) in enumerate(
-                zip(_visibility(camera, posed, cast, mask), posed, cast, strict=True)
-            ):
-                bones_fh.write(
-                    json.dumps(
-                        {
-                            "frame": f,
-                            "actor": actor.actor_id,
-                            "bones": {
-                                n: [round(float(c), 4) for c in xyz]
-                                for n, xyz in zip(bone_list, p.bones_ue, strict=True)
-                                if np.all(np.isfinite(xyz))
-                            },
-                        }
-                    )
-                    + "\n"
-                )
-                truth3d[f, k] = p.landmarks_ue
-                kps: list[float] = []
-                for (u, v), flag in zip(uv, vis, strict=True):
-                    if flag == 0:
-                        kps += [0.0, 0.0, 0]
-                    else:
-                        kps += [round(float(u), 3), round(float(v), 3), int(flag)]
-                bbox, area = _bbox_from_mask(mask, actor.actor_id)
-                annotations.append(coco_annotation(len(annotations) + 1, image_id, kps, bbox, area=area,
-                                                   extra={"actor": actor.actor_id}))
-    (out_dir / SEQUENCE_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    coco = {
-        "info": {"description": f"ground truth of {sequence_id} ({RENDERER_NAME})", "version": "1.0"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [coco_category()],
-    }
-    (out_dir / GROUND_TRUTH_FILE).write_text(json.dumps(coco) + "\n", encoding="utf-8")
-    np.savez_compressed(
-        out_dir / GROUND_TRUTH_3D_FILE,
-        landmarks_ue_cm=truth3d,
-        actor_ids=np.array([a.actor_id for a in cast]),
-        names=np.array(NAMES),
+                kps += [round(float(u), 3), round(float(v), 3), int(flag)]
+        bbox, area = _bbox_from_mask(mask, actor.actor_id)
+        self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, kps, bbox, area=area,
+                                                extra={"actor": actor.actor_id}))
+
+    def write(self, out_dir: Path, sequence_id: str, cast: list[_Actor]) -> None:
+        """ground_truth.json (COCO) and ground_truth_3d.npz (Unreal cm): not part of the contract."""
+        coco = {
+            "info": {"description": f"ground truth of {sequence_id} ({RENDERER_NAME})", "version": "1.0"},
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": [coco_category()],
+        }
+        (out_dir / GROUND_TRUTH_FILE).write_text(json.dumps(coco) + "\n", encoding="utf-8")
+        np.savez_compressed(
+            out_dir / GROUND_TRUTH_3D_FILE,
+            landmarks_ue_cm=self.truth3d,
+            actor_ids=np.array([a.actor_id for a in cast]),
+            names=np.array(NAMES),
+        )
+
+
+#: Fast PNG settings (measured: RLE is both smaller and faster than zlib level 1 on these renders).
+_PNG_RGB: Final[list[int]] = [
+    cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE
+]
+_PNG_MASK: Final[list[int]] = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
+def _render_frame(
+    out_dir: Path,
+    scene: _Scene,
+    f: int,
+    camera: Camera,
+    rays: PixelRays,
+    truth: _GroundTruth,
+    cams: TextIO,
+    bones_fh: TextIO,
+    *,
+    depth_format: str,
+    mask_format: str,
+) -> None:
+    """Pose the cast at frame `f`, cast the rays, write the frame's images, camera and bones, and
+    add its people to `truth`."""
+    t = f / FPS
+    posed = [_pose_actor(a, t, scene.motion) for a in scene.cast]
+    hits, mask = _cast_rays(camera, rays, posed, scene.cast)
+    rgb = _shade(hits, scene.part_colour, scene.background, scene.light(t))
+    name = frame_name(f, ".png")
+    _write_images(out_dir, f, name, rgb, mask, hits.depth, depth_format=depth_format, mask_format=mask_format)
+    cams.write(json.dumps(camera.to_record(f)) + "\n")
+    image_id = truth.add_image(f, name, scene.width, scene.height)
+    bone_list = bone_names()
+    for k, (projected, p, actor) in enumerate(
+        zip(_visibility(camera, posed, scene.cast, mask), posed, scene.cast, strict=True)
+    ):
+        bones_fh.write(_bones_line(f, actor, p, bone_list))
+        truth.add_person(f, k, image_id, p, actor, projected, mask)
+
+
+def _cast_rays(
+    camera: Camera, rays: PixelRays, posed: list[_Posed], cast: list[_Actor]
+) -> tuple[RayCast, NDArray[np.uint8]]:
+    """Ray-cast every actor's capsules at once: the hits (nearest capsule, depth, normal) and the
+    actor-id mask they give (0: background)."""
+    a_all = np.concatenate([p.cap_a for p in posed])
+    b_all = np.concatenate([p.cap_b for p in posed])
+    r_all = np.concatenate([p.radii for p in posed])
+    hits = raycast(camera, a_all, b_all, r_all, rays)
+    owner = np.concatenate(
+        [np.full(len(p.radii), a.actor_id) for p, a in zip(posed, cast, strict=True)]
     )
-    return out_dir
+    mask = np.where(hits.index >= 0, owner[np.maximum(hits.index, 0)], 0).astype(np.uint8)
+    return hits, mask
+
+
+def _write_images(
+    out_dir: Path,
+    f: int,
+    name: str,
+    rgb: NDArray[np.uint8],
+    mask: NDArray[np.uint8],
+    depth: NDArray[np.float32],
+    *,
+    depth_format: str,
+    mask_format: str,
+) -> None:
+    """Write frame `f`'s RGB, mask and depth in the formats asked for."""
+    cv2.imwrite(str(out_dir / RGB_DIR / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_RGB)
+    if mask_format == "stencil":
+        # what a post-process material writing CustomStencil to an 8-bit PNG gives: grey RGB
+        stencil = (mask.astype(np.int64) * STENCIL_STEP).astype(np.uint8)
+        grey = np.repeat(stencil[..., None], 3, axis=2)
+        cv2.imwrite(str(out_dir / MASK_DIR / name), grey, _PNG_MASK)
+    else:
+        cv2.imwrite(str(out_dir / MASK_DIR / name), mask, _PNG_MASK)
+    write_depth(out_dir / DEPTH_DIR / frame_name(f, f".{depth_format}"), depth)
+
+
+def _bones_line(f: int, actor: _Actor, posed: _Posed, bone_list: Sequence[str]) -> str:
+    """One bones.jsonl line: the actor's Unreal bones in cm (those its rig has) at frame `f`."""
+    return (
+        json.dumps(
+            {
+                "frame": f,
+                "actor": actor.actor_id,
+                "bones": {
+                    n: [round(float(c), 4) for c in xyz]
+                    for n, xyz in zip(bone_list, posed.bones_ue, strict=True)
+                    if np.all(np.isfinite(xyz))
+                },
+            }
+        )
+        + "\n"
+    )
