@@ -28,9 +28,10 @@ def import_real(
     detections: str | None = None,
     min_detection_score: float = 0.0,
     boxes_only: bool = False,
+    layout: str | None = None,
 ) -> dict[str, Any]:
     """Import real images, person boxes and the points people placed (accepted human labels, or
-    hidden ground truth) from a COCO file."""
+    hidden ground truth) from a COCO file or MPII's json."""
     from pipeline.intake.real_import import import_coco
     from pipeline.store import Store
 
@@ -43,6 +44,7 @@ def import_real(
         boxes_only=boxes_only,
         detections=detections,
         min_detection_score=min_detection_score,
+        layout=layout,
     )
     return asdict(summary)
 
@@ -137,8 +139,10 @@ def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 @app.command("import-real")
 def import_real_command(
-    coco_file: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                     help="COCO keypoint JSON (COCO-17, Halpe-26/136 or SpineTrack-37)"),
+    coco_file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False,
+        help="COCO-style keypoint JSON (COCO-17, Halpe-26/136, SpineTrack-37, AIC, CrowdPose, MHP, "
+             "PoseTrack18) or MPII's json (mmpose's list of joints, center, scale)"),
     images: Path | None = typer.Option(None, exists=True, file_okay=False,
                                        help="folder of the images (default: the JSON's folder)"),
     subset: str | None = typer.Option(None, help="subset name (default: the file's stem)"),
@@ -150,11 +154,17 @@ def import_real_command(
     detections: Path | None = typer.Option(None, exists=True, dir_okay=False,
                                            help="COCO results file with person boxes to use instead"),
     min_score: float = typer.Option(0.0, help="drop detections below this score"),
+    layout: str | None = typer.Option(
+        None, "--layout",
+        help="the file's keypoint layout: mpii, mhp, aic, crowdpose, posetrack18, coco17, halpe26, "
+             "halpe136, coco-wholebody, spinetrack37 (default: from the keypoint count; 14 and 16 "
+             "need it)"),
 ) -> None:
     """Import real images, person boxes and the keypoints people placed (accepted human labels;
-    pseudo-labelling completes the other points)."""
+    pseudo-labelling completes the other points). Points map only to the SpineTrack point they
+    are (docs/pseudo-labelling.md, "Keypoint layouts")."""
     out = import_real(str(coco_file), str(images) if images else None, subset, hidden,
-                      str(detections) if detections else None, min_score, boxes_only)
+                      str(detections) if detections else None, min_score, boxes_only, layout)
     emit(out, lambda con: con.print(
         f"imported {out['images']} images, {out['instances']} instances, {out['human_revisions']} "
         f"with human labels ({out['human_points']} points), {out['ground_truth_revisions']} hidden "

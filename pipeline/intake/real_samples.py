@@ -3,7 +3,10 @@ in `../shared/data/real_people` or `$SPINETRACK_REAL_PEOPLE`), and how their key
 SpineTrack's.
 
 One list for the demo (real images in its pool, the COCO sample scored), the active-learning bench
-(real photos in the pool and the validation split) and the annotator bench (body AP per set).
+(real photos in the pool and the validation split) and the annotator bench (body AP per set:
+`REAL_SAMPLE_SETS`, whose keypoints map by index). `LAYOUT_SAMPLE_SETS` (MPII, AI Challenger,
+CrowdPose, MHP) map through their layout's table (schemas/layouts.py) and must be imported with
+it: `import_sample` does, for every set.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pipeline.intake.real_import import ImportSummary, import_coco
+from pipeline.store import Store
 
 #: Where the sample sets are looked for when $SPINETRACK_REAL_PEOPLE is not set.
 DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_people"
@@ -25,6 +32,10 @@ class RealSampleSet:
     #: keypoint slots of the file that are SpineTrack's point of the same index (the rest dropped)
     slots: tuple[int, ...]
     mapping: str  # why those slots
+    #: the file's keypoint layout for import (schemas/layouts.py); None: from the count
+    layout: str | None = None
+    #: people the file holds with a box and >= 1 labelled point that maps (docs/pseudo-labelling.md)
+    people: int = 0
 
     def as_tuple(self) -> tuple[str, str, str, tuple[int, ...], str]:
         return self.name, self.coco_file, self.image_dir, self.slots, self.mapping
@@ -32,17 +43,32 @@ class RealSampleSet:
 
 #: Sets whose keypoints map into SpineTrack's first points by index.
 REAL_SAMPLE_SETS: tuple[RealSampleSet, ...] = (
-    RealSampleSet("coco", "coco/test_coco.json", "coco", tuple(range(17)), "COCO-17"),
-    RealSampleSet("ochuman", "ochuman/test_ochuman.json", "ochuman", tuple(range(17)), "COCO-17"),
+    RealSampleSet("coco", "coco/test_coco.json", "coco", tuple(range(17)), "COCO-17", people=12),
+    RealSampleSet("ochuman", "ochuman/test_ochuman.json", "ochuman", tuple(range(17)), "COCO-17",
+                  people=5),
     RealSampleSet("halpe", "halpe/test_halpe.json", "coco", tuple(range(26)),
                   "Halpe136: first 26 = Halpe26 = SpineTrack 0-25 (COCO-17, head, neck, hip, feet); "
-                  "images are COCO's"),
+                  "images are COCO's", people=12),
     RealSampleSet("posetrack18", "posetrack18/annotations/test_posetrack18_val.json", "posetrack18",
                   (0, *range(3, 17)),
-                  "COCO-17 order, slots 1-2 are head_bottom/head_top (not eyes): left out"),
+                  "COCO-17 order, slots 1-2 are head_bottom/head_top (not eyes): left out of the "
+                  "by-index slots; the import maps head_top to head", layout="posetrack18", people=14),
 )
 
-#: Sets whose keypoints do not map by index, and why.
+#: Sets whose keypoints map through their layout's table, not by index (no eyes or ears).
+LAYOUT_SAMPLE_SETS: tuple[RealSampleSet, ...] = (
+    RealSampleSet("mpii", "mpii/test_mpii.json", "mpii", (),
+                  "MPII json: 12 limb joints + head_top -> head", layout="mpii", people=5),
+    RealSampleSet("aic", "aic/test_aic.json", "aic", (),
+                  "AI Challenger: 12 limb joints + head top -> head", layout="aic", people=9),
+    RealSampleSet("crowdpose", "crowdpose/test_crowdpose.json", "crowdpose", (),
+                  "CrowdPose: 12 limb joints + head (top) -> head", layout="crowdpose", people=4),
+    RealSampleSet("mhp", "mhp/test_mhp.json", "mhp", (),
+                  "MHP (MPII's points): 12 limb joints + head_top -> head", layout="mhp", people=4),
+)
+ALL_SAMPLE_SETS: tuple[RealSampleSet, ...] = REAL_SAMPLE_SETS + LAYOUT_SAMPLE_SETS
+
+#: Sets whose keypoints do not map by index, and why (they import through LAYOUT_SAMPLE_SETS).
 NOT_MAPPED = {
     "crowdpose": "14 points (no nose/eyes/ears; head top and neck of its own), other order",
     "aic": "14 points (no face points; head top, neck), other order",
@@ -57,6 +83,15 @@ def real_people_folder() -> Path:
 
 
 def sample_sets(*names: str) -> tuple[RealSampleSet, ...]:
-    """The named sets, in the order asked."""
-    by_name = {s.name: s for s in REAL_SAMPLE_SETS}
+    """The named sets (any of ALL_SAMPLE_SETS), in the order asked."""
+    by_name = {s.name: s for s in ALL_SAMPLE_SETS}
     return tuple(by_name[n] for n in names)
+
+
+def import_sample(store: Store, sample: RealSampleSet, folder: Path | None = None,
+                  **options: Any) -> ImportSummary:
+    """Import one sample set from `folder` (default: real_people_folder()) with its own layout,
+    so callers need not know which sets need one; `options` go to import_coco (subset, hidden...)."""
+    root = folder or real_people_folder()
+    return import_coco(store, root / sample.coco_file, image_dir=root / sample.image_dir,
+                       layout=sample.layout, **options)
