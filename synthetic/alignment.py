@@ -501,6 +501,59 @@ def fit_sequence(
     """
     if not bones_per_frame:
         raise ValueError("no frames to fit")
+    settings = _settings_with(
+        settings, accuracy=accuracy, scale_frames=scale_frames, bone_weights=bone_weights
+    )
+    osim.Logger.setLevelString("error")
+    fitted, mm, is_default = _prepared_model(model, height_m, mass_kg, marker_map, settings)
+    state = fitted.initSystem()
+    names, targets, warnings = _usable_targets(fitted, bones_per_frame)
+
+    factors: dict[str, float | tuple[float, float, float]] = {}
+    if scale and mm is not None and (mm.scale_segments or mm.axis_scale_segments):
+        measured = _measured_scale(fitted, state, targets, names, mm, settings)
+        factors = _apply_scale(fitted, state, measured, mass_kg)
+        state = fitted.initSystem()
+
+    surface = _FittedSurface.of(fitted, height_m, mass_kg, settings, factors) if is_default else None
+    tracker = _Tracker.of(fitted, state, targets, names, settings, surface, lumbar_task=is_default)
+    frames = _FittedFrames(len(bones_per_frame), len(names), len(tracker.coord_names))
+    for f in range(len(bones_per_frame)):
+        positions, rots, origins, err, frame_rms = tracker.solve(f, rms_threshold_m)
+        frames.add(f, positions, err, frame_rms, names, targets[f], tracker.coordinates())
+        if surface is not None:
+            surface.record(rots, origins)
+
+    return FitResult(
+        landmarks=frames.landmarks,
+        rms_m=frames.rms,
+        max_m=frames.worst,
+        worst_bone=frames.worst_bone,
+        flagged=frames.rms > rms_threshold_m,
+        coordinate_names=tracker.coord_names,
+        coordinates=frames.coords,
+        scale_factors=factors,
+        bones_used=names,
+        rms_threshold_m=rms_threshold_m,
+        warnings=warnings,
+        bone_residuals_m=frames.residuals,
+        settings=settings,
+        capsule_ends_m=None if surface is None else np.asarray(surface.ends),
+        capsule_radii_m=None if surface is None else surface.radii,
+        capsule_bodies=None if surface is None else surface.bodies,
+        landmark_home=None if surface is None else surface.home,
+    )
+
+
+def _settings_with(
+    settings: FitSettings | None,
+    *,
+    accuracy: float,
+    scale_frames: int,
+    bone_weights: Mapping[str, float] | None,
+) -> FitSettings:
+    """`settings` (default `FitSettings()`) with the keyword arguments a caller gave explicitly
+    (those that differ from their defaults): the older call style still wins over the settings."""
     settings = settings or FitSettings()
     if accuracy != DEFAULT_ACCURACY:
         settings = replace(settings, accuracy=accuracy)
@@ -508,19 +561,40 @@ def fit_sequence(
         settings = replace(settings, scale_frames=scale_frames)
     if bone_weights is not None:
         settings = replace(settings, bone_weights=dict(bone_weights))
-    osim.Logger.setLevelString("error")
+    return settings
+
+
+def _prepared_model(
+    model: osim.Model | str | Path | None,
+    height_m: float,
+    mass_kg: float,
+    marker_map: MarkerMap | str | Path | None,
+    settings: FitSettings,
+) -> tuple[osim.Model, MarkerMap | None, bool]:
+    """The model to fit, its marker map and whether it is the default SpineTrack model.
+
+    A default model (built here or passed in, e.g. the coupled variant) brings its own scale pairs
+    and gets the joint ranges `settings` asks for; a user model keeps its own ranges.
+    """
     fitted, mm = _load_model(model, height_m, mass_kg, marker_map, settings.anatomy_revision)
     is_default = fitted.getName() == DEFAULT_MODEL_NAME
     if mm is None and is_default:
-        # a default model (built here or passed in, e.g. the coupled variant): its own scale pairs
         mm = default_anatomy(height_m, mass_kg).marker_map
     if is_default:
         if settings.ranges == "anatomical":
             set_anatomical_ranges(fitted)
         else:
             _set_default_ranges(fitted)
-    state = fitted.initSystem()
-    marker_set = fitted.getMarkerSet()
+    return fitted, mm, is_default
+
+
+def _usable_targets(
+    model: osim.Model, bones_per_frame: Sequence[BonesFrame]
+) -> tuple[list[str], NDArray[np.float64], list[str]]:
+    """The bones the model has markers for and some frame carries, their (F, B, 3) targets (NaN
+    where a frame lacks one), and a warning for each bone no frame carries (it is left out of IK:
+    a marker without any target would only slow the solver)."""
+    marker_set = model.getMarkerSet()
     model_bones = [
         marker_set.get(i).getName()[len(BONE_PREFIX) :]
         for i in range(marker_set.getSize())
@@ -529,36 +603,48 @@ def fit_sequence(
     targets_all = _bones_array(bones_per_frame, model_bones)
     present = np.any(np.all(np.isfinite(targets_all), axis=2), axis=0)
     names = [n for n, ok in zip(model_bones, present, strict=True) if ok]
-    targets = targets_all[:, present]
     warnings = [
         f"bone {n!r} absent in every frame; not used"
         for n, ok in zip(model_bones, present, strict=True)
         if not ok
     ]
+    return names, targets_all[:, present], warnings
 
-    factors: dict[str, float | tuple[float, float, float]] = {}
-    if scale and mm is not None and (mm.scale_segments or mm.axis_scale_segments):
-        measured: dict[str, float | tuple[float, float, float]]
-        if settings.scaling == "per_axis" and mm.axis_scale_segments:
-            measured = dict(_axis_scale_set(fitted, state, targets, names, mm.axis_scale_segments, settings))
-            # bodies the per-axis table leaves out keep the isotropic pairs, over the same good frames
-            good = targets[scaling_frames(targets, names, settings)]
-            iso = _scale_set(fitted, state, good, names, mm.scale_segments, good.shape[0])
-            measured |= {b: k for b, k in iso.items() if b not in measured}
-        else:
-            frames = settings.scale_frames
-            measured = dict(_scale_set(fitted, state, targets, names, mm.scale_segments, frames))
-        factors = _apply_scale(fitted, state, measured, mass_kg)
-        state = fitted.initSystem()
 
-    weights = osim.SetMarkerWeights()
-    for n in names:
-        weights.cloneAndAppend(osim.MarkerWeight(BONE_PREFIX + n, float(settings.bone_weights.get(n, 1.0))))
-    reference = osim.MarkersReference(_marker_table(targets, names), weights)
-    surface = _FittedSurface.of(fitted, height_m, mass_kg, settings, factors) if is_default else None
+def _measured_scale(
+    model: osim.Model,
+    state: osim.State,
+    targets: NDArray[np.float64],
+    names: list[str],
+    mm: MarkerMap,
+    settings: FitSettings,
+) -> dict[str, float | tuple[float, float, float]]:
+    """Scale factors per body as `settings.scaling` measures them from the targets.
+
+    per_axis: bodies the per-axis table leaves out keep the isotropic pairs, measured over the same
+    good frames (`scaling_frames`), so one bad frame cannot scale a body the table does not name.
+    """
+    measured: dict[str, float | tuple[float, float, float]]
+    if settings.scaling == "per_axis" and mm.axis_scale_segments:
+        measured = dict(_axis_scale_set(model, state, targets, names, mm.axis_scale_segments, settings))
+        good = targets[scaling_frames(targets, names, settings)]
+        iso = _scale_set(model, state, good, names, mm.scale_segments, good.shape[0])
+        measured |= {b: k for b, k in iso.items() if b not in measured}
+    else:
+        frames = settings.scale_frames
+        measured = dict(_scale_set(model, state, targets, names, mm.scale_segments, frames))
+    return measured
+
+
+def _lumbar_task(
+    model: osim.Model, state: osim.State, settings: FitSettings, *, is_default: bool
+) -> osim.SimTKArrayCoordinateReference:
+    """The coordinate task holding each lumbar level's rotations near neutral (empty when
+    `settings.lumbar_regularisation` is 0 or the model is not the default one, whose levels these
+    names are); coupled (dependent) coordinates are left to their couplers."""
     coordinate_refs = osim.SimTKArrayCoordinateReference()
     if settings.lumbar_regularisation > 0 and is_default:
-        cs = fitted.getCoordinateSet()
+        cs = model.getCoordinateSet()
         for level in range(len(LUMBAR_LEVELS)):
             for dof in LUMBAR_DOFS:
                 name = lumbar_coordinate(level, dof)
@@ -566,89 +652,140 @@ def fit_sequence(
                     ref = osim.CoordinateReference(name, osim.Constant(0.0))
                     ref.setWeight(settings.lumbar_regularisation)
                     coordinate_refs.push_back(ref)
-    solver = osim.InverseKinematicsSolver(fitted, reference, coordinate_refs, math.inf)
-    solver.setAccuracy(settings.accuracy)
+    return coordinate_refs
 
-    coord_set = fitted.getCoordinateSet()
-    coord_names = [coord_set.get(i).getName() for i in range(coord_set.getSize())]
-    bone_markers = [BONE_PREFIX + n for n in names]
-    landmark_markers = [LANDMARK_PREFIX + n for n in NAMES]
-    # every frame's bone markers, landmarks and capsule bodies from one pose read per body
-    reader = PoseReader(fitted, bone_markers + landmark_markers, surface.unique if surface else ())
-    q_index = coordinate_q_indices(fitted, state)
-    n_bones = len(bone_markers)
-    n_frames = len(bones_per_frame)
-    landmarks = np.empty((n_frames, len(NAMES), 3))
-    rms = np.empty(n_frames)
-    worst = np.empty(n_frames)
-    worst_bone: list[str] = []
-    coords = np.empty((n_frames, len(coord_names)))
-    residuals = np.empty((n_frames, len(names), 3))
 
-    Floats = NDArray[np.float64]
+_Floats = NDArray[np.float64]
 
-    def solved(f: int) -> tuple[Floats, Floats, Floats, Floats]:
+
+def _rms(err: NDArray[np.float64]) -> float:
+    """RMS of the bone-marker distances a frame has targets for (NaN: no target)."""
+    return float(np.sqrt(np.nanmean(err**2)))
+
+
+@dataclass
+class _Tracker:
+    """One IK solver for the whole sequence and what it reads back from each frame's solution.
+
+    `keep_alive` holds the OpenSim objects the solver was made from (marker weights and table,
+    coordinate task) for as long as it runs.
+    """
+
+    model: osim.Model
+    state: osim.State
+    solver: osim.InverseKinematicsSolver
+    targets: NDArray[np.float64]
+    bone_markers: list[str]
+    reader: PoseReader
+    coord_names: list[str]
+    q_index: NDArray[np.intp] | None
+    keep_alive: tuple[object, ...]
+
+    @classmethod
+    def of(
+        cls,
+        model: osim.Model,
+        state: osim.State,
+        targets: NDArray[np.float64],
+        names: list[str],
+        settings: FitSettings,
+        surface: _FittedSurface | None,
+        *,
+        lumbar_task: bool,
+    ) -> _Tracker:
+        """The solver with the bone targets and weights of `settings`; every frame's bone markers,
+        landmarks and capsule bodies then come from one pose read per body (`PoseReader`)."""
+        weights = osim.SetMarkerWeights()
+        for n in names:
+            weight = float(settings.bone_weights.get(n, 1.0))
+            weights.cloneAndAppend(osim.MarkerWeight(BONE_PREFIX + n, weight))
+        reference = osim.MarkersReference(_marker_table(targets, names), weights)
+        coordinate_refs = _lumbar_task(model, state, settings, is_default=lumbar_task)
+        solver = osim.InverseKinematicsSolver(model, reference, coordinate_refs, math.inf)
+        solver.setAccuracy(settings.accuracy)
+        coord_set = model.getCoordinateSet()
+        coord_names = [coord_set.get(i).getName() for i in range(coord_set.getSize())]
+        bone_markers = [BONE_PREFIX + n for n in names]
+        landmark_markers = [LANDMARK_PREFIX + n for n in NAMES]
+        reader = PoseReader(model, bone_markers + landmark_markers, surface.unique if surface else ())
+        q_index = coordinate_q_indices(model, state)
+        return cls(model, state, solver, targets, bone_markers, reader, coord_names, q_index,
+                   (weights, reference, coordinate_refs))
+
+    def solve(self, f: int, rms_threshold_m: float) -> tuple[_Floats, _Floats, _Floats, _Floats, float]:
+        """Solve frame `f`: marker positions, body rotations and origins, bone-marker distances and
+        their RMS. Frame 0 starts from the yaw search; later frames track the last solution."""
+        self.state.setTime(f * _DT)
+        if f == 0:
+            _initial_root_pose(self.model, self.state, self.targets[0], self.bone_markers)
+            self.solver.assemble(self.state)
+        else:
+            self.solver.track(self.state)
+        positions, rots, origins, err = self._solved(f)
+        frame_rms = _rms(err)
+        if frame_rms > rms_threshold_m and f > 0:
+            return self._restarted(f, frame_rms)
+        return positions, rots, origins, err, frame_rms
+
+    def _restarted(self, f: int, tracked_rms: float) -> tuple[_Floats, _Floats, _Floats, _Floats, float]:
+        """Tracking can lose a fast or discontinuous motion: solve frame `f` again from scratch and
+        keep whichever solution fits better. When the tracked one stays, the solver is put back on
+        it, so the next frame tracks from the kept solution, not the restart."""
+        previous = self.state.getQ().to_numpy().copy()  # getQ() is a view of the state: copy it
+        _initial_root_pose(self.model, self.state, self.targets[f], self.bone_markers)
+        self.solver.assemble(self.state)
+        again = self._solved(f)
+        if _rms(again[3]) < tracked_rms:
+            positions, rots, origins, err = again
+        else:
+            self.state.setQ(osim.Vector.createFromMat(previous))
+            self.solver.assemble(self.state)
+            positions, rots, origins, err = self._solved(f)
+        return positions, rots, origins, err, _rms(err)
+
+    def _solved(self, f: int) -> tuple[_Floats, _Floats, _Floats, _Floats]:
         """Marker positions, body rotations and origins, bone-marker distances of the solution."""
-        fitted.realizePosition(state)
-        positions, rots, origins = reader.read(state)
-        err = np.linalg.norm(positions[:n_bones] - targets[f], axis=1)
+        self.model.realizePosition(self.state)
+        positions, rots, origins = self.reader.read(self.state)
+        err = np.linalg.norm(positions[: len(self.bone_markers)] - self.targets[f], axis=1)
         return positions, rots, origins, np.where(np.isfinite(err), err, np.nan)
 
-    def rms_of(err: NDArray[np.float64]) -> float:
-        return float(np.sqrt(np.nanmean(err**2)))
+    def coordinates(self) -> NDArray[np.float64]:
+        """The model's coordinates (CoordinateSet order) in the current solution: one read of Q
+        when each coordinate is one generalized coordinate, else one call per coordinate."""
+        if self.q_index is not None:
+            return np.asarray(self.state.getQ().to_numpy()[self.q_index])
+        coord_set = self.model.getCoordinateSet()
+        return np.array([coord_set.get(i).getValue(self.state) for i in range(len(self.coord_names))])
 
-    for f in range(n_frames):
-        state.setTime(f * _DT)
-        if f == 0:
-            _initial_root_pose(fitted, state, targets[0], bone_markers)
-            solver.assemble(state)
-        else:
-            solver.track(state)
-        positions, rots, origins, err = solved(f)
-        frame_rms = rms_of(err)
-        if frame_rms > rms_threshold_m and f > 0:
-            # tracking can lose a fast or discontinuous motion: restart this frame from scratch
-            previous = state.getQ().to_numpy().copy()  # getQ() is a view of the state: copy it
-            _initial_root_pose(fitted, state, targets[f], bone_markers)
-            solver.assemble(state)
-            again = solved(f)
-            if rms_of(again[3]) < frame_rms:
-                positions, rots, origins, err = again
-                frame_rms = rms_of(err)
-            else:
-                state.setQ(osim.Vector.createFromMat(previous))
-                solver.assemble(state)  # track the next frame from the kept solution, not the restart
-                positions, rots, origins, err = solved(f)
-                frame_rms = rms_of(err)
-        rms[f] = frame_rms
+
+class _FittedFrames:
+    """The per-frame results of a fit, filled frame by frame (F frames, B bones, C coordinates)."""
+
+    def __init__(self, n_frames: int, n_bones: int, n_coords: int) -> None:
+        self.landmarks = np.empty((n_frames, len(NAMES), 3))
+        self.rms = np.empty(n_frames)
+        self.worst = np.empty(n_frames)
+        self.worst_bone: list[str] = []
+        self.coords = np.empty((n_frames, n_coords))
+        self.residuals = np.empty((n_frames, n_bones, 3))
+
+    def add(
+        self,
+        f: int,
+        positions: NDArray[np.float64],
+        err: NDArray[np.float64],
+        frame_rms: float,
+        names: list[str],
+        target: NDArray[np.float64],
+        coords: NDArray[np.float64],
+    ) -> None:
+        """Record frame `f`: `positions` holds the bone markers (`names` order), then the landmarks."""
+        n_bones = len(names)
+        self.rms[f] = frame_rms
         k = int(np.nanargmax(err))
-        worst[f] = err[k]
-        worst_bone.append(names[k])
-        landmarks[f] = positions[n_bones:]
-        if surface is not None:
-            surface.record(rots, origins)
-        residuals[f] = positions[:n_bones] - targets[f]
-        if q_index is not None:
-            coords[f] = state.getQ().to_numpy()[q_index]
-        else:
-            coords[f] = [coord_set.get(i).getValue(state) for i in range(len(coord_names))]
-
-    return FitResult(
-        landmarks=landmarks,
-        rms_m=rms,
-        max_m=worst,
-        worst_bone=worst_bone,
-        flagged=rms > rms_threshold_m,
-        coordinate_names=coord_names,
-        coordinates=coords,
-        scale_factors=factors,
-        bones_used=names,
-        rms_threshold_m=rms_threshold_m,
-        warnings=warnings,
-        bone_residuals_m=residuals,
-        settings=settings,
-        capsule_ends_m=None if surface is None else np.asarray(surface.ends),
-        capsule_radii_m=None if surface is None else surface.radii,
-        capsule_bodies=None if surface is None else surface.bodies,
-        landmark_home=None if surface is None else surface.home,
-    )
+        self.worst[f] = err[k]
+        self.worst_bone.append(names[k])
+        self.landmarks[f] = positions[n_bones:]
+        self.residuals[f] = positions[:n_bones] - target
+        self.coords[f] = coords
