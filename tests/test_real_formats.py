@@ -212,3 +212,17 @@ def test_every_layout_maps_onto_distinct_spinetrack_points() -> None:
         assert not set(layout.to) & set(layout.unmapped), layout.name  # mapped or explained, not both
         named = set(layout.names)
         assert named == set(layout.to) | (named & set(layout.unmapped)), layout.name  # every point said
+
+
+def test_coco_wholebody_feet_land_on_spinetrack_feet(store: Store, real_people: Path) -> None:
+    coco = real_people / "coco" / "test_keypoint_partition_metric.json"  # 133 points per person
+    raw = json.loads(coco.read_text())
+    import_coco(store, coco, layout="coco-wholebody")
+    ann = raw["annotations"][0]
+    kps = _labels(store)[f"coco-ann:{ann['id']}"]
+    flat = ann["keypoints"]
+    for slot, name in ((17, "left_big_toe"), (18, "left_small_toe"), (19, "left_heel"),
+                       (20, "right_big_toe"), (21, "right_small_toe"), (22, "right_heel"),
+                       (0, "nose"), (16, "right_ankle")):
+        assert _point(kps, name) == pytest.approx(flat[3 * slot:3 * slot + 3])
+    assert _labelled(kps) <= set(LAYOUTS["coco-wholebody"].to.values())

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.intake.real_import import ImportSummary, import_coco
-from pipeline.store import Store
+if TYPE_CHECKING:
+    from pipeline.intake.real_import import ImportSummary
+    from pipeline.store import Store
 
 #: Where the sample sets are looked for when $SPINETRACK_REAL_PEOPLE is not set.
 DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_people"
@@ -91,7 +92,10 @@ def sample_sets(*names: str) -> tuple[RealSampleSet, ...]:
 def import_sample(store: Store, sample: RealSampleSet, folder: Path | None = None,
                   **options: Any) -> ImportSummary:
     """Import one sample set from `folder` (default: real_people_folder()) with its own layout,
-    so callers need not know which sets need one; `options` go to import_coco (subset, hidden...)."""
+    so callers need not know which sets need one; `options` go to import_coco (subset, hidden...).
+    The importer loads the store (SQLAlchemy): imported here, so the CLI's start stays light."""
+    from pipeline.intake.real_import import import_coco
+
     root = folder or real_people_folder()
     return import_coco(store, root / sample.coco_file, image_dir=root / sample.image_dir,
                        layout=sample.layout, **options)
