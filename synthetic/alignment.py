@@ -592,8 +592,8 @@ def _usable_targets(
     model: osim.Model, bones_per_frame: Sequence[BonesFrame]
 ) -> tuple[list[str], NDArray[np.float64], list[str]]:
     """The bones the model has markers for and some frame carries, their (F, B, 3) targets (NaN
-    where a frame lacks one), and a warning for each bone no frame carries (it is left out of IK:
-    a marker without any target would only slow the solver)."""
+    where a frame lacks one), and a warning for each bone no frame carries: it is left out of IK
+    and of the residuals, and the caller is told rather than left to find a bone missing."""
     marker_set = model.getMarkerSet()
     model_bones = [
         marker_set.get(i).getName()[len(BONE_PREFIX) :]
@@ -621,8 +621,9 @@ def _measured_scale(
 ) -> dict[str, float | tuple[float, float, float]]:
     """Scale factors per body as `settings.scaling` measures them from the targets.
 
-    per_axis: bodies the per-axis table leaves out keep the isotropic pairs, measured over the same
-    good frames (`scaling_frames`), so one bad frame cannot scale a body the table does not name.
+    per_axis: (x, y, z) factors over the frames fit for measuring (`scaling_frames`); bodies the
+    per-axis table leaves out keep the isotropic pairs, measured over the same good frames.
+    isotropic_first_frames: one factor per body over the first `settings.scale_frames` frames.
     """
     measured: dict[str, float | tuple[float, float, float]]
     if settings.scaling == "per_axis" and mm.axis_scale_segments:

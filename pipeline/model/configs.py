@@ -366,8 +366,8 @@ def _resolved_spec(name: str, overrides: dict[str, Any] | None) -> ModelSpec:
 
 
 def _lr_schedule(spec: ModelSpec, iters: int, base_lr: float) -> list[dict[str, Any]]:
-    """A linear warm-up (at most a fifth of a short run, so it still has time to learn) and then a
-    cosine decay to 5 % of the rate over the rest, counted in iterations as rounds are sized."""
+    """A linear warm-up (at most a fifth of the run, so a short run is not all warm-up), then a
+    cosine decay to 5 % of the rate, counted in iterations as training rounds are sized."""
     warmup = min(spec.warmup_iters, iters // 5)
     schedulers: list[dict[str, Any]] = []
     if warmup > 0:
@@ -431,8 +431,8 @@ def _runtime_sections(
 
 
 def _optim_wrapper(spec: ModelSpec, base_lr: float) -> dict[str, Any]:
-    """AdamW without decay on norms and biases; a pretrained backbone learns at its own (lower)
-    rate so a few hundred iterations on few images do not wash out what it already knows."""
+    """AdamW without decay on norms and biases; the backbone learns at `backbone_lr_mult` of the
+    head's rate where the spec asks for it (blaze37: a tenth, measured in docs/model.md)."""
     return {
         "type": "OptimWrapper",
         "optimizer": {"type": "AdamW", "lr": base_lr, "weight_decay": spec.weight_decay},
