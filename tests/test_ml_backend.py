@@ -24,10 +24,12 @@ import httpx
 import pytest
 
 from annotation.labelstudio.client import connect, connection_of
+from annotation.labelstudio.convert import from_result
 from annotation.labelstudio.hooks import LabelStudioHooks
 from annotation.labelstudio.ml_backend import TITLE, ModelServer, connect_backend, model_server
 from annotation.labelstudio.push import push
 from annotation.labelstudio.server import LabelStudioServer, free_port
+from annotation.labelstudio.view import View, task_view
 from annotation.labelstudio.webhook import ML_PATH, SECRET_HEADER
 from pipeline.store import Store
 from schemas.keypoints import NAMES, NUM_KEYPOINTS
@@ -73,16 +75,18 @@ def backend(store: Store, labelstudio_server: LabelStudioServer) -> Iterator[Mod
         server.stop()
 
 
-def _check_prediction(pred: dict[str, Any], version: str, uncovered: set[int]) -> None:
+def _check_prediction(pred: dict[str, Any], version: str, uncovered: set[int],
+                      view: View | None = None) -> None:
     assert pred["model_version"] == version and 0 < pred["score"] <= 1
     result = pred["result"]
     (box,) = [r for r in result if r["type"] == "rectanglelabels"]
     points = {r["value"]["keypointlabels"][0]: r for r in result if r["type"] == "keypointlabels"}
     assert points and not set(points) & {NAMES[i] for i in uncovered}, "an uncovered point was drawn"
     assert all(0 <= r["score"] <= 1 for r in points.values()), "every point carries its own score"
-    nose = points["nose"]["value"]  # on the person: inside the COCO box, in percent of the image
-    assert BOX[0] / 6.4 <= nose["x"] <= (BOX[0] + BOX[2]) / 6.4 and BOX[1] / 4.25 <= nose["y"] <= 100
-    assert box["original_width"] == 640 and box["original_height"] == 425
+    x, y = from_result(result, 640, 425, view).keypoints[:2]  # the nose, in pixels of the image
+    assert BOX[0] <= x <= BOX[0] + BOX[2] and BOX[1] <= y <= 425  # on the person: inside the COCO box
+    shown = (view.width, view.height) if view is not None else (640, 425)  # percent of what the task shows
+    assert (box["original_width"], box["original_height"]) == shown
 
 
 def test_label_studio_gets_spinetrack_predictions_through_the_ml_backend(
@@ -147,10 +151,11 @@ def test_label_studio_gets_spinetrack_predictions_through_the_ml_backend(
     client.actions.create(id="retrieve_tasks_predictions", project=project,
                           selected_items={"all": False, "included": [pushed]})
     (pred,) = [_as_dict(p) for p in client.predictions.list(task=pushed)]
-    _check_prediction(pred, version, uncovered)
+    view = task_view(client.tasks.get(id=str(pushed)).data)  # the crop the pushed task shows (view.py)
+    assert view is not None
+    _check_prediction(pred, version, uncovered, view)
     assert backend.model.origins[-1] == "store"
-    (box,) = [r["value"] for r in pred["result"] if r["type"] == "rectanglelabels"]
-    assert box["x"] == pytest.approx(BOX[0] / 6.4) and box["width"] == pytest.approx(BOX[2] / 6.4)
+    assert from_result(pred["result"], 640, 425, view).bbox == pytest.approx(BOX, abs=1e-3)
 
     # annotation events reach the round logic through the same app: the save is pulled
     pulls = backend.receiver.pulls

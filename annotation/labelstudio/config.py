@@ -10,8 +10,13 @@ What Label Studio 1.23 offers for keypoints, and how it is used here:
   i (visible). A point with no choice is visible (COCO v=2), "occluded" gives v=1, a deleted point
   is not labelled (v=0). Per-region choices keep one label per keypoint (a second "occluded"
   palette would double the 37 labels and the result format);
-- Label Studio has no keypoint skeleton; point names on the canvas are its editor setting
-  "Show region labels" (Settings, per browser), which the instructions ask annotators to turn on.
+- Label Studio has no keypoint skeleton. Point names on the canvas are only its editor setting
+  "Show region labels" (Settings, per browser, off by default; no tag attribute of 1.23.2 turns it
+  on or off for keypoints): with it on, 37 name tags and score badges cover the body, so the
+  instructions ask to leave it off. A point's name shows when it is selected (click it: the regions
+  list marks it and the region details name it) and hovering a row of the regions list highlights
+  its point; the palette colour says the group (spine red, body blue, feet green, face orange).
+- The image is a crop around the task's person (view.py), so the person fills the canvas.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ GROUP_TITLES = {
 }
 #: Hotkeys Label Studio itself binds with this config (tools, region actions): never given to a label.
 RESERVED_KEYS = frozenset({"h", "k", "r", "v", "u", "shift+1", "shift+2"})
+#: The image's height on the page: the whole crop in view under the header, above the submit bar.
+IMAGE_MAX_HEIGHT = "calc(100vh - 260px)"
 PERSON_KEY = "b"
 OCCLUDED_KEY = "o"
 VISIBLE_KEY = "i"
@@ -99,7 +106,8 @@ def label_config() -> str:
         # the image on the left, the palette beside it: every label and its key in view while labelling
         '  <View style="display: flex; align-items: flex-start; gap: 16px;">',
         '  <View style="flex: 0 0 60%; min-width: 0;">',
-        f'  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true" rotateControl="false"/>',
+        f'  <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true" rotateControl="false" '
+        f'maxHeight="{IMAGE_MAX_HEIGHT}" horizontalAlignment="center"/>',
         "  </View>",
         '  <View style="flex: 1 1 40%; min-width: 0;">',
         f'  <Header value="Selected point is ({VISIBLE_KEY}) visible or ({OCCLUDED_KEY}) occluded: '
@@ -152,8 +160,12 @@ def instructions_html() -> str:
         f"<p><b>Visibility</b>: select a point, press <kbd>{OCCLUDED_KEY}</kbd> when it is hidden "
         f"(by the body, clothing, another person or object) but you can infer where it is, "
         f"<kbd>{VISIBLE_KEY}</kbd> to mark it visible again. Unmarked points count as visible.</p>"
-        "<p>To see every point's name on the image, open the editor's Settings (gear icon) and "
-        "turn on <b>Show region labels</b> (once per browser).</p>"
+        "<p>The image is cropped around this task's person. Point names are <b>not</b> drawn on the "
+        "image, so they do not hide the body: click a point to see its name (the regions list marks "
+        "it, the details name it), or hover a row of the regions list to find its point. Leave the "
+        "editor setting <i>Show region labels</i> off.</p>"
+        "<p>Points drawn but not movable are <b>given</b>: a person placed them already (the task's "
+        "<i>given_points</i>); place and correct only the others.</p>"
         "<p><b>Spine</b> points sit on the midline of the back over the vertebral bodies, sacrum to "
         f"skull:</p>{table('spine')}"
         f"<p>The other {others} points: body joints (COCO), feet, face, and experimental shoulder "

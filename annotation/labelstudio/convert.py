@@ -1,5 +1,8 @@
 """Keypoints in store pixels <-> Label Studio results in percent of the image size.
 
+A task may show a crop of its image (`view.View`, view.py): results are then in percent of the
+crop, and the crop's integer offset is added back on the way in.
+
 Label Studio stores x, y as percent of `original_width` / `original_height`. Converting back rounds to
 1/1000 px (`PIXEL_DECIMALS`): any pixel value with at most three decimals survives the round trip
 exactly, on any image size (333 x 217 included); finer digits are below any annotator's precision.
@@ -13,10 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from annotation.labelstudio.config import IMAGE, OCCLUDED, PERSON, VISIBILITY, keypoint_controls
+from annotation.labelstudio.view import View, frame_of, from_view, to_view
 from schemas.keypoint_array import KeypointArray
 from schemas.keypoints import INDEX, NAMES, NUM_KEYPOINTS
 
 PIXEL_DECIMALS = 3
+#: A point's drawn size, percent of the shown image's width (Label Studio draws radius = this share of
+#: the canvas): about 4 px on a crop the canvas shows 350 px wide; it says nothing about the position.
+POINT_WIDTH = 1.2
 PERSON_REGION_ID = "person"
 _CONTROLS = keypoint_controls()
 
@@ -36,13 +43,17 @@ def region_id(index: int) -> str:
 
 def to_result(
     keypoints: Sequence[float], bbox: Sequence[float] | None, width: int, height: int,
-    *, given: Sequence[int] = (),
+    *, given: Sequence[int] = (), view: View | None = None,
 ) -> list[dict[str, Any]]:
-    """Store keypoints (37 x (x, y, v), pixels) and box -> a Label Studio result list.
+    """Store keypoints (37 x (x, y, v), pixels of the width x height image) and box -> a Label
+    Studio result list, on the `view` (a crop of the image, view.py) when one is given.
 
     `given`: points a person placed already (an imported COCO person's body): their regions are
     `readonly`, shown to place the rest around, not to be redone (the pull keeps them as stored)."""
     locked = set(given)
+    keypoints, bbox = to_view(keypoints, bbox, view)
+    if view is not None:
+        width, height = view.width, view.height
     result: list[dict[str, Any]] = []
     if bbox is not None and bbox[2] > 0 and bbox[3] > 0:
         result.append(
@@ -69,7 +80,7 @@ def to_result(
         if v <= 0:
             continue
         rid = region_id(idx)
-        point = {"x": to_percent(x, width), "y": to_percent(y, height), "width": 0.5}
+        point = {"x": to_percent(x, width), "y": to_percent(y, height), "width": POINT_WIDTH}
         lock = {"readonly": True} if idx in locked else {}
         result.append(
             {
@@ -101,12 +112,12 @@ def to_result(
 def prediction(
     keypoints: Sequence[float], bbox: Sequence[float] | None, width: int, height: int, *,
     model_version: str, score: float | None = None, scores: Sequence[float] | None = None,
-    given: Sequence[int] = (),
+    given: Sequence[int] = (), view: View | None = None,
 ) -> dict[str, Any]:
     """A Label Studio prediction: the result `to_result` builds, the model version, the instance
     score and, given 37 per-point `scores`, each keypoint region's own `score` (Label Studio shows
     it beside the region). The one builder for pushed pre-annotations and the ML backend's answers."""
-    result = to_result(keypoints, bbox, width, height, given=given)
+    result = to_result(keypoints, bbox, width, height, given=given, view=view)
     if scores is not None and len(scores) == NUM_KEYPOINTS:
         by_id = {region_id(i): float(scores[i]) for i in range(NUM_KEYPOINTS)}
         for item in result:
@@ -127,8 +138,19 @@ class ParsedResult:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) -> ParsedResult:
-    """A Label Studio result list -> 37 x (x, y, v) pixels and the person box.
+def _pixels(value: Mapping[str, Any], frame: View | None, width: int, height: int) -> tuple[float, float]:
+    """A region's x, y (percent of the image it was drawn on) -> pixels of the full image."""
+    if frame is None:
+        return to_pixels(value["x"], width), to_pixels(value["y"], height)
+    return from_view(to_pixels(value["x"], frame.width), to_pixels(value["y"], frame.height), frame)
+
+
+def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int,
+                view: View | None = None) -> ParsedResult:
+    """A Label Studio result list -> 37 x (x, y, v) pixels of the width x height image and the box.
+
+    `view`: the crop the task showed (view.py); each region is read in the frame it was drawn on
+    (`frame_of`: the crop, or the full image when the region says so).
 
     Every placed point is labelled: v=1 when its region carries the "occluded" choice, else v=2.
     Keypoints with no point (deleted by the annotator, or never placed) are v=0 at (0, 0).
@@ -149,6 +171,7 @@ def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) ->
     for item in result:
         value = item.get("value") or {}
         kind = item.get("type")
+        frame = frame_of(item, view, width, height)
         if kind == "keypointlabels":
             for name in value.get("keypointlabels", []):
                 idx = INDEX.get(name)
@@ -158,16 +181,12 @@ def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) ->
                 if idx in seen:
                     duplicates.append(name)
                 seen.add(idx)
-                keypoints[3 * idx] = to_pixels(value["x"], width)
-                keypoints[3 * idx + 1] = to_pixels(value["y"], height)
+                keypoints[3 * idx], keypoints[3 * idx + 1] = _pixels(value, frame, width, height)
                 keypoints[3 * idx + 2] = 1.0 if item.get("id") in occluded else 2.0
         elif kind == "rectanglelabels" and item.get("from_name") == PERSON:
-            bbox = [
-                to_pixels(value["x"], width),
-                to_pixels(value["y"], height),
-                to_pixels(value["width"], width),
-                to_pixels(value["height"], height),
-            ]
+            x, y = _pixels(value, frame, width, height)
+            size = (frame.width, frame.height) if frame is not None else (width, height)
+            bbox = [x, y, to_pixels(value["width"], size[0]), to_pixels(value["height"], size[1])]
     notes: dict[str, Any] = {}
     if duplicates:
         notes["duplicates"] = sorted(set(duplicates))
@@ -181,9 +200,12 @@ def from_result(result: Sequence[Mapping[str, Any]], width: int, height: int) ->
 PERCENT_RANGE = (-1.0, 101.0)
 
 
-def result_problem(result: Any) -> tuple[str, str] | None:
+def result_problem(result: Any, view: View | None = None,
+                   size: tuple[int, int] | None = None) -> tuple[str, str] | None:
     """The first thing in an annotation's result that `from_result` cannot turn into a label:
-    (field, what is wrong), or None. Hostile or broken results are refused whole, never guessed."""
+    (field, what is wrong), or None. Hostile or broken results are refused whole, never guessed.
+    With a `view` (the crop the task showed) and the image's `size`, a point on the crop is checked
+    for being in the IMAGE: the crop's percent range is the image's, moved and scaled."""
     if not isinstance(result, list):
         return "result", f"must be a list, got {type(result).__name__}"
     for n, item in enumerate(result):
@@ -197,8 +219,9 @@ def result_problem(result: Any) -> tuple[str, str] | None:
         if not isinstance(value, Mapping):
             return f"{where}.value", "must be an object"
         names = ("x", "y") if kind == "keypointlabels" else ("x", "y", "width", "height")
+        frame = frame_of(item, view, *size) if view is not None and size is not None else None
         for name in names:
-            problem = _percent_problem(value.get(name), name)
+            problem = _percent_problem(value.get(name), name, _range(frame, size, name))
             if problem:
                 return f"{where}.value.{name}", problem
         labels = value.get(kind)
@@ -207,10 +230,19 @@ def result_problem(result: Any) -> tuple[str, str] | None:
     return None
 
 
-def _percent_problem(value: Any, name: str) -> str | None:
+def _range(frame: View | None, size: tuple[int, int] | None, name: str) -> tuple[float, float]:
+    """The percents of the shown crop that stay within PERCENT_RANGE of the image."""
+    if frame is None or size is None or name not in ("x", "y"):
+        return PERCENT_RANGE
+    offset, part, whole = (frame.x, frame.width, size[0]) if name == "x" else (frame.y, frame.height, size[1])
+    low, high = ((p * whole / 100.0 - offset) * 100.0 / part for p in PERCENT_RANGE)
+    return low, high
+
+
+def _percent_problem(value: Any, name: str, bounds: tuple[float, float] = PERCENT_RANGE) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number (percent of the image), got {value!r}"[:120]
-    low, high = PERCENT_RANGE
+    low, high = bounds
     if not math.isfinite(value) or not low <= value <= high:
         return f"{value!r} is not a percent of the image"
     if name in ("width", "height") and value <= 0:

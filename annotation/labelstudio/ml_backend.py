@@ -54,6 +54,7 @@ from annotation.labelstudio.config import keypoint_controls
 from annotation.labelstudio.convert import prediction
 from annotation.labelstudio.hooks import LabelStudioHooks, continue_waiting_round
 from annotation.labelstudio.server import LabelStudioUnavailable
+from annotation.labelstudio.view import View, task_view
 from annotation.labelstudio.webhook import (
     ACTIONS,
     ML_PATH,
@@ -88,6 +89,7 @@ class TaskImage:
     pixels: NDArray[np.uint8]  # BGR
     box: list[float]  # x, y, w, h
     origin: str  # "store" | "document-root" | "label-studio"
+    view: View | None = None  # a pushed task's crop (view.py): the prediction goes on it
 
 
 class SpineTrackModel:
@@ -144,7 +146,8 @@ class SpineTrackModel:
                 pose = annotator.predict(image.pixels, [image.box])[0]
                 scores = [float(c) for c in pose.confidence]
                 out.append(prediction(pose.coco_keypoints(width, height), image.box, width, height,
-                                      model_version=version, score=pose.score, scores=scores))
+                                      model_version=version, score=pose.score, scores=scores,
+                                      view=image.view))
         return out
 
     # -- images ----------------------------------------------------------------------------------
@@ -174,7 +177,7 @@ class SpineTrackModel:
             inst = s.get(Instance, int(iid))
             boxes = self.store.instance_boxes([inst]) if inst is not None else {}
         box = boxes.get(int(iid), ([0.0, 0.0, float(img.width), float(img.height)], "image"))[0]
-        return TaskImage(read_image(Path(img.path)), box, "store")
+        return TaskImage(read_image(Path(img.path)), box, "store", task_view(data, f"task of {iid}"))
 
     def _local_file(self, url: str) -> Path | None:
         """A local-files URL's file below the document root, when this machine sees that root."""

@@ -38,6 +38,7 @@ from annotation.labelstudio.vanished import (
     reconcile_tasks,
     record_ids,
 )
+from annotation.labelstudio.view import task_view
 from pipeline import progress
 from pipeline.store import Store
 from pipeline.store.models import AnnotationTask, Image, Instance, ReviewTag, utcnow
@@ -225,6 +226,9 @@ def _check_results(tasks: list[dict[str, Any]], url: str) -> None:
         anns = task.get("annotations") or []
         if not isinstance(anns, list):
             raise InputError(where, "annotations must be a list", field="annotations")
+        data = task.get("data") or {}
+        view = task_view(data, where) if "spinetrack_key" in data else None
+        size = (int(data["width"]), int(data["height"])) if view is not None else None
         for n, ann in enumerate(anns):
             if not isinstance(ann, dict) or not isinstance(ann.get("id"), int) or "updated_at" not in ann:
                 raise InputError(where, "an annotation needs an integer id and updated_at",
@@ -234,7 +238,8 @@ def _check_results(tasks: list[dict[str, Any]], url: str) -> None:
             except (TypeError, ValueError):
                 raise InputError(f"{where} annotation {ann['id']}", "not a time",
                                  field="updated_at") from None
-            problem = None if ann.get("was_cancelled") else result_problem(ann.get("result") or [])
+            result = ann.get("result") or []
+            problem = None if ann.get("was_cancelled") else result_problem(result, view, size)
             if problem is not None:
                 raise InputError(f"{where} annotation {ann['id']}", problem[1], field=problem[0])
 
@@ -347,10 +352,11 @@ def _store_task(
     fallback_box = list(prefill.bbox) if prefill else None
 
     given = placed_by_people(prefill.point_sources if prefill is not None else None)  # a completion
+    view = task_view(data)  # the crop the task showed (view.py), checked by _check_results
     parsed = {}
     for ann in annotations:
         if not ann.get("was_cancelled"):
-            result = parsed[ann["id"]] = from_result(ann.get("result") or [], width, height)
+            result = parsed[ann["id"]] = from_result(ann.get("result") or [], width, height, view)
             if prefill is not None:
                 result.keypoints = keep_given(result.keypoints, prefill.keypoints, given)
     # agreement over each annotator's latest completed annotation of this task

@@ -1,9 +1,9 @@
 """Push instances to Label Studio as tasks, with the model's current label as a pre-annotation.
 
-One task per person on the FULL image, the person's box drawn as a pre-annotated `person` rectangle:
-annotators see the context that decides occlusion (other people, props, image border), coordinates
-are the store's own pixels (no crop offsets to undo, nothing derived to write to disk), and Label
-Studio's zoom covers small people. Tasks go in with one bulk import call per batch.
+One task per person, showing a crop of the image around that person (view.py: the person fills the
+canvas, with a margin of context), the person's box drawn as a pre-annotated `person` rectangle; the
+crop's place in the image is the task's `view` and coordinates cross it by an integer offset, so the
+store keeps its own pixels exactly. Tasks go in with one bulk import call per batch.
 
 Idempotent by construction: an AnnotationTask row (unique instance, round) is written BEFORE the
 import as `pending`, then gets its Label Studio task id. Re-pushing the same (instance, round) never
@@ -24,6 +24,8 @@ from sqlalchemy import select
 from annotation.labelstudio.client import Connection, configure_overlap, connect, ensure_project, reaching
 from annotation.labelstudio.convert import prediction
 from annotation.labelstudio.server import stage_media
+from annotation.labelstudio.view import View, person_view, stage_view
+from annotation.labelstudio.view import task_view as view_in_data
 from pipeline import progress
 from pipeline.review_decisions import settled_since_tagged
 from pipeline.store import Store
@@ -79,7 +81,7 @@ def _ensure_storages(client: LabelStudio, project_id: int, dirs: set[str]) -> No
         )
 
 
-def _prediction(rev: Revision, width: int, height: int) -> dict[str, Any]:
+def _prediction(rev: Revision, width: int, height: int, view: View | None = None) -> dict[str, Any]:
     if rev.scores:
         score: float | None = sum(rev.scores) / len(rev.scores)
     elif rev.uncertainty is not None:
@@ -87,7 +89,7 @@ def _prediction(rev: Revision, width: int, height: int) -> dict[str, Any]:
     else:
         score = None
     return prediction(rev.keypoints, rev.bbox, width, height, model_version=rev.model_version or rev.source,
-                      score=score, scores=rev.scores, given=given_points(rev))
+                      score=score, scores=rev.scores, given=given_points(rev), view=view)
 
 
 def given_points(rev: Revision | None) -> list[int]:
@@ -138,10 +140,21 @@ def push(
     report = PushReport(project_id=project_id)
     wanted = list(dict.fromkeys(int(i) for i in instance_ids))
     with store.session() as s:
-        rows = _round_tasks(s, round, wanted)
-        pending = [t for t in rows.values() if t.task_id is None]
-    if pending:
-        _recover_pending(store, client, conn, project_id, round)
+        if any(t.task_id is None for t in _round_tasks(s, round, wanted).values()):
+            _recover_pending(store, client, conn, project_id, round)
+    payload, dirs = _prepare(store, wanted, round, project_id, conn, reason, prefill_sources, report)
+    if payload:
+        _import(store, client, conn, project_id, round, payload, dirs, batch)
+        _created(store, round, [iid for iid, _ in payload], report)
+    return report
+
+
+def _prepare(store: Store, wanted: list[int], round: int, project_id: int, conn: Connection, reason: str,
+             prefill_sources: Sequence[str] | None,
+             report: PushReport) -> tuple[list[tuple[int, dict[str, Any]]], set[str]]:
+    """The tasks to import (instance id, task) and the storage folders they need; the instances
+    with a task already go to `report.existing`. Records each new task's intent (`pending`) first:
+    a crash after the import is recoverable."""
     with store.session() as s:
         rows = _round_tasks(s, round, wanted)
         for iid, t in rows.items():
@@ -149,55 +162,81 @@ def push(
                 report.existing.append(iid)
                 report.task_ids[iid] = t.task_id
         todo = [i for i in wanted if i not in rows or rows[i].task_id is None]
-        found = {
-            inst.id: (inst, img)
-            for inst, img in s.execute(
-                select(Instance, Image)
-                .join(Image, Image.id == Instance.image_id)
-                .where(Instance.id.in_(todo))
-            )
-        }
-        missing = [i for i in todo if i not in found]
-        if missing:
-            raise InputError("instance_ids", f"unknown instance ids {missing[:10]}", field="instance_ids")
+        found = _instances(s, todo)
         prefill = _prefill(store, s, todo, prefill_sources)
+        boxes = store.instance_boxes([found[i][0] for i in todo if i not in prefill])
         payload: list[tuple[int, dict[str, Any]]] = []
         dirs: set[str] = set()
         for iid in todo:
-            inst, img = found[iid]
-            # only the media folder is served: the image is linked into it (a no-op when inside)
-            served = (str(stage_media(img.path, img.sha256, conn.document_root))
-                      if conn.document_root else img.path)
-            url = image_url(served, conn.document_root)
-            dirs.add(_storage_dir(served, conn.document_root))
-            task: dict[str, Any] = {
-                "data": {
-                    "image": url,
-                    "spinetrack_key": task_key(iid, round),
-                    "instance_id": iid,
-                    "instance_key": inst.key,
-                    "image_id": img.id,
-                    "round": round,
-                    "reason": reason,
-                    "width": img.width,
-                    "height": img.height,
-                }
-            }
-            rev = prefill.get(iid)
-            if rev is not None:
-                task["predictions"] = [_prediction(rev, img.width, img.height)]
-                if given_points(rev):  # a completion: these are the person's, place only the rest
-                    task["data"]["given_points"] = [NAMES[i] for i in given_points(rev)]
+            (inst, img), rev = found[iid], prefill.get(iid)
+            task, folder = _task(inst, img, rev, boxes.get(iid, (None, ""))[0], round, reason, conn)
             payload.append((iid, task))
-            if iid not in rows:  # record intent first: a crash after the import is recoverable
-                s.add(
-                    AnnotationTask(
-                        instance_id=iid, round=round, project_id=project_id, state="pending", reason=reason,
-                        prediction_revision_id=rev.id if rev is not None else None,
-                    )
-                )  # fmt: skip
-    if not payload:
-        return report
+            dirs.add(folder)
+            if iid not in rows:
+                s.add(AnnotationTask(
+                    instance_id=iid, round=round, project_id=project_id, state="pending", reason=reason,
+                    prediction_revision_id=rev.id if rev is not None else None,
+                ))  # fmt: skip
+    return payload, dirs
+
+
+def _instances(s: Any, ids: list[int]) -> dict[int, tuple[Instance, Image]]:
+    """Each instance with its image; InputError naming the ids the store does not have."""
+    found = {
+        inst.id: (inst, img)
+        for inst, img in s.execute(
+            select(Instance, Image).join(Image, Image.id == Instance.image_id).where(Instance.id.in_(ids))
+        )
+    }
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise InputError("instance_ids", f"unknown instance ids {missing[:10]}", field="instance_ids")
+    return found
+
+
+def view_for(img: Image, rev: Revision | None, box: Sequence[float] | None, conn: Connection) -> View | None:
+    """The crop a task shows (view.py): around the pre-annotation (its box and points), else the
+    instance's box; None (the whole image) when Label Studio's document root is not known here."""
+    if not conn.document_root:
+        return None
+    if rev is not None:
+        return person_view(rev.keypoints, rev.bbox, img.width, img.height)
+    return person_view(None, box, img.width, img.height)
+
+
+def _shown(img: Image, view: View | None, conn: Connection) -> str:
+    """The file Label Studio serves for the task: the crop, else the image staged into the media
+    folder (the only folder served), else the store's file (a server whose root is unknown)."""
+    if not conn.document_root:
+        return img.path
+    if view is not None:
+        return str(stage_view(img.path, img.sha256, view, conn.document_root))
+    return str(stage_media(img.path, img.sha256, conn.document_root))
+
+
+def _task(inst: Instance, img: Image, rev: Revision | None, box: Sequence[float] | None, round: int,
+          reason: str, conn: Connection) -> tuple[dict[str, Any], str]:
+    """One task's JSON (data and, with a revision, its prediction) and its storage folder."""
+    view = view_for(img, rev, box, conn)
+    shown = _shown(img, view, conn)
+    data: dict[str, Any] = {
+        "image": image_url(shown, conn.document_root), "spinetrack_key": task_key(inst.id, round),
+        "instance_id": inst.id, "instance_key": inst.key, "image_id": img.id, "round": round,
+        "reason": reason, "width": img.width, "height": img.height,
+    }
+    if view is not None:
+        data["view"] = view.as_data()
+    task: dict[str, Any] = {"data": data}
+    if rev is not None:
+        task["predictions"] = [_prediction(rev, img.width, img.height, view)]
+        if given_points(rev):  # a completion: these are the person's, place only the rest
+            data["given_points"] = [NAMES[i] for i in given_points(rev)]
+    return task, _storage_dir(shown, conn.document_root)
+
+
+def _import(store: Store, client: LabelStudio, conn: Connection, project_id: int, round: int,
+            payload: list[tuple[int, dict[str, Any]]], dirs: set[str], batch: int) -> None:
+    """Bulk-import the tasks, `batch` a call, and record their Label Studio ids."""
     with reaching(conn.url):
         _ensure_storages(client, project_id, dirs)
         for start in progress.track(range(0, len(payload), batch), f"push to Label Studio ({batch} a batch)"):
@@ -212,6 +251,9 @@ def push(
                 _recover_pending(store, client, conn, project_id, round)
                 continue
             _record(store, round, {iid: tid for (iid, _), tid in zip(chunk, ids, strict=True)})
+
+
+def _created(store: Store, round: int, todo: list[int], report: PushReport) -> None:
     with store.session() as s:
         for t in s.scalars(
             select(AnnotationTask).where(AnnotationTask.round == round, AnnotationTask.instance_id.in_(todo))
@@ -219,7 +261,6 @@ def push(
             if t.task_id is not None:
                 report.created.append(t.instance_id)
                 report.task_ids[t.instance_id] = t.task_id
-    return report
 
 
 def _record(store: Store, round: int, task_ids: dict[int, int]) -> None:
@@ -253,6 +294,13 @@ def _recover_pending(
                if task_key(t.instance_id, round) in by_key}  # fmt: skip
     if ids:
         _record(store, round, ids)
+
+
+def _shown_view(client: LabelStudio, task_id: int) -> View | None:
+    """The crop an existing task shows (its data's `view`): a new prediction goes on the same crop,
+    so the annotation already on the task and the new prediction share one frame."""
+    task: Any = client.tasks.get(id=str(task_id))
+    return view_in_data(task.data or {}, f"task {task_id}")
 
 
 def push_from_review(
@@ -301,7 +349,7 @@ def push_from_review(
             rev = prefill.get(iid)
             if rev is not None and task_id is not None:
                 width, height = sizes[iid]
-                pred = _prediction(rev, width, height)
+                pred = _prediction(rev, width, height, _shown_view(client, task_id))
                 client.predictions.create(
                     task=task_id, result=pred["result"], score=pred.get("score"),
                     model_version=f"review:{pred['model_version']}",
