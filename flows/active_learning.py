@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 #: Selection strategies (pipeline.active_learning.selection.STRATEGIES, checked in
 #: tests/test_cli.py), named here so that listing the commands does not import the selection code.
-STRATEGY_NAMES = ("random", "diversity", "uncertainty", "spine", "kcenter", "plausibility", "effort")
+STRATEGY_NAMES = ("random", "diversity", "uncertainty", "spine", "kcenter", "plausibility", "effort",
+                  "typiclust", "hybrid")
 
 
 @lazy.task(name="round-step", cache_policy="NO_CACHE", task_run_name="{step}",

@@ -5,6 +5,11 @@ per-keypoint uncertainty and an embedding; where the round computed them also th
 implausibility, pipeline/active_learning/plausibility.py, and the expected correction effort,
 pipeline/active_learning/correction_effort.py) and returns at most `budget` instance ids, most useful first.
 `random` is the baseline every other strategy is measured against (bench/active_learning.py).
+`typiclust` and `hybrid` also see the labelled set (the embeddings of what is labelled already):
+TypiClust (Hacohen et al. 2022, "Active Learning on a Budget") covers the typical, dense parts of the
+pool first, which is what pays while the labelled set is small; `hybrid` switches to uncertainty once
+it is not. `STRATEGY_READS` says what each strategy reads of a candidate; whose uncertainty and
+features those are is the round's choice (pipeline/active_learning/loop.py, `ranked_by`).
 
 Frames of one video are not independent: whatever the strategy, `select` first keeps, of the
 near-duplicates of one frame group (the same place in frames less than NEAR_SECONDS apart), only the
@@ -37,9 +42,24 @@ class Candidate:
     group: str | None = None  # the image's frame group (a video, a render sequence; a photo: itself)
     time_s: float | None = None  # the frame's time in its video (None: not a video frame)
     given: tuple[int, ...] = ()  # points a person placed (a completion): not in doubt, not to correct
+    model: str | None = None  # whose proposal (uncertainty, features) this is: a model_version
 
 
 Strategy = Callable[[Sequence[Candidate], int, np.random.Generator], list[int]]
+#: A strategy that also sees the labelled set's embeddings (one (D,) vector per labelled instance).
+LabelledStrategy = Callable[[Sequence[Candidate], int, np.random.Generator, Sequence[np.ndarray]], list[int]]
+
+#: TypiClust's neighbourhood for typicality (the paper's k) and the cluster size below which a
+#: cluster is taken last (the paper drops clusters of at most 5 as outliers; a small pool has many
+#: small clusters, so here they are only ranked after the others).
+TYPICALITY_NEIGHBOURS = 20
+MIN_CLUSTER_SIZE = 5
+#: `hybrid` ranks by TypiClust while fewer than this many instances are labelled, by uncertainty
+#: from then on. TypiClust wins in the low-budget regime and loses to uncertainty past it (Hacohen
+#: et al. 2022: the cross-over is a few labels per class). 30 is a chosen default, not a measured
+#: one: with bench/active_learning.py's budgets (10, 10, 15, 15, 20) it runs TypiClust in the first
+#: three rounds and uncertainty in the last two, so the bench measures both phases.
+HYBRID_SWITCH_AT = 30
 
 #: Two candidates of one frame group are near-duplicates when their frames are at most this far
 #: apart and their boxes overlap at least NEAR_IOU: the same person, in the same place, a moment later.
@@ -142,6 +162,120 @@ def select_kcenter(cands: Sequence[Candidate], budget: int, rng: np.random.Gener
     return [cands[i].instance_id for i in chosen]
 
 
+def select_typiclust(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
+                     labelled: Sequence[np.ndarray] = (), neighbours: int = TYPICALITY_NEIGHBOURS,
+                     min_cluster_size: int = MIN_CLUSTER_SIZE) -> list[int]:
+    """TypiClust (Hacohen et al. 2022): the most typical instance of each of the largest clusters
+    that hold no labelled instance yet.
+
+    Pool and labelled embeddings (unit length) are clustered by k-means into labelled + budget
+    clusters; clusters are taken uncovered first, then largest first, cycling when the budget
+    outlasts them, and those under `min_cluster_size` (outliers) only once the others are spent;
+    from each the unpicked pool
+    instance of highest typicality (1 / mean distance to its k nearest neighbours in the cluster,
+    k = min(`neighbours`, half the cluster)). Dense, representative picks: what a model trained on
+    few labels learns most from. Labelled embeddings of another dimension count only in the
+    number of clusters (they cannot be placed).
+    """
+    if budget <= 0 or not cands:
+        return []
+    pool = np.stack([_unit(c.embedding) for c in cands])
+    placed = [_unit(e) for e in labelled if np.asarray(e).size == pool.shape[1]]
+    points = np.vstack([pool, *placed]) if placed else pool
+    k = min(len(labelled) + budget, len(points))
+    assign = kmeans(points, k, rng)
+    pool_assign, covered = assign[: len(cands)], np.bincount(assign[len(cands):], minlength=k)
+    sizes = np.bincount(assign, minlength=k)
+    order = sorted(range(k), key=lambda c: (covered[c], -sizes[c], c))
+    large = [c for c in order if sizes[c] >= min_cluster_size]
+    small = [c for c in order if sizes[c] < min_cluster_size]
+    taken = np.zeros(len(cands), dtype=bool)
+    picks: list[int] = []
+    for clusters in (large, small):  # small clusters (outliers) only once the large ones are spent
+        while len(picks) < budget and _typical_pass(pool, pool_assign, clusters, taken, picks, budget,
+                                                    neighbours):
+            pass
+    return [cands[i].instance_id for i in picks]
+
+
+def _typical_pass(pool: np.ndarray, assign: np.ndarray, clusters: Sequence[int], taken: np.ndarray,
+                  picks: list[int], budget: int, neighbours: int) -> bool:
+    """One pick per cluster, in order: its most typical instance not taken yet (TypiClust's pass
+    over the sorted clusters). False when no cluster had one left."""
+    found = False
+    for cluster in clusters:
+        members = np.flatnonzero((assign == cluster) & ~taken)
+        if members.size == 0 or len(picks) >= budget:
+            continue
+        best = int(members[np.argmax(typicality(pool[members], neighbours))])
+        taken[best] = True
+        picks.append(best)
+        found = True
+    return found
+
+
+def select_hybrid(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
+                  labelled: Sequence[np.ndarray] = (), switch_at: int = HYBRID_SWITCH_AT) -> list[int]:
+    """TypiClust while fewer than `switch_at` instances are labelled, uncertainty from then on:
+    typical picks teach a model that knows little, uncertain ones a model that knows the typical."""
+    if len(labelled) < switch_at:
+        return select_typiclust(cands, budget, rng, labelled)
+    return select_uncertain(cands, budget, rng)
+
+
+def typicality(points: np.ndarray, neighbours: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
+    """1 / (mean distance to the k nearest other points + 1e-5), k = min(neighbours, n // 2),
+    at least 1 (TypiClust's typicality: the inverse of a k-NN density radius); 1 for a lone point."""
+    n = len(points)
+    if n <= 1:
+        return np.ones(n)
+    k = max(1, min(neighbours, n // 2))
+    dist = np.sqrt(_sq_dists(points, points))
+    nearest = np.sort(dist, axis=1)[:, 1 : k + 1]  # column 0 is the point itself
+    return 1.0 / (nearest.mean(axis=1) + 1e-5)
+
+
+def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 4,
+           iters: int = 100) -> np.ndarray:
+    """Cluster index of every point: Lloyd's k-means from k-means++ seeds, the best of
+    `restarts` by inertia (numpy only, seeded by `rng`, so a round's selection is reproducible)."""
+    best: tuple[float, np.ndarray] | None = None
+    for _ in range(restarts):
+        centres = _kmeans_pp(points, k, rng)
+        assign = np.zeros(len(points), dtype=int)
+        for step in range(iters):
+            new = _sq_dists(points, centres).argmin(axis=1)
+            if step and np.array_equal(new, assign):
+                break
+            assign = new
+            for c in range(k):
+                if (assign == c).any():
+                    centres[c] = points[assign == c].mean(axis=0)
+        inertia = float(((points - centres[assign]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, assign)
+    assert best is not None
+    return best[1]
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared Euclidean distances without an (n, m, D) intermediate."""
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(sq, 0.0)
+
+
+def _kmeans_pp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds: each next centre drawn with probability proportional to squared distance."""
+    centres = [points[int(rng.integers(len(points)))]]
+    nearest = ((points - centres[0]) ** 2).sum(-1)
+    for _ in range(1, k):
+        total = float(nearest.sum())
+        idx = int(rng.choice(len(points), p=nearest / total)) if total > 0 else int(rng.integers(len(points)))
+        centres.append(points[idx])
+        nearest = np.minimum(nearest, ((points - points[idx]) ** 2).sum(-1))
+    return np.array(centres, dtype=np.float64)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "random": select_random,
     "uncertainty": select_uncertain,
@@ -150,6 +284,25 @@ STRATEGIES: dict[str, Strategy] = {
     "kcenter": select_kcenter,
     "plausibility": select_implausible,
     "effort": select_effort,
+    "typiclust": select_typiclust,
+    "hybrid": select_hybrid,
+}
+#: The strategies that see the labelled set (`select(..., labelled=...)`).
+WITH_LABELLED: dict[str, LabelledStrategy] = {"typiclust": select_typiclust, "hybrid": select_hybrid}
+#: What each strategy reads of a candidate, so a round can say whose numbers ranked its pool:
+#: `uncertainty` and `keypoint_uncertainty` (and the `expected_effort` built from them) are the
+#: proposing model's (Candidate.model), `embedding` its pooled features (else a pose embedding),
+#: `keypoints` its predicted pose, `labelled` the labelled set's embeddings.
+STRATEGY_READS: dict[str, tuple[str, ...]] = {
+    "random": (),
+    "uncertainty": ("uncertainty",),
+    "diversity": ("uncertainty", "embedding"),
+    "spine": ("keypoint_uncertainty",),
+    "kcenter": ("embedding",),
+    "plausibility": ("uncertainty", "keypoints", "embedding"),
+    "effort": ("expected_effort", "embedding"),
+    "typiclust": ("embedding", "labelled"),
+    "hybrid": ("embedding", "labelled", "uncertainty"),
 }
 #: The default: what wins on spine AP at equal budget in bench/active_learning.py (issue 13; no strategy
 #: beat a uniform pick there, docs/active-learning.md "Measured savings"; tests/test_al_stats.py checks).
@@ -157,13 +310,17 @@ DEFAULT_STRATEGY = "random"
 
 
 def select(cands: Sequence[Candidate], budget: int, strategy: str = DEFAULT_STRATEGY,
-           seed: int = 0) -> list[int]:
-    """Pick up to `budget` instance ids from `cands` with the named strategy."""
+           seed: int = 0, labelled: Sequence[np.ndarray] = ()) -> list[int]:
+    """Pick up to `budget` instance ids from `cands` with the named strategy; `labelled`: the
+    embeddings of the instances labelled already (read by `WITH_LABELLED` strategies only)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     if budget <= 0 or not cands:
         return []
-    return STRATEGIES[strategy](thin_near_duplicates(cands), budget, np.random.default_rng(seed))
+    kept, rng = thin_near_duplicates(cands), np.random.default_rng(seed)
+    if strategy in WITH_LABELLED:
+        return WITH_LABELLED[strategy](kept, budget, rng, labelled)
+    return STRATEGIES[strategy](kept, budget, rng)
 
 
 def thin_near_duplicates(cands: Sequence[Candidate], seconds: float = NEAR_SECONDS,
