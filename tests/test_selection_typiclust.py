@@ -10,6 +10,8 @@ Every property is checked for ten seeds, so none hangs on one seed's draw.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from pipeline.active_learning.selection import (
     select,
     typicality,
 )
+from pipeline.store import Store
 from schemas.keypoints import NUM_KEYPOINTS
 
 AXES = 6  # cluster axes 0-3, the outlier's 4, the far labelled set's 5
@@ -132,3 +135,41 @@ def test_both_are_registered_strategies() -> None:
     assert set(WITH_LABELLED) <= set(STRATEGIES)
     # without a labelled set they still run (the round passes one; other callers need not)
     assert STRATEGIES["typiclust"](_pool(), 4, np.random.default_rng(0)) == [0, 100, 200, 300]
+
+
+def test_the_round_places_labelled_instances_and_names_whose_numbers_it_read(store: Store,
+                                                                               tmp_path: Path) -> None:
+    from pipeline.active_learning.loop import (
+        STUDENT,
+        RoundContext,
+        RoundSettings,
+        candidates,
+        labelled_embeddings,
+        ranked_by,
+    )
+    from pipeline.splits import assign_splits
+
+    ids = []
+    for n in range(2):
+        image = tmp_path / f"{n}.png"
+        image.write_bytes(f"image {n}".encode())
+        img = store.add_image(image, source="real", subset="photos", group_key=f"g{n}", width=100, height=100)
+        ids.append(store.instance_id(img, "person", meta={"bbox": [10.0, 10.0, 50.0, 80.0]}))
+    assign_splits(store, ["g0", "g1"], pinned={"g0": "train", "g1": "train"})
+    kps, box = [50.0, 50.0, 2.0] * NUM_KEYPOINTS, [10.0, 10.0, 50.0, 80.0]
+    for iid, feats in zip(ids, ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]), strict=True):
+        store.add_revision(iid, kps, box, source="pseudo", accepted=False, model_version="student-1",
+                           uncertainty=0.5, quality={"features": feats})
+    store.add_revision(ids[0], kps, box, source="human", accepted=True, external_id="ls:1:v1")
+    # the labelled person sits where its proposal's features put it; the other is the pool
+    placed = labelled_embeddings(store, "real")
+    assert len(placed) == 1 and np.allclose(placed[0], [1.0, 0.0, 0.0])
+    (cand,) = candidates(store, "student-1", [ids[1]])
+    assert cand.model == "student-1" and np.allclose(cand.embedding, [0.0, 1.0, 0.0])
+    # the round records whose numbers its strategy read
+    ctx = RoundContext(store, RoundSettings(strategy="hybrid", annotator=STUDENT), 1, push=print, pull=print,
+                       state={"start_model": "student-1"})
+    record = ranked_by(ctx, "student-1", len(placed))
+    assert record["is_student"] and record["model"] == "student-1" and record["labelled"] == 1
+    assert record["reads"] == ["embedding", "labelled", "uncertainty"]
+    assert not ranked_by(ctx, "combined(blazepose+model:student-1)@abc", 1)["is_student"]

@@ -46,7 +46,13 @@ from pipeline.active_learning.rounds import (
     task_status,
     update_round,
 )
-from pipeline.active_learning.selection import DEFAULT_STRATEGY, Candidate, pose_embedding
+from pipeline.active_learning.selection import (
+    DEFAULT_STRATEGY,
+    STRATEGY_READS,
+    WITH_LABELLED,
+    Candidate,
+    pose_embedding,
+)
 from pipeline.active_learning.selection import select as select_instances
 from pipeline.active_learning.validation import ValidationResult, validate, validate_annotator
 from pipeline.instance_sets import (
@@ -95,7 +101,7 @@ class RoundSettings:
     seed: int = 0
     image_source: str = "real"
     device: str = "cpu"
-    annotator: str = "combined"  # the neural annotator that proposes labels (pipeline.annotators spec)
+    annotator: str = "combined"  # who proposes labels: a pipeline.annotators spec, or STUDENT
     teacher: str | None = None  # optional teacher distilled into the student when retraining
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +113,11 @@ class RoundSettings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in value.items() if k in known})
 
+
+#: `RoundSettings.annotator` value for "the model being trained": each round's start model
+#: pseudo-labels the pool, so selection ranks by that model's own uncertainty (flip disagreement,
+#: heatmap peak confidence, anatomy; per-point scores) and features (docs/active-learning.md).
+STUDENT = "student"
 
 #: Settings that belong to one invocation (how long it waits), not to the round.
 RUN_OPTIONS = frozenset({"wait_s", "poll_s", "device"})
@@ -164,13 +175,23 @@ class RoundContext:
 
 
 # -- the steps ------------------------------------------------------------------------------------
+def round_annotator(ctx: RoundContext) -> Any:
+    """The annotator that proposes this round's labels; `STUDENT` is the round's start model."""
+    from pipeline.annotators import load_annotator
+
+    start, spec = ctx.state.get("start_model"), ctx.settings.annotator
+    if spec == STUDENT:
+        if not start:
+            raise ValueError(f"annotator {STUDENT!r} needs a start model to pseudo-label with")
+        spec = f"model:{start}"
+    return load_annotator(spec, ctx.store, device=ctx.settings.device, student=start)
+
+
 def step_pseudo_label(ctx: RoundContext) -> dict[str, Any]:
     """Predict the pool (and the first round's real validation sample, for its pre-annotation)."""
     from pipeline.active_learning.pseudo_label import pseudo_label
-    from pipeline.annotators import load_annotator
 
-    annotator = load_annotator(ctx.settings.annotator, ctx.store, device=ctx.settings.device,
-                               student=ctx.state["start_model"])
+    annotator = round_annotator(ctx)
     pool = pool_instances(ctx.store, ctx.settings.image_source)
     val_sample = ctx.state.get("val_sample")
     if val_sample is None:
@@ -204,7 +225,6 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     The threshold is calibrated on the uncertainty of the annotator that pseudo-labels the pool
     (`settings.annotator`, scored as pseudo_label scores it), so threshold and the scores
     auto-accept compares with it are on one scale; the start model's metrics are reported beside."""
-    from pipeline.annotators import load_annotator
     from pipeline.model.registry import load_model
 
     s = ctx.settings
@@ -214,8 +234,7 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     synthetic = validate(ctx.store, model, instance_ids=frozen["synthetic"])
     proposer = ValidationResult({}, [], [])
     if frozen["real"]:
-        annotator = load_annotator(s.annotator, ctx.store, device=s.device, student=ctx.state["start_model"])
-        proposer = validate_annotator(ctx.store, annotator, frozen["real"])
+        proposer = validate_annotator(ctx.store, round_annotator(ctx), frozen["real"])
     threshold = calibrate_threshold(proposer.uncertainty, proposer.oks, good_oks=s.good_oks,
                                     min_precision=s.min_precision, min_samples=s.min_real_val,
                                     z=s.confidence_z)
@@ -281,7 +300,8 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
                              bbox=tuple(float(v) for v in rev.bbox),
                              group=image.group_key if image is not None else None,
                              time_s=float(time_s) if time_s is not None else None,
-                             given=tuple(int(i) for i in (rev.quality or {}).get("human_points", ()))))
+                             given=tuple(int(i) for i in (rev.quality or {}).get("human_points", ())),
+                             model=model_name))
     from pipeline.active_learning.correction_effort import (
         with_estimates,  # pose prior + expected correction effort
     )
@@ -289,13 +309,41 @@ def candidates(store: Store, model_name: str, pool: Sequence[int]) -> list[Candi
     return with_estimates(store, out)
 
 
+def labelled_embeddings(store: Store, image_source: str) -> list[np.ndarray]:
+    """Where the labelled pool-domain instances (accepted labels of `train` groups from
+    `image_source`) sit for TypiClust: the features of each one's latest proposal (the model of the
+    round that proposed it), else the pose embedding of its label."""
+    labels = [lab for lab in training_labels(store) if lab.image_source == image_source]
+    proposals = store.latest_revisions([lab.instance_id for lab in labels], sources=[RevisionSource.PSEUDO])
+    out = []
+    for lab in labels:
+        proposal = proposals.get(lab.instance_id)
+        feats = (proposal.quality or {}).get("features") if proposal is not None else None
+        out.append(np.asarray(feats, dtype=float) if feats else pose_embedding(
+            np.asarray(lab.keypoints, dtype=float).reshape(NUM_KEYPOINTS, 3), lab.bbox))
+    return out
+
+
+def ranked_by(ctx: RoundContext, model_name: str, labelled: int) -> dict[str, Any]:
+    """Whose numbers the round's strategy read: the proposing model, whether it is the student
+    (the model being trained, `start_model`), and the candidate fields the strategy reads."""
+    student = ctx.state.get("start_model")
+    return {"model": model_name, "student": student, "is_student": model_name == student,
+            "annotator": ctx.settings.annotator, "strategy": ctx.settings.strategy,
+            "reads": list(STRATEGY_READS.get(ctx.settings.strategy, ())), "labelled": labelled}
+
+
 def step_select(ctx: RoundContext) -> dict[str, Any]:
     s = ctx.settings
     pool = pool_instances(ctx.store, s.image_source)
-    cands = candidates(ctx.store, ctx.state.get("annotator_version", ctx.state["start_model"]), pool)
-    chosen = select_instances(cands, s.budget, s.strategy, seed=s.seed + ctx.number)
-    ctx.log(f"round {ctx.number}: selected {len(chosen)} of {len(cands)} candidates ({s.strategy})")
-    return {"selected": chosen}
+    model_name = ctx.state.get("annotator_version", ctx.state["start_model"])
+    cands = candidates(ctx.store, model_name, pool)
+    labelled = labelled_embeddings(ctx.store, s.image_source) if s.strategy in WITH_LABELLED else []
+    chosen = select_instances(cands, s.budget, s.strategy, seed=s.seed + ctx.number, labelled=labelled)
+    reads = ranked_by(ctx, model_name, len(labelled))
+    ctx.log(f"round {ctx.number}: selected {len(chosen)} of {len(cands)} candidates ({s.strategy}, "
+            f"ranked by {'the student ' if reads['is_student'] else ''}{model_name})")
+    return {"selected": chosen, "ranked_by": reads}
 
 
 def step_push(ctx: RoundContext) -> dict[str, Any]:
