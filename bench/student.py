@@ -92,7 +92,8 @@ def peers(store: Any, names: dict[str, str]) -> dict[str, Any]:
 
     return {
         "blazepose": load_annotator("blazepose"),
-        "blaze37-untrained": in_memory_annotator(untrained_model("blaze37"), "blaze37-untrained"),
+        "blaze37-untrained": in_memory_annotator(untrained_model("blaze37"), "blaze37-untrained",
+                                                 runtime="onnx"),
         "blaze37": load_annotator(f"model:{names['blaze37']}", store, cache=False),
         "combined": load_annotator(f"combined:student={names['blaze37']}", store, cache=False),
         "tiny": load_annotator(f"model:{names['tiny']}", store, cache=False),

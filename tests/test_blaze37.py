@@ -88,16 +88,17 @@ def test_outputs_are_heatmaps_that_peak_near_one_for_a_target_like_map(untrained
 
 
 def test_untrained_student_already_knows_real_bodies(untrained: torch.nn.Module, real_people: Path) -> None:
-    """BlazePose's own rows, decoded from plain 1.25x square crops with flip test: body AP 0.4875
-    on the 12 COCO-sample people (the from-scratch tiny model: 0.000). Inference only, so the
-    number moves only with float order (last digit); 0.45 leaves the margin of one lost person."""
+    """BlazePose's own rows on its own rotated regions of interest, with flip test: body AP 0.5636
+    on the 12 COCO-sample people (plain 1.25x box squares: 0.4875; the from-scratch tiny model:
+    0.000). Inference only, so the number moves only with float order (last digit); 0.52 leaves the
+    margin of about one lost person."""
     from pipeline.annotators.coco_eval import score_on_coco
     from pipeline.annotators.registered import in_memory_annotator
 
     annotator = in_memory_annotator(untrained, "blaze37-untrained")
     body = score_on_coco(annotator, real_people / "coco" / "test_coco.json", real_people / "coco")["body_AP"]
     print("untrained blaze37 body AP on the COCO sample:", body)
-    assert body is not None and body >= 0.45
+    assert body is not None and body >= 0.52
 
 
 def test_the_default_student_is_blaze37_everywhere() -> None:
@@ -119,8 +120,10 @@ def test_the_default_student_is_blaze37_everywhere() -> None:
 
 def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Path,
                                         real_people: Path) -> None:
-    """The exported student through the project's `onnx:` path: every covered point within 0.5 px
-    of the torch model's on the COCO sample people (flip test on both sides)."""
+    """The exported student through the project's `onnx:` path: every point with a peak within 0.5
+    px of the torch model's on the COCO sample people (flip test on both sides; box crops, the ones
+    an ONNX file's users make). The untrained new rows are flat (peak 0.006): their maximum is
+    noise, and float rounding alone moves it, so they are not compared."""
     import json
 
     import numpy as np
@@ -139,7 +142,82 @@ def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Pa
     paths = [files[i] for i in boxes]
     box_lists = [boxes[i] for i in boxes]
     ours = exported.predict_many(paths, box_lists)
-    reference = in_memory_annotator(untrained, "blaze37-untrained").predict_many(paths, box_lists)
-    gaps = [float(np.abs(a.keypoints - b.keypoints).max()) for a, b in zip(ours, reference, strict=True)]
+    untrained.test_cfg["crop"] = "box"
+    try:
+        reference = in_memory_annotator(untrained, "blaze37-untrained").predict_many(paths, box_lists)
+    finally:
+        untrained.test_cfg["crop"] = "roi"
+    gaps = [float(np.abs(a.keypoints - b.keypoints)[b.raw_scores > 0.1].max())
+            for a, b in zip(ours, reference, strict=True)]
     print("ONNX vs torch, max px per person:", [round(g, 4) for g in gaps])
     assert len(gaps) >= 10 and max(gaps) <= 0.5
+
+
+def _coco_sample(real_people: Path) -> tuple[list[Path], list[list[list[float]]]]:
+    import json
+
+    data = json.loads((real_people / "coco" / "test_coco.json").read_text())
+    files = {img["id"]: real_people / "coco" / img["file_name"] for img in data["images"]}
+    boxes: dict[int, list[list[float]]] = {}
+    for ann in data["annotations"]:
+        boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
+    return [files[i] for i in boxes], [boxes[i] for i in boxes]
+
+
+def test_onnxruntime_replays_the_student_like_torch(untrained: torch.nn.Module, real_people: Path) -> None:
+    """Registered students run through onnxruntime on CPU (pipeline.model.onnx_runner): the same
+    keypoints as torch within 0.01 px (measured: 1.3e-3 px at most), plain and flipped halves and
+    pooled features alike."""
+    import numpy as np
+
+    from pipeline.annotators.registered import in_memory_annotator
+
+    paths, boxes = _coco_sample(real_people)
+    fast = in_memory_annotator(untrained, "blaze37", runtime="onnx").predict_many(paths, boxes)
+    slow = in_memory_annotator(untrained, "blaze37", runtime="torch").predict_many(paths, boxes)
+    assert len(fast) == len(slow) >= 10
+    for a, b in zip(fast, slow, strict=True):
+        assert np.abs(a.keypoints - b.keypoints).max() <= 0.01
+        assert np.abs(a.flip_keypoints - b.flip_keypoints).max() <= 0.01
+        assert np.abs(a.features - b.features).max() <= 1e-3
+
+
+def test_batched_decoding_equals_mmpose(untrained: torch.nn.Module, real_people: Path) -> None:
+    """pipeline.heatmap_decode against mmpose's own MSRAHeatmap decode on the network's heatmaps of
+    real people: the same scores everywhere; the same keypoints within 0.05 input px (float64 here,
+    float32 in mmpose) wherever mmpose's DARK step stays within two heatmap cells; beyond that
+    (flat new rows, peak 0.006, where the step is ill-conditioned and lands up to 14 px away, and 5
+    of 274 points of BlazePose's own rows, peak > 0.1) ours is clipped to two cells per axis."""
+    import cv2
+    import numpy as np
+    from mmengine.model import ImgDataPreprocessor
+
+    from pipeline.heatmap_decode import decode_heatmaps
+
+    paths, boxes = _coco_sample(real_people)
+    crops = []
+    for path, image_boxes in zip(paths, boxes, strict=True):
+        image = cv2.imread(str(path))
+        for x, y, w, h in image_boxes:
+            side = max(w, h) * 1.25
+            x0, y0 = int(max(x + w / 2 - side / 2, 0)), int(max(y + h / 2 - side / 2, 0))
+            crop = cv2.resize(image[y0:y0 + int(side), x0:x0 + int(side)], (256, 256))
+            crops.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
+    with torch.no_grad():
+        inputs = ImgDataPreprocessor.forward(untrained.data_preprocessor, {"inputs": crops}, training=False)
+        heatmaps = untrained.head(untrained.extract_feat(inputs["inputs"])).numpy()
+    keypoints, scores = decode_heatmaps(heatmaps, (4.0, 4.0))
+    flat = heatmaps.reshape(*heatmaps.shape[:2], -1)
+    cells = np.stack([flat.argmax(-1) % 64, flat.argmax(-1) // 64], axis=-1).astype(np.float32) * 4.0
+    kept = compared = 0
+    for n in range(len(heatmaps)):
+        reference, reference_scores = untrained.head.decoder.decode(heatmaps[n])
+        assert np.allclose(reference_scores[0], scores[n])
+        near = np.abs(reference[0] - cells[n]).max(axis=-1) < 7.5  # mmpose's step within two cells
+        assert np.abs(reference[0] - keypoints[n])[near].max() <= 0.05
+        peaked = scores[n] > 0.1  # BlazePose's own rows, where the step matters
+        kept += int((~near & peaked).sum())
+        compared += int(peaked.sum())
+    print(f"mmpose's step leaves two cells for {kept} of {compared} peaked points")
+    assert compared >= 200 and kept <= 0.05 * compared
+    assert np.abs(keypoints - cells).max() <= 8.0  # never more than two cells from the maximum

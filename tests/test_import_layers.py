@@ -45,7 +45,7 @@ SIBLINGS = (("synthetic", "annotation"),)
 #: rooms that drive them: active learning, releases, the real intake, backup and model export.
 PIPELINE_CORE = tuple(f"pipeline.{name}" for name in (
     "instance_sets", "evaluate", "splits", "export", "coco_writer", "coco_json", "noise", "progress",
-    "review_decisions", "gc_pause"))
+    "review_decisions", "gc_pause", "heatmap_decode"))
 PIPELINE_BELOW_WORKFLOW = ("pipeline.model", "pipeline.annotators")
 PIPELINE_WORKFLOW = ("pipeline.active_learning", "pipeline.release", "pipeline.intake", "pipeline.backup",
                      "pipeline.model_export")

@@ -5,8 +5,8 @@ project model exported with `export_onnx`. The model takes a normalised (N, 3, H
 returns SimCC vectors (simcc_x (N, K, W*r), simcc_y (N, K, H*r)) or, for heatmap models such as
 the default student `blaze37`, one (N, K, H/s, W/s) heatmap, for K = 17 (COCO), 26 (Halpe26) or 37
 (SpineTrack) keypoints; their first K indices are SpineTrack's, so no remapping is needed.
-Heatmaps are decoded as mmpose decodes them (maximum + DARK refinement, the same functions), so an
-exported student answers like its torch self.
+Heatmaps are decoded as the torch student decodes them (pipeline.heatmap_decode: mmpose's maximum
++ DARK refinement, batched), so an exported student answers like its torch self.
 
 Pre- and post-processing follow rtmlib / spinepose (the runtimes those files ship with): box
 padded 1.25x and widened to the input's aspect ratio, affine warp, ImageNet mean/std, argmax SimCC
@@ -34,6 +34,7 @@ from pipeline.annotators.base import (
     boxes_array,
 )
 from pipeline.annotators.crop import Crop, read_image, topdown_crop
+from pipeline.heatmap_decode import decode_heatmaps
 from pipeline.store.store import file_sha256
 from schemas.errors import InputError
 from schemas.keypoints import NUM_KEYPOINTS, flip_permutation
@@ -67,54 +68,6 @@ def simcc_confidence(logits: NDArray[np.float32], sigma: float, beta: float = BE
     bins = np.arange(prob.shape[-1])
     window = np.abs(bins - peak) <= radius
     return np.asarray((prob * window).sum(axis=-1), dtype=np.float64)
-
-
-#: mmpose's MSRAHeatmap blur for DARK decoding at sigma 2 (its default kernel size).
-DARK_KERNEL = 11
-
-
-def _blur_log(heat: NDArray[np.float32], kernel: int) -> NDArray[np.float64]:
-    """mmpose's heatmap modulation for DARK: Gaussian blur on a zero-padded map, rescaled to the
-    original maximum, floored at 1e-10, logarithm (mmpose.codecs.utils.gaussian_blur)."""
-    import cv2
-
-    border = (kernel - 1) // 2
-    out = np.empty(heat.shape, dtype=np.float64)
-    for k in range(heat.shape[0]):
-        padded = np.zeros((heat.shape[1] + 2 * border, heat.shape[2] + 2 * border), dtype=np.float32)
-        padded[border:-border, border:-border] = heat[k]
-        blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
-        blurred = blurred * (heat[k].max() / blurred.max())
-        out[k] = np.log(np.maximum(blurred, 1e-10))
-    return out
-
-
-def decode_heatmaps(heatmaps: NDArray[np.float32], kernel: int = DARK_KERNEL
-                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(N, K, H, W) heatmaps -> (N, K, 2) cell coordinates and (N, K) peak values, the way mmpose's
-    MSRAHeatmap decodes them with `unbiased=True` (maximum, then one DARK Newton step)."""
-    n, k, h, w = heatmaps.shape
-    flat = heatmaps.reshape(n, k, -1)
-    index = flat.argmax(axis=-1)
-    scores = flat.max(axis=-1).astype(np.float64)
-    locs = np.stack([index % w, index // w], axis=-1).astype(np.float64)
-    locs[scores <= 0] = -1
-    for i in range(n):
-        logs = _blur_log(heatmaps[i], kernel)
-        for j in range(k):
-            x, y = locs[i, j].astype(int)
-            if not (1 < x < w - 2 and 1 < y < h - 2):
-                continue
-            m = logs[j]
-            dx = 0.5 * (m[y, x + 1] - m[y, x - 1])
-            dy = 0.5 * (m[y + 1, x] - m[y - 1, x])
-            dxx = 0.25 * (m[y, x + 2] - 2 * m[y, x] + m[y, x - 2])
-            dxy = 0.25 * (m[y + 1, x + 1] - m[y - 1, x + 1] - m[y + 1, x - 1] + m[y - 1, x - 1])
-            dyy = 0.25 * (m[y + 2, x] - 2 * m[y, x] + m[y - 2, x])
-            if dxx * dyy - dxy**2 != 0:
-                hessian = np.array([[dxx, dxy], [dxy, dyy]])
-                locs[i, j] -= np.linalg.inv(hessian) @ np.array([dx, dy])
-    return locs, scores
 
 
 def simcc_argmax(simcc_x: NDArray[np.float32], simcc_y: NDArray[np.float32]
@@ -236,8 +189,9 @@ class OnnxPoseAnnotator(BaseAnnotator):
         """(keypoints in crop pixels, raw scores, confidence in [0, 1]), each (N, K[, 2])."""
         if self.kind == "heatmap":
             heat = self.heatmaps(batch)
-            locs, raw = decode_heatmaps(heat)
-            return locs * self.stride, raw, np.clip(raw, 0.0, 1.0)
+            cells, peaks = decode_heatmaps(heat, (self.stride, self.stride))
+            scores = peaks.astype(np.float64)
+            return cells.astype(np.float64), scores, np.clip(scores, 0.0, 1.0)
         sx, sy = self.simcc(batch)
         locs, raw = simcc_argmax(sx, sy)
         conf = 0.5 * (simcc_confidence(sx, self.sigma[0]) + simcc_confidence(sy, self.sigma[1]))

@@ -33,6 +33,7 @@ from mmpose.registry import KEYPOINT_CODECS, MODELS
 from mmpose.utils.tensor_utils import to_numpy
 from torch import Tensor, nn
 
+from pipeline.heatmap_decode import decode_heatmaps
 from pipeline.model.blazepose_port import BlazePoseLandmarkNet, load_landmark_net
 from pipeline.model.losses import (
     DEFAULT_WEIGHTS,
@@ -211,6 +212,16 @@ class Blaze37Head(BaseHead):
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         logits = self.logits(feats)
         return spatial_log_softmax(logits).exp().reshape_as(logits) * self.peak_scale
+
+    def decode(self, batch_outputs: Any) -> Any:
+        """mmpose's heatmap decode (same result), batched: pipeline.heatmap_decode."""
+        from mmengine.structures import InstanceData
+
+        heatmaps = to_numpy(batch_outputs)
+        sx, sy = (float(v) for v in self.decoder.scale_factor)
+        keypoints, scores = decode_heatmaps(heatmaps, scale=(sx, sy))
+        return [InstanceData(keypoints=kp[None], keypoint_scores=sc[None])
+                for kp, sc in zip(keypoints, scores, strict=True)]
 
     def predict(self, feats: Any, batch_data_samples: Any, test_cfg: Any = None) -> Any:
         """mmpose's API (inference_topdown): decode the heatmaps, flip test as configured."""

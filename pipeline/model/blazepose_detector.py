@@ -22,6 +22,7 @@ distance to keypoint 1, rotated so that keypoint 0 -> 1 points up, then scaled b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Self
@@ -453,9 +454,10 @@ def detection_roi(detection: PersonDetection, scale: float = ROI_SCALE) -> Regio
     return RegionOfInterest(x0, y0, side, angle)
 
 
-def detect_people(net: BlazePoseDetectorNet, image: np.ndarray, *,
+def detect_people(net: Callable[[Tensor], DetectorOutputs], image: np.ndarray, *,
                   min_score: float = MIN_SCORE) -> list[PersonDetection]:
-    """Run the detector on an HxWx3 uint8 RGB image; detections in image pixels, best first."""
+    """Run the detector (the network, or onnxruntime replaying it) on an HxWx3 uint8 RGB image;
+    detections in image pixels, best first."""
     x, box = letterbox(image)
     with torch.no_grad():
         out = net(x[None])

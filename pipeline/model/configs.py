@@ -62,6 +62,10 @@ class ModelSpec:
     expert_body: bool = False
     #: share of each epoch drawn from unlabelled real crops that only the teacher supervises
     real_share: float = 0.0
+    #: inference crops: "box" (the padded box, mmpose's TopdownAffine) | "roi" (BlazePose's rotated
+    #: region of interest from its detector, pipeline.model.roi; body AP 0.48 -> 0.55 on the COCO
+    #: sample, bench/results/student.json)
+    crop: str = "box"
 
     @property
     def stride(self) -> int:
@@ -118,6 +122,7 @@ SPECS: dict[str, ModelSpec] = {
         backbone_lr_mult=0.1,
         expert_body=True,
         real_share=0.0,
+        crop="roi",
     ),
     "rtmpose-s": ModelSpec(
         input_size=(192, 256),
@@ -248,7 +253,8 @@ def blaze37_model_dict(spec: ModelSpec, loss_weights: dict[str, float] | None = 
             # the frozen expert gives the body rows, so nothing needs distilling into them
             "loss_weights": {**({"distill": 0.0} if spec.expert_body else {}), **(loss_weights or {})},
         },
-        "test_cfg": {"flip_test": spec.flip_test, "flip_mode": "heatmap", "shift_heatmap": True},
+        "test_cfg": {"flip_test": spec.flip_test, "flip_mode": "heatmap", "shift_heatmap": True,
+                     "crop": spec.crop},
     }
 
 

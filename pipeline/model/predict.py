@@ -12,7 +12,7 @@ Images given as arrays are BGR, as cv2 and mmpose read them; paths are read with
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +27,9 @@ from pipeline.annotators.crop import read_image
 from schemas.keypoints import NUM_KEYPOINTS, flip_permutation
 
 ImageInput = NDArray[np.uint8] | str | Path
+
+#: Side of BlazePose's region-of-interest crops (its landmark network's input).
+ROI_SIZE = 256
 
 #: Test-pipeline steps replaced here: loading (done once per image) and packing (done per batch).
 _SKIPPED_STEPS = ("LoadImage", "PackPoseInputs")
@@ -85,13 +88,33 @@ class _Crop:
     box_index: int
     bbox_xywh: NDArray[np.float64]
     image: NDArray[np.uint8]
-    center: NDArray[np.float64]
-    scale: NDArray[np.float64]
-    input_size: tuple[int, int]
+    to_image: NDArray[np.float64]  # (2, 3) crop pixels -> image pixels
+
+
+def _box_crop(pipeline: Any, img: NDArray[np.uint8], box: NDArray[np.float64]) -> tuple[Any, Any]:
+    """The model's own test-pipeline crop of the box (mmpose's GetBBoxCenterScale + TopdownAffine)."""
+    x, y, w, h = box
+    out = pipeline({"img": img, "img_shape": img.shape[:2], "bbox_score": np.ones(1, dtype=np.float32),
+                    "bbox": np.array([[x, y, x + w, y + h]], dtype=np.float32)})
+    size = np.asarray(out["input_size"], dtype=np.float64)
+    scale = np.asarray(out["input_scale"], dtype=np.float64) / size
+    corner = np.asarray(out["input_center"], dtype=np.float64) - 0.5 * scale * size
+    return out["img"], np.array([[scale[0], 0.0, corner[0]], [0.0, scale[1], corner[1]]])
+
+
+def _roi_crop(img: NDArray[np.uint8], box: NDArray[np.float64], size: int) -> tuple[Any, Any] | None:
+    """BlazePose's rotated region of interest for the person in the box (pipeline.model.roi)."""
+    from pipeline.model.roi import invert, person_roi, roi_affine, warp
+
+    roi = person_roi(img, box)
+    if roi is None:
+        return None
+    to_crop = roi_affine(roi, size)
+    return warp(img, to_crop, size), invert(to_crop)
 
 
 def _crops(
-    pipeline: Any, images: Sequence[ImageInput], boxes: Sequence[Any]
+    pipeline: Any, images: Sequence[ImageInput], boxes: Sequence[Any], crop: str = "box"
 ) -> Iterator[_Crop]:
     if len(images) != len(boxes):
         raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
@@ -100,16 +123,10 @@ def _crops(
         if len(arr) == 0:
             continue
         img = load_image(image)
-        for j, (x, y, w, h) in enumerate(arr):
-            data = {
-                "img": img,
-                "img_shape": img.shape[:2],
-                "bbox": np.array([[x, y, x + w, y + h]], dtype=np.float32),
-                "bbox_score": np.ones(1, dtype=np.float32),
-            }
-            out = pipeline(data)
-            yield _Crop(i, j, np.array([x, y, w, h]), out["img"], np.asarray(out["input_center"]),
-                        np.asarray(out["input_scale"]), tuple(out["input_size"]))
+        for j, box in enumerate(arr):
+            made = _roi_crop(img, box, ROI_SIZE) if crop == "roi" else None
+            pixels, to_image = made if made is not None else _box_crop(pipeline, img, box)
+            yield _Crop(i, j, box.copy(), pixels, to_image)
 
 
 def _batches(items: Iterator[_Crop], size: int) -> Iterator[list[_Crop]]:
@@ -156,8 +173,7 @@ def _decode(
     kps = np.stack([np.asarray(p.keypoints, dtype=np.float64)[0, :, :2] for p in preds])
     scores = np.stack([np.asarray(p.keypoint_scores, dtype=np.float64)[0] for p in preds])
     for n, crop in enumerate(crops):
-        size = np.asarray(crop.input_size, dtype=np.float64)
-        kps[n] = kps[n] / size * crop.scale + crop.center - 0.5 * crop.scale
+        kps[n] = kps[n] @ crop.to_image[:, :2].T + crop.to_image[:, 2]
     return kps, scores
 
 
@@ -188,8 +204,45 @@ def _confidence(head: nn.Module, outputs: Any) -> NDArray[np.float64]:
     raise TypeError(f"confidence: unsupported head output {type(outputs)}")
 
 
+#: inputs -> (head outputs, pooled last feature): torch, or onnxruntime (pipeline.model.onnx_runner)
+Runner = Callable[[torch.Tensor], tuple[Any, torch.Tensor]]
+
+
+def torch_runner(model: nn.Module) -> Runner:
+    def run(inputs: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        feats = model.extract_feat(inputs)  # type: ignore[operator]
+        return cast(nn.Module, model.head)(feats), feats[-1].mean(dim=(2, 3))
+    return run
+
+
+def onnx_runner(model: nn.Module) -> Runner:
+    """The same outputs through onnxruntime (about twice as fast on CPU for blaze37)."""
+    from pipeline.model.onnx_runner import pose_runner
+
+    runner = pose_runner(model, input_size(model))
+
+    def run(inputs: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        *outs, pooled = runner(inputs)
+        return (tuple(outs) if len(outs) > 1 else outs[0]), pooled
+    return run
+
+
+def input_size(model: nn.Module) -> tuple[int, int]:
+    """(w, h) of the model's input crops."""
+    head_size = getattr(model.head, "input_size", None)
+    size: Any = head_size if head_size is not None else model.cfg.spinetrack.input_size  # type: ignore[union-attr]
+    w, h = (int(v) for v in size)
+    return w, h
+
+
+def _split(outputs: Any, n: int) -> tuple[Any, Any]:
+    if isinstance(outputs, tuple):
+        return tuple(o[:n] for o in outputs), tuple(o[n:] for o in outputs)
+    return outputs[:n], outputs[n:]
+
+
 @torch.no_grad()
-def _run_batch(model: nn.Module, crops: list[_Crop], flip_test: bool) -> list[Prediction]:
+def _run_batch(model: nn.Module, crops: list[_Crop], flip_test: bool, runner: Runner) -> list[Prediction]:
     from mmengine.model import ImgDataPreprocessor
 
     tensors = [torch.from_numpy(np.ascontiguousarray(c.image.transpose(2, 0, 1))) for c in crops]
@@ -197,17 +250,18 @@ def _run_batch(model: nn.Module, crops: list[_Crop], flip_test: bool) -> list[Pr
     # device); its pose part only annotates data samples, which this path does not build.
     batch = ImgDataPreprocessor.forward(model.data_preprocessor, {"inputs": tensors}, training=False)
     inputs = batch["inputs"]
-    feats = model.extract_feat(inputs)  # type: ignore[operator]
     head = cast(nn.Module, model.head)
     test_cfg = dict(getattr(model, "test_cfg", None) or {})
-    outputs = head(feats)
-    pooled = feats[-1].mean(dim=(2, 3)).float().cpu().numpy()
+    n = inputs.shape[0]
+    both, pooled_both = runner(torch.cat([inputs, inputs.flip(-1)]) if flip_test else inputs)
+    outputs, mirrored = _split(both, n)
+    pooled = pooled_both[:n].float().cpu().numpy()
 
     plain_kps, plain_scores = _decode(head, outputs, crops)
     flip_kps = flip_scores = None
     final_kps, final_scores, final_outputs = plain_kps, plain_scores, outputs
     if flip_test:
-        flipped = _flip_back(head, head(model.extract_feat(inputs.flip(-1))), test_cfg)  # type: ignore[operator]
+        flipped = _flip_back(head, mirrored, test_cfg)
         flip_kps, flip_scores = _decode(head, flipped, crops)
         final_outputs = _average(outputs, flipped)
         final_kps, final_scores = _decode(head, final_outputs, crops)
@@ -239,12 +293,15 @@ def predict(
     batch_size: int = 32,
     flip_test: bool = True,
     cfg: Any | None = None,
+    runner: Runner | None = None,
 ) -> list[Prediction]:
     """Predict 37 keypoints for every box of every image.
 
     `boxes[i]` are the (K, 4) x, y, w, h boxes of `images[i]`. `model` is an mmpose top-down
     estimator; its config (`model.cfg`, or `cfg`) supplies the test pipeline. Predictions come
-    back in input order (image, then box), with `image_index`/`box_index` set.
+    back in input order (image, then box), with `image_index`/`box_index` set. `runner` runs the
+    network (default: torch; `onnx_runner(model)` for onnxruntime). Crops are the model's box
+    crops, or BlazePose's rotated regions of interest where its test_cfg says `crop="roi"`.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -256,8 +313,9 @@ def predict(
     model.eval()
     try:
         out: list[Prediction] = []
-        for batch in _batches(_crops(pipeline, images, boxes), batch_size):
-            out.extend(_run_batch(model, batch, flip_test))
+        crop = str((getattr(model, "test_cfg", None) or {}).get("crop", "box"))
+        for batch in _batches(_crops(pipeline, images, boxes, crop), batch_size):
+            out.extend(_run_batch(model, batch, flip_test, runner or torch_runner(model)))
         return out
     finally:
         model.train(was_training)
