@@ -324,9 +324,10 @@ def labelled_embeddings(store: Store, image_source: str) -> list[np.ndarray]:
     return out
 
 
-def ranked_by(ctx: RoundContext, model_name: str, labelled: int) -> dict[str, Any]:
+def ranked_by(ctx: RoundContext, model_name: str, labelled: int | None) -> dict[str, Any]:
     """Whose numbers the round's strategy read: the proposing model, whether it is the student
-    (the model being trained, `start_model`), and the candidate fields the strategy reads."""
+    (the model being trained, `start_model`), the candidate fields the strategy reads, and how
+    many labelled instances it saw (None: the strategy does not read the labelled set)."""
     student = ctx.state.get("start_model")
     return {"model": model_name, "student": student, "is_student": model_name == student,
             "annotator": ctx.settings.annotator, "strategy": ctx.settings.strategy,
@@ -340,7 +341,7 @@ def step_select(ctx: RoundContext) -> dict[str, Any]:
     cands = candidates(ctx.store, model_name, pool)
     labelled = labelled_embeddings(ctx.store, s.image_source) if s.strategy in WITH_LABELLED else []
     chosen = select_instances(cands, s.budget, s.strategy, seed=s.seed + ctx.number, labelled=labelled)
-    reads = ranked_by(ctx, model_name, len(labelled))
+    reads = ranked_by(ctx, model_name, len(labelled) if s.strategy in WITH_LABELLED else None)
     ctx.log(f"round {ctx.number}: selected {len(chosen)} of {len(cands)} candidates ({s.strategy}, "
             f"ranked by {'the student ' if reads['is_student'] else ''}{model_name})")
     return {"selected": chosen, "ranked_by": reads}
