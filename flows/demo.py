@@ -2,9 +2,10 @@
 
 render a synthetic sample set → ingest through OpenSim IK → train the student (blaze37:
 BlazePose's own network, converted from the mediapipe wheel, with a 37-point head) → import a
-"real" pool (rendered frames with hidden ground truth, plus ../shared/data/real_people when present)
-→ pre-label the real COCO sample images with the combined annotator (BlazePose body, spine prior,
-the rest from the student) and push them to Label Studio as pre-annotations, as a round does →
+"real" pool (rendered frames with hidden ground truth, plus ../shared/data/real_people when present;
+the COCO sample's body points kept as human labels) → complete the COCO people with the combined
+annotator (spine prior and student for the points nobody placed) and push them to Label Studio,
+each person cropped to fill the view, the human points given, as a round does →
 two active-learning rounds → release v0.1.0 → print where everything is, with body AP on the real
 COCO sample images (ground-truth boxes) before and after the rounds. Re-running it resumes: every
 step is idempotent.
@@ -37,12 +38,18 @@ if TYPE_CHECKING:
 SYNTHETIC = [("mixed", 11, 60), ("bend", 12, 50), ("twist", 13, 50), ("walk", 14, 50), ("squat", 15, 40)]
 #: Rendered frames held out as the "real" pool: other seeds and motions, ground truth hidden.
 HELD_OUT = [("reach", 21, 60), ("mixed", 22, 60), ("bend", 23, 50), ("walk", 24, 40)]
-#: The real sample sets (pipeline/intake/real_samples.py) imported into the pool, their truth hidden.
+#: The real sample sets (pipeline/intake/real_samples.py) imported: OCHuman and PoseTrack18 into
+#: the pool with their truth hidden (the simulated annotator answers from it); the COCO sample as a
+#: user imports COCO people: their body points kept as human labels, the rest to be completed.
 REAL_PEOPLE = ("coco", "ochuman", "posetrack18")
+SHOWCASE_SAMPLE = "coco"
+#: The COCO people sit in the test split: never trained on, so body AP on them stays a measurement.
+SHOWCASE_GROUP = "real-people/coco"
 #: The held-out sequences that validate every round (pinned, so the demo always has a val split).
-PINNED = {"synthetic-squat-seed15": "val", "held-out/walk-seed24": "val"}
-#: The real images the demo pre-labels with the combined annotator and pushes to Label Studio; the
-#: tasks wait there for a person (round 0 is not an active-learning round: nothing closes it).
+PINNED = {"synthetic-squat-seed15": "val", "held-out/walk-seed24": "val", SHOWCASE_GROUP: "test"}
+#: The real images the demo completes with the combined annotator (only the points nobody placed)
+#: and pushes to Label Studio, the body points shown as given; the tasks wait there for a person
+#: (round 0 is not an active-learning round: nothing closes it).
 SHOWCASE_SUBSET = "real-people-coco"
 SHOWCASE_ROUND = 0
 SHOWCASE_REASON = "showcase"
@@ -111,8 +118,10 @@ def demo_flow(
     if real is not None:
         for sample in sample_sets(*REAL_PEOPLE):
             if (real / sample.coco_file).is_file():
+                given = sample.name == SHOWCASE_SAMPLE  # the body points people placed are labels
                 import_coco(store, real / sample.coco_file, image_dir=real / sample.image_dir,
-                            subset=f"real-people-{sample.name}", keep_ground_truth=True)
+                            subset=f"real-people-{sample.name}", hidden=not given,
+                            group=SHOWCASE_GROUP if given else None)
     groups = store.group_keys()
     assign_splits(store, groups, pinned={k: v for k, v in PINNED.items() if k in groups})
     steps.done("import")
@@ -177,13 +186,14 @@ class StepTimer:
 
 
 def showcase_real_images(store: Store, model: str) -> dict[str, Any]:
-    """Pre-label the real COCO sample persons with the combined annotator (student = `model`) and
-    push them to Label Studio with those pre-annotations, exactly as a round's push does."""
+    """Complete the real COCO sample persons with the combined annotator (student = `model`): the
+    points their human labels lack; push them to Label Studio, the human points as given, exactly
+    as a round's push does."""
     from annotation.labelstudio.hooks import LabelStudioHooks
     from pipeline.active_learning.pseudo_label import pseudo_label
     from pipeline.annotators import load_annotator
 
-    ids = [inst.id for img, inst in store.unlabelled_instances(image_source="real")
+    ids = [inst.id for img, inst in store.unlabelled_instances(image_source="real", incomplete=True)
            if img.subset == SHOWCASE_SUBSET]
     annotator = load_annotator("combined", store, student=model)
     labelled = pseudo_label(store, annotator, instance_ids=ids)
@@ -234,8 +244,9 @@ def _done_panel(out: dict[str, Any]) -> object:
             "body AP on the real COCO sample (ground-truth boxes), before -> after the rounds:\n"
             f"  student            {_ap(before['model'])} -> {_ap(after.get('model'))}\n"
             f"  combined annotator {_ap(before['combined'])} -> {_ap(after.get('combined'))}\n"
-            f"Label Studio: {len(show.get('tasks', []))} real COCO persons pre-labelled by the combined\n"
-            f"  annotator, waiting for a person (reason '{SHOWCASE_REASON}')\n"
+            f"Label Studio: {len(show.get('tasks', []))} real COCO persons, their body points given,\n"
+            f"  the rest pre-labelled by the combined annotator, waiting for a person\n"
+            f"  (reason '{SHOWCASE_REASON}')\n"
         )
     return Panel.fit(
         real +
