@@ -94,3 +94,27 @@ def test_combined_records_origin_per_point_and_stores_v0_for_uncovered(
 
     assert labelled == {NAMES[i] for i in range(NUM_KEYPOINTS) if rev.keypoints[3 * i + 2] > 0}
     assert "head" not in labelled
+
+
+@needs_blazepose
+def test_combined_takes_the_body_from_a_student_that_knows_bodies(store: Store, real_people: Path) -> None:
+    """blaze37 carries BlazePose's network and crops like it: the combined annotator's body is then
+    the student's own (one forward pass for both roles), the spine still the prior's; a student
+    that does not know bodies (tiny) leaves the body to BlazePose; `body=blazepose` overrides."""
+    from pipeline.model.predict import untrained_model
+    from pipeline.model.registry import save_model
+
+    for name, config in (("blaze37-t", "blaze37"), ("tiny-t", "tiny")):
+        model = untrained_model(config)
+        save_model(store, model, name=name, config_name=config, config=model.cfg, data_snapshot="s")
+    _, files, boxes = _coco(real_people)
+    knows = load_annotator("combined", store, student="blaze37-t")
+    assert [p.name for p in knows.identity.parts] == ["spine-prior", "model:blaze37-t"]
+    pose = knows.predict_many(files[:1], boxes[:1])[0]
+    origins = {pose.origin[i] for i in BLAZEPOSE_COVERS}
+    assert origins == {"model:blaze37-t"}
+    assert {pose.origin[i] for i in SPINE_CHAIN if i not in BLAZEPOSE_COVERS} == {"spine-prior"}
+    forced = load_annotator("combined:body=blazepose", store, student="blaze37-t")
+    assert forced.identity.parts[0].name.startswith("blazepose")
+    naive = load_annotator("combined", store, student="tiny-t")
+    assert naive.identity.parts[0].name.startswith("blazepose")

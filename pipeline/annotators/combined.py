@@ -1,6 +1,8 @@
 """The combined annotator: each point from the annotator that knows it best, its origin recorded.
 
-body (COCO-17, heels, big toes) from a body expert (BlazePose by default); the 9 spine points from
+body (COCO-17, heels, big toes) from a body expert: the student itself when it carries
+BlazePose's network on BlazePose's crops (blaze37: as good on the COCO sample, better on OCHuman
+and PoseTrack18, bench/results/student.json), else BlazePose; the 9 spine points from
 the spine-from-body prior or from the student, whichever measured better: the prior
 (`DEFAULT_SPINE_SOURCE`; bench/results/annotators.json `spine_sources`, docs/annotators.md: on
 held-out renders the prior fed BlazePose's body points places the spine far closer than the
@@ -27,6 +29,7 @@ from pipeline.annotators.base import (
     with_points,
 )
 from pipeline.annotators.spine_prior import ANCHOR_IDS, INPUT_IDS, OUTPUT_IDS, PRIOR_CONFIDENCE, SpinePrior
+from schemas.blazepose import BLAZEPOSE_COVERS
 from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
 
 PRIOR_NAME = "spine-prior"
@@ -44,7 +47,9 @@ class CombinedAnnotator(BaseAnnotator):
         if spine == "prior" and prior is None:
             raise ValueError("spine='prior' needs a fitted spine prior")
         self.body, self.prior, self.student, self.spine = body, prior, student, spine
-        parts = [body.identity]
+        #: the points the body role gives: the expert's own, or BlazePose's when the student is it
+        self.body_ids = BLAZEPOSE_COVERS if body is student else tuple(body.covers)
+        parts = [body.identity] if body is not student else []
         if prior is not None and spine == "prior":
             parts.append(AnnotatorIdentity(PRIOR_NAME, prior.sha256, "spine-prior"))
         if student is not None:
@@ -52,10 +57,10 @@ class CombinedAnnotator(BaseAnnotator):
         label = "+".join(p.name for p in parts)
         self.identity = AnnotatorIdentity(f"{name}({label})", combined_sha256(parts, {"spine": spine}),
                                           "combined", tuple(parts))
-        covers = set(body.covers)
+        covers = set(self.body_ids)
         if student is not None:
             covers |= set(range(NUM_KEYPOINTS))
-        if spine == "prior" and set(ANCHOR_IDS) <= set(body.covers) | set(student.covers if student else ()):
+        if spine == "prior" and set(ANCHOR_IDS) <= covers | set(student.covers if student else ()):
             covers |= set(SPINE_CHAIN)
         self.covers = tuple(sorted(covers))
 
@@ -83,7 +88,7 @@ class CombinedAnnotator(BaseAnnotator):
 
     def merge(self, body: PersonPose, student: PersonPose | None) -> PersonPose:
         pose = empty_pose(body.bbox, body.image_index, body.box_index)
-        body_ids = list(self.body.covers)
+        body_ids = list(self.body_ids)
         if body.covered.any():
             self._take(pose, body, body_ids)
         elif student is not None:
@@ -118,5 +123,6 @@ class CombinedAnnotator(BaseAnnotator):
         bodies = self.body.predict_many(images, boxes)
         students: dict[tuple[int, int], PersonPose] = {}
         if self.student is not None:
-            students = {(p.image_index, p.box_index): p for p in self.student.predict_many(images, boxes)}
+            mine = bodies if self.body is self.student else self.student.predict_many(images, boxes)
+            students = {(p.image_index, p.box_index): p for p in mine}
         return [self.merge(b, students.get((b.image_index, b.box_index))) for b in bodies]

@@ -46,6 +46,15 @@ class ModelAnnotator(BaseAnnotator):
         self.num_keypoints = int(model.head.out_channels)
         self.covers = tuple(range(min(self.num_keypoints, NUM_KEYPOINTS)))
 
+    @property
+    def knows_bodies(self) -> bool:
+        """Whether its body rows are BlazePose's own network on BlazePose's crops (blaze37 with the
+        frozen body expert and region-of-interest crops): then it is as good a body expert as
+        mediapipe's BlazePose (bench/results/student.json), and the combined annotator takes its body."""
+        expert = getattr(getattr(self.model, "backbone", None), "expert", None)
+        crop = (getattr(self.model, "test_cfg", None) or {}).get("crop", "box")
+        return expert is not None and crop == "roi"
+
     def predict(self, image: ImageInput, boxes: Sequence[Sequence[float]]) -> list[PersonPose]:
         return self.predict_many([image], [boxes])
 

@@ -5,9 +5,12 @@
     mmpose:CONFIG.py,CKPT.pth  an mmpose top-down SimCC checkpoint (official RTMPose COCO/Halpe26)
     blazepose                  BlazePose (mediapipe 0.10.14): COCO-17, heels, big toes
     spine-prior                BlazePose body + the spine-from-body prior
-    combined[:spine=prior|student][,body=SPEC]
-                               body from a body expert (BlazePose by default), spine from the prior
-                               or the student, everything else from the student (the default)
+    combined[:spine=prior|student][,body=auto|student|SPEC]
+                               body from a body expert, spine from the prior or the student,
+                               everything else from the student (the default). body=auto: the
+                               student when it carries BlazePose's network and crops (blaze37:
+                               it matches mediapipe's BlazePose on the COCO sample and beats it on
+                               OCHuman and PoseTrack18, bench/results/student.json), else BlazePose
 
 The student is `student=` (a registered model name), else the store's current model; a combined
 annotator without a student covers body and spine only. Bad specs raise InputError (exit code 2).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from schemas.errors import InputError
 
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from pipeline.store import Store
 
 KINDS = ("model", "onnx", "mmpose", "blazepose", "spine-prior", "combined")
+#: combined's default body source: the student where it knows bodies, else BlazePose
+AUTO_BODY = "auto"
 DEFAULT_SPEC = "combined"
 #: Annotators whose weights never change under a name: their poses are cached per image and box.
 FIXED_EXPERTS = ("onnx", "mmpose", "blazepose")
@@ -140,17 +145,26 @@ def load_annotator(spec: str | AnnotatorSpec, store: Store | None = None, *, dev
     from pipeline.annotators.combined import CombinedAnnotator
     from pipeline.annotators.spine_prior import load_prior
 
-    body = load_annotator(parsed.options.get("body", "blazepose"), store, device=device, cache=cache)
     name = _student_name(store, parsed.options.get("student") or student)
     student_annotator = None
     if name is not None and store is not None:
         from pipeline.annotators.registered import registered_annotator
 
         student_annotator = registered_annotator(store, name, device=device)
+    body = _combined_body(parsed.options.get("body", AUTO_BODY), student_annotator, store, device, cache)
     from pipeline.annotators.combined import DEFAULT_SPINE_SOURCE
 
     spine = parsed.options.get("spine", DEFAULT_SPINE_SOURCE)
     return CombinedAnnotator(body=body, prior=load_prior(store), student=student_annotator, spine=spine)
+
+
+def _combined_body(spec: str, student: Any, store: Store | None, device: str, cache: bool) -> Annotator:
+    """The combined annotator's body expert: `auto` takes the student where it knows bodies
+    (`ModelAnnotator.knows_bodies`), else BlazePose; `student` the student; anything else a spec."""
+    if spec in (AUTO_BODY, "student") and student is not None and (spec == "student" or student.knows_bodies):
+        return cast("Annotator", student)
+    return load_annotator("blazepose" if spec in (AUTO_BODY, "student") else spec, store, device=device,
+                          cache=cache)
 
 
 def annotator_files(folders: list[Path] | None = None) -> dict[str, list[Path]]:
