@@ -1,34 +1,54 @@
 """Does active learning save human work? The PRODUCTION round against random, over seeds, with intervals.
 
-Smoke (minutes): python bench/active_learning.py --seeds 2 --rounds 2 --budget small --round-iters small
-Full (hours):    python bench/active_learning.py --seeds 5 --rounds 5 --budget full --round-iters full
+Smoke (minutes, tiny scale, a try-out --out): python bench/active_learning.py --smoke --out /tmp/al.json
+Full (hours, issue 23's design):             python bench/active_learning.py
 
 What runs is the product, not a copy of it: every round is `pipeline.active_learning.loop`'s own
 `resolve_settings` → `start_round` → `RoundContext` → `advance_round`, with `RoundSettings` as the
 only source of defaults (the bench overrides what it measures: strategy, budget, iterations,
-auto-accept, seed; and `val_size=0`, see below). Tasks go to a real Label Studio server this bench
-starts on 127.0.0.1 (annotation/labelstudio/server.py), pre-annotated by the round's push; the
-simulated annotator (annotation/simulated_annotator.py, the only stand-in for people) answers them
-through the server's API from the hidden ground truth with click noise; the round's pull stores them.
+auto-accept, seed, the annotator; and `val_size=0`, see below). Tasks go to a real Label Studio server
+this bench starts on 127.0.0.1 (annotation/labelstudio/server.py), pre-annotated by the round's push;
+the simulated annotator (annotation/simulated_annotator.py, the only stand-in for people) answers
+them through the server's API from the hidden ground truth with click noise; the round's pull
+stores them. The pool is pseudo-labelled by the student itself (`--annotator student`, loop.STUDENT),
+so the strategies rank by the uncertainty of the model being trained (issue 23, item 2).
 
-The data (one base store, copied for every run so all runs share start model, pool and splits):
+The data (one base store, copied for every run so all runs share start models, pool and splits):
 - synthetic labels: renders of the independent character (synthetic/character.py) stored with their
-  true landmarks (`store_ground_truth`: the loop is measured, not OpenSim IK); one sequence is pinned
-  to `val`: the SYNTHETIC validation split (the only one with spine ground truth);
-- the pool: renders of other motions and characters imported as real images with their truth hidden
-  (`import` revisions, never accepted), plus the real photos of ../shared/data/real_people whose
-  COCO-17 ground truth maps in (coco, ochuman in the pool; posetrack18 pinned to `val`: the REAL
-  validation split, body points only: real photos carry no spine truth, so real spine AP is -1).
-  The real validation labels come from the imported files, so the round's `val-set` sample is off
-  (`val_size=0`): every human label the bench counts was spent on a selected pool instance.
+  true landmarks (`store_ground_truth`: the loop is measured, not OpenSim IK);
+- the pool: for every motion x character kind (`DataSizes.motions` x `characters`), one rendered
+  sequence imported as real images with its truth hidden (`import` revisions, never accepted), plus
+  the real photos of ../shared/data/real_people whose points map (coco, ochuman);
+- the SYNTHETIC validation split: one held-out sequence (another seed) of EVERY kind of the pool, so
+  no motion or character is only in validation or only in the pool (>= 200 instances at full scale);
+- the REAL validation split: posetrack18, MPII, AI Challenger, CrowdPose and MHP (36 people), imported
+  with their own layouts (pipeline/intake/real_samples.py `import_sample`) and pinned to `val`: at
+  least 30, so auto-accept can clear its Wilson bound. Real photos carry no spine truth (real spine
+  AP is -1). The real validation labels come from the imported files, so the round's `val-set`
+  sample is off (`val_size=0`): every human label the bench counts was spent on a pool instance.
 
-Per run (strategy × auto-accept × seed) and round: AP (all, body, feet, spine) on the real and the
-synthetic validation split as the round's own `evaluate` step reports them, human labels spent,
-auto-accepted labels (and how many of them are good against the hidden truth), and the measured
-correction effort (pipeline/active_learning/correction_effort.py: keypoints the annotator moved,
-added or deleted against the pre-annotation). Over seeds: annotations each strategy needs to reach
-random's final AP with a bootstrap 95 % interval (pipeline/active_learning/stats.py), the
-equal-budget difference, and a plot of AP against annotations with bands (mean ± std over seeds).
+Design against noise (issue 23, item 3): `--start-models` start models trained with different seeds
+(run seed s starts from start model s mod N, so every strategy sees each start model equally
+often), `--seeds` >= 8 per strategy, a pool large enough that the rounds sample at most
+`MAX_POOL_SHARE` (20 %) of it (checked), curves over rounds. Per run (strategy x auto-accept x seed)
+and round: AP (all, body, feet, spine) on both validation splits as the round's own `evaluate` step
+reports them, human labels spent, the correction effort (keypoints moved or placed per task,
+pipeline/active_learning/correction_effort.py), auto-accepted labels and how many are good against
+the hidden truth, the threshold and Wilson bound the round calibrated, and whose uncertainty the
+strategy read (`ranked_by`).
+
+Intervals: seeds are paired (a strategy's seed s and random's seed s share the start model and the
+training seeds), and 8 pairs are too few for a percentile bootstrap, whose resamples take at most
+8 distinct values and whose intervals are known to be too narrow at that size. The headline
+interval is therefore an exact paired sign-flip permutation test (all 2^n sign patterns of the
+per-seed differences; under "the strategy is random" each pair's difference is as likely negative
+as positive), inverted into a 95 % interval for the mean difference (the shifts it does not reject;
+this assumes differences symmetric about their mean). The saving to reach random's final AP uses
+the same test on the per-seed annotations needed (pipeline/active_learning/stats.py's rule,
+censored at the budget), divided by random's mean need. The percentile bootstrap is kept beside it.
+Auto-accept: precision of the auto-accepted labels against the hidden truth, with the one-sided
+Wilson lower bound the rounds use (`confidence_z`), and random with auto-accept off as the reference
+for the annotations it saved.
 
 Writes bench/results/active_learning.json (+ .png); `--out` elsewhere for a try-out.
 """
@@ -57,11 +77,12 @@ sys.path.insert(0, str(REPO))
 from bench.common import Run  # noqa: E402
 from pipeline import instance_sets  # noqa: E402
 from pipeline.active_learning import loop as al  # noqa: E402
+from pipeline.active_learning.calibration import wilson_lower_bound  # noqa: E402
 from pipeline.active_learning.correction_effort import round_effort  # noqa: E402
 from pipeline.active_learning.rounds import get_round  # noqa: E402
 from pipeline.active_learning.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
-from pipeline.active_learning.stats import final_difference, savings  # noqa: E402
-from pipeline.intake.real_samples import real_people_folder, sample_sets  # noqa: E402
+from pipeline.active_learning.stats import annotations_to_reach, final_difference, savings  # noqa: E402
+from pipeline.intake.real_samples import import_sample, real_people_folder, sample_sets  # noqa: E402
 from pipeline.splits import assign_splits, assigned_splits  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
@@ -73,36 +94,46 @@ PARTS = ("real", "synthetic")
 EXTRA = ("mean_oks", "instances")
 BASE_INFO = "bench_base.json"
 RUN_RECORDS = "bench_run_records.json"  # a finished run's records, with the recipe it ran
-#: Real sample sets (pipeline/intake/real_samples.py) in the bench, and the split each is pinned to.
-REAL_SPLITS = {"coco": "train", "ochuman": "train", "posetrack18": "val"}
+#: Real sample sets (pipeline/intake/real_samples.py) in the bench, and the split each is pinned to:
+#: the pool's photos, and 36 validation people (halpe is COCO's images again: left out).
+REAL_SPLITS = {"coco": "train", "ochuman": "train", "posetrack18": "val", "mpii": "val", "aic": "val",
+               "crowdpose": "val", "mhp": "val"}
 REAL_SETS = sample_sets(*REAL_SPLITS)
 #: Image subsets of the real sample sets are this prefix + the set's name (the pool renders: POOL_SUBSET).
 REAL_SUBSET = "real-"
 POOL_SUBSET = "pool-render"
-BUDGETS = {"small": [4], "full": [10, 10, 15, 15, 20]}
-ROUND_ITERS = {"small": 5, "full": 60}
-DEFAULT_STRATEGIES = ("random", "uncertainty", "diversity", "kcenter", "spine", "plausibility", "effort")
+BUDGETS = {"smoke": [2], "small": [4], "full": [10, 10, 15, 15, 20]}
+ROUND_ITERS = {"smoke": 2, "small": 5, "full": 60}
+DEFAULT_STRATEGIES = ("random", "uncertainty", "diversity", "kcenter", "typiclust", "hybrid")
+SMOKE_STRATEGIES = ("random", "uncertainty", "typiclust", "hybrid")
+#: The rounds may sample at most this share of the pool (issue 23: a pool large enough that the
+#: strategies have something to choose from to the last round).
+MAX_POOL_SHARE = 0.2
 #: Headline comparisons: (validation part, metric).
 HEADLINES = (("synthetic", "spine_AP"), ("synthetic", "all_AP"), ("real", "body_AP"), ("real", "all_AP"))
 
 
 @dataclass(frozen=True)
 class DataSizes:
-    synthetic: tuple[str, ...]  # motions of the synthetic training sequences
-    synthetic_frames: int
-    val_motion: str  # the synthetic validation sequence
-    val_frames: int
-    pool: tuple[str, ...]  # motions of the rendered pool sequences
-    pool_frames: int
-    start_iters: int  # training iterations of the start model
+    train: tuple[str, ...]  # motions of the synthetic training sequences (the mannequin)
+    train_frames: int
+    motions: tuple[str, ...]  # motion kinds of the pool AND the synthetic validation split
+    characters: tuple[str, ...]  # character kinds of both (synthetic.renderer)
+    pool_frames: int  # per pool sequence (one per motion x character)
+    val_frames: int  # per held-out validation sequence (one per motion x character, other seed)
+    start_iters: int  # training iterations of each start model
     width: int = 320
     height: int = 256
 
+    def kinds(self) -> list[tuple[str, str]]:
+        return [(m, c) for m in self.motions for c in self.characters]
 
+
+ALL_MOTIONS = ("bend", "twist", "walk", "squat", "reach", "mixed")
 DATA = {
-    "small": DataSizes(("bend", "squat"), 16, "mixed", 12, ("walk", "twist"), 14, 40, 192, 160),
-    "full": DataSizes(("bend", "squat", "mixed"), 40, "reach", 40, ("walk", "twist", "reach", "mixed"), 45,
-                      150),
+    "smoke": DataSizes(("bend", "walk"), 6, ("bend", "walk"), ("mannequin", "opensim"), 6, 3, 6, 160, 128),
+    "small": DataSizes(("bend", "squat"), 16, ("walk", "twist"), ("mannequin",), 14, 12, 40, 192, 160),
+    "full": DataSizes(ALL_MOTIONS, 30, ALL_MOTIONS, ("mannequin", "opensim"), 32, 18, 300),
 }
 
 
@@ -119,8 +150,9 @@ def _pool_truth(folder: Path) -> Path:
     return out
 
 
-def _copy_real(work: Path, log: Callable[[str], None]) -> list[tuple[str, Path, Path, str]]:
-    """The real sample sets, copied below the Label Studio document root (work/real)."""
+def _copy_real(work: Path, log: Callable[[str], None]) -> list[tuple[str, str]]:
+    """The real sample sets, copied below the Label Studio document root (work/real) in the sample
+    folder's own layout (import_sample reads them from there); (name, split) of each copied set."""
     if not REAL_PEOPLE.is_dir():
         log(f"no real sample images at {REAL_PEOPLE}: the pool and validation are renders only")
         return []
@@ -130,27 +162,90 @@ def _copy_real(work: Path, log: Callable[[str], None]) -> list[tuple[str, Path, 
         if not src.is_file():
             log(f"real set {sample.name}: {src} missing, skipped")
             continue
-        dst_dir = work / "real" / sample.name
-        if not dst_dir.is_dir():
-            shutil.copytree(REAL_PEOPLE / sample.image_dir, dst_dir)
-        out.append((sample.name, dst_dir / Path(sample.coco_file).relative_to(sample.image_dir), dst_dir,
-                    REAL_SPLITS[sample.name]))
+        for rel in (sample.image_dir, sample.coco_file):
+            dst = work / "real" / rel
+            if (REAL_PEOPLE / rel).is_dir() and not dst.is_dir():
+                shutil.copytree(REAL_PEOPLE / rel, dst)
+            elif (REAL_PEOPLE / rel).is_file() and not dst.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REAL_PEOPLE / rel, dst)
+        out.append((sample.name, REAL_SPLITS[sample.name]))
     return out
 
 
-def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """Render, store, import, pin splits and train the start model, once (each run's rounds then
+def _render_kinds(work: Path, sizes: DataSizes) -> dict[str, list[tuple[Path, str]]]:
+    """Training, pool and held-out validation renders; (folder, kind) each, kind = motion/character.
+    Seeds differ per part and kind (the folder is named motion-seedN), so no two share frames."""
+    from synthetic.sample_set import SequenceSpec, render_set
+
+    def render(part: str, items: list[tuple[str, str, int, int]]) -> list[tuple[Path, str]]:
+        specs = [SequenceSpec(m, seed, frames, width=sizes.width, height=sizes.height, character=c)
+                 for m, c, seed, frames in items]
+        return list(zip(render_set(work / "renders" / part, specs), [f"{m}/{c}" for m, c, _s, _f in items],
+                        strict=True))
+
+    kinds = sizes.kinds()
+    return {
+        "synthetic": render("synthetic", [(m, "mannequin", 100 + i, sizes.train_frames)
+                                          for i, m in enumerate(sizes.train)]),
+        "pool": render("pool", [(m, c, 200 + i, sizes.pool_frames) for i, (m, c) in enumerate(kinds)]),
+        "val": render("synthetic-val", [(m, c, 300 + i, sizes.val_frames) for i, (m, c) in enumerate(kinds)]),
+    }
+
+
+def _fill_store(store: Store, work: Path, renders: dict[str, list[tuple[Path, str]]],
+                log: Callable[[str], None]) -> dict[str, str]:
+    """Store the renders and import pool and real sets; the split of every group, pinned."""
+    from pipeline.intake.real_import import import_coco
+    from synthetic.sample_set import store_ground_truth
+
+    pinned: dict[str, str] = {}
+    for part, split in (("synthetic", "train"), ("val", "val")):
+        for folder, _kind in renders[part]:
+            store_ground_truth(store, folder)
+            pinned[folder.name] = split
+    for folder, _kind in renders["pool"]:
+        group = f"pool/{folder.name}"
+        import_coco(store, _pool_truth(folder), image_dir=folder, subset=POOL_SUBSET, group=group,
+                    keep_ground_truth=True)
+        pinned[group] = "train"
+    for name, split in _copy_real(work, log):
+        group = f"real/{name}"
+        import_sample(store, sample_sets(name)[0], work / "real", subset=f"{REAL_SUBSET}{name}", group=group,
+                      keep_ground_truth=True)
+        pinned[group] = split
+    assign_splits(store, pinned, pinned=pinned)
+    return pinned
+
+
+def _train_start_models(store: Store, sizes: DataSizes, config: str, count: int,
+                        log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """`count` start models on the same synthetic labels, training seeds 0..count-1: the start
+    model is a source of noise the comparison must average over, not one fixed draw."""
+    from pipeline.model.train import train
+
+    labels = instance_sets.training_labels(store)
+    out = []
+    for k in range(count):
+        t = time.perf_counter()
+        version = train(store, config=config, iters=sizes.start_iters, seed=k, labels=labels,
+                        name=f"{config}-start-s{k}")
+        out.append({"name": version.name, "seed": k, "train_s": round(time.perf_counter() - t, 1)})
+        log(f"start model {version.name}: {sizes.start_iters} iterations in {out[-1]['train_s']:.0f} s")
+    return out
+
+
+def build_base(work: Path, sizes: DataSizes, config: str, start_models: int,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """Render, store, import, pin splits and train the start models, once (each run's rounds then
     pseudo-label the pool with the round's annotator, `RoundSettings.annotator`).
 
     Resumable: a finished base (its info file, same recipe) is reused as it is.
     """
-    from pipeline.intake.real_import import import_coco
-    from pipeline.model.train import train
-    from synthetic.sample_set import SequenceSpec, render_set, store_ground_truth
-
     home = work / "base"
     info_file = home / BASE_INFO
-    recipe = {"sizes": asdict(sizes), "config": config, "real": [r.name for r in REAL_SETS]}
+    recipe = {"sizes": asdict(sizes), "config": config, "real": [r.name for r in REAL_SETS],
+              "start_models": start_models}
     if info_file.is_file():
         info = dict(json.loads(info_file.read_text()))
         if info.get("recipe") == json.loads(json.dumps(recipe)):
@@ -158,37 +253,12 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
             return info
     shutil.rmtree(home, ignore_errors=True)
     t0 = time.perf_counter()
-    def spec(motion: str, seed: int, frames: int) -> SequenceSpec:
-        return SequenceSpec(motion, seed, frames, width=sizes.width, height=sizes.height)
-
-    syn = render_set(work / "renders" / "synthetic",
-                     [spec(m, 100 + i, sizes.synthetic_frames) for i, m in enumerate(sizes.synthetic)])
-    val = render_set(work / "renders" / "synthetic-val", [spec(sizes.val_motion, 300, sizes.val_frames)])
-    pool = render_set(work / "renders" / "pool",
-                      [spec(m, 200 + i, sizes.pool_frames) for i, m in enumerate(sizes.pool)])
-    log(f"rendered {len(syn)} synthetic, 1 validation and {len(pool)} pool sequences in "
-        f"{time.perf_counter() - t0:.0f} s")
-
+    renders = _render_kinds(work, sizes)
+    log(f"rendered {len(renders['synthetic'])} synthetic, {len(renders['val'])} validation and "
+        f"{len(renders['pool'])} pool sequences in {time.perf_counter() - t0:.0f} s")
     os.environ["SPINETRACK_HOME"] = str(home)
     store = Store(home=home)
-    pinned: dict[str, str] = {}
-    for folder in syn:
-        store_ground_truth(store, folder)
-        pinned[folder.name] = "train"
-    store_ground_truth(store, val[0])
-    pinned[val[0].name] = "val"
-    for folder in pool:
-        group = f"pool/{folder.name}"
-        import_coco(store, _pool_truth(folder), image_dir=folder, subset=POOL_SUBSET, group=group,
-                    keep_ground_truth=True)
-        pinned[group] = "train"
-    real_sets = _copy_real(work, log)
-    for name, coco, image_dir, split in real_sets:
-        group = f"real/{name}"
-        import_coco(store, coco, image_dir=image_dir, subset=f"{REAL_SUBSET}{name}", group=group,
-                    keep_ground_truth=True)
-        pinned[group] = split
-    assign_splits(store, pinned, pinned=pinned)
+    pinned = _fill_store(store, work, renders, log)
     validation = {"real": instance_sets.real_validation_instances(store),
                   "synthetic": instance_sets.synthetic_validation_instances(store)}
     labels = instance_sets.training_labels(store)
@@ -197,19 +267,16 @@ def build_base(work: Path, sizes: DataSizes, config: str, log: Callable[[str], N
     log(f"store: {len(labels)} synthetic training labels; pool {len(pool_ids)} "
         f"({len(real_pool)} real photos); "
         f"validation {len(validation['real'])} real, {len(validation['synthetic'])} synthetic")
-
-    t = time.perf_counter()
-    version = train(store, config=config, iters=sizes.start_iters, seed=0, labels=labels,
-                    name=f"{config}-start")
-    train_s = time.perf_counter() - t
-    log(f"start model {version.name}: {sizes.start_iters} iterations in {train_s:.0f} s")
+    models = _train_start_models(store, sizes, config, start_models, log)
     store.close()
     info = {
-        "recipe": recipe, "start_model": version.name, "start_train_s": round(train_s, 1),
-        "synthetic_labels": len(labels), "pool_instances": len(pool_ids), "pool_real_photos": len(real_pool),
+        "recipe": recipe, "start_models": models, "synthetic_labels": len(labels),
+        "pool_instances": len(pool_ids), "pool_real_photos": len(real_pool),
         "validation_instances": {k: len(v) for k, v in validation.items()},
-        "real_sets": [{"name": n, "file": str(c), "split": sp} for n, c, _d, sp in real_sets],
-        "sequences": {"synthetic": [d.name for d in syn], "val": val[0].name, "pool": [d.name for d in pool]},
+        "real_sets": [{"name": g.removeprefix("real/"), "split": sp} for g, sp in pinned.items()
+                      if g.startswith("real/")],
+        "kinds": {f"pool/{f.name}": k for f, k in renders["pool"]} | {f.name: k for f, k in renders["val"]},
+        "sequences": {part: [f.name for f, _k in items] for part, items in renders.items()},
         "build_s": round(time.perf_counter() - t0, 1),
     }
     info_file.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
@@ -234,6 +301,12 @@ class RunSpec:
     @property
     def folder(self) -> str:
         return f"{self.strategy}-aa{'on' if self.auto_accept else 'off'}-seed{self.seed}"
+
+
+def start_model_of(base: dict[str, Any], seed: int) -> str:
+    """Run seed s starts from start model s mod N: every strategy meets each start model equally often."""
+    models = base["start_models"]
+    return str(models[seed % len(models)]["name"])
 
 
 def _auto_accepted_quality(store: Store, number: int, good_oks: float) -> dict[str, Any]:
@@ -267,7 +340,8 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
     from annotation.simulated_annotator import AnnotatorProfile
 
     home = work / "runs" / spec.folder
-    recipe = {"base": base.get("recipe"), "start_model": base.get("start_model"), "budgets": list(budgets),
+    model = start_model_of(base, spec.seed)
+    recipe = {"base": base.get("recipe"), "start_model": model, "budgets": list(budgets),
               "round_iters": round_iters, "config": config, "annotator": annotator,
               "min_real_val": min_real_val, "spec": asdict(spec)}
     if teacher is not None:  # only then: runs recorded before the option existed stay reusable
@@ -283,7 +357,6 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
     os.environ["SPINETRACK_HOME"] = str(home)
     store = Store(home=home)
     profile = AnnotatorProfile(pixel_noise=1.5, skip_rate=0.0)
-    model = str(base["start_model"])
     records: list[dict[str, Any]] = []
     cumulative = effort_total = 0
     for number, budget in enumerate(budgets, start=1):
@@ -322,6 +395,7 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
             "auto_accepted": int(state.get("auto_accepted", 0)),
             "auto_accept_off": state.get("auto_accept_off"),
             **_auto_accepted_quality(store, number, settings.good_oks),
+            "threshold": state.get("threshold"), "ranked_by": state.get("ranked_by"),
             "train_labels": int(state.get("train_labels", 0)), "model": model,
             "metrics": _metrics(dict(rnd.metrics or {})), "seconds": round(time.perf_counter() - t, 1),
         })
@@ -367,33 +441,146 @@ def mean_curves(runs: Runs) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def sign_flip(diffs: Sequence[float], level: float = 0.95, exact_up_to: int = 16,
+              draws: int = 20000) -> dict[str, Any]:
+    """Exact paired sign-flip permutation test of mean(diffs) = 0, and its inversion: the 95 %
+    interval of shifts d whose test of mean(diffs - d) = 0 is not rejected (two-sided).
+
+    Under "no difference" each pair's sign is a coin flip, so the 2^n sign patterns are equally
+    likely: exact at any n, where a percentile bootstrap over 8 pairs is too narrow. Beyond
+    `exact_up_to` pairs, `draws` random patterns (seeded) stand in for all of them.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "pairs": 0}
+    if n <= exact_up_to:
+        signs = 1.0 - 2.0 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    else:
+        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(draws, n))
+
+    def p_value(shift: float) -> float:
+        x = d - shift
+        return float(np.mean(np.abs(signs @ x) >= abs(float(x.sum())) - 1e-12))
+
+    alpha = 1.0 - level
+    centre = float(d.mean())
+    span = float(np.ptp(d)) + abs(centre) + 1e-9
+
+    def edge(direction: float) -> float:
+        inside, outside = centre, centre + direction * span
+        while p_value(outside) > alpha:  # widen until rejected (differences all equal: never)
+            outside = centre + 2.0 * (outside - centre)
+            if abs(outside - centre) > 1e6 * span:  # too few pairs to ever reject (n <= 4)
+                return math.copysign(math.inf, direction)
+        for _ in range(50):
+            mid = 0.5 * (inside + outside)
+            inside, outside = (mid, outside) if p_value(mid) > alpha else (inside, mid)
+        return inside
+
+    return {"mean": centre, "ci_low": edge(-1.0), "ci_high": edge(1.0), "p_value": p_value(0.0),
+            "pairs": n, "test": "paired sign-flip permutation" + (" (exact)" if n <= exact_up_to else "")}
+
+
+Curves = Sequence[tuple[list[float], list[float]]]
+
+
+def needed_per_seed(curves: Curves, target: float, budget: float) -> list[float]:
+    """Annotations each seed's curve needs to reach `target` (stats.py's rule: linear between
+    rounds, a seed that never reaches it counted at the budget)."""
+    out = []
+    for xs, ys in curves:
+        n = annotations_to_reach(xs, ys, target)
+        out.append(budget if math.isnan(n) else min(n, budget))
+    return out
+
+
+def saving_interval(rand: Curves, mine: Curves) -> dict[str, Any]:
+    """Saving to reach random's final value (mean over its seeds), with the sign-flip interval of
+    the paired per-seed difference in annotations needed, divided by random's mean need."""
+    target = float(np.mean([c[1][-1] for c in rand]))
+    budget = float(np.mean([c[0][-1] for c in rand]))
+    theirs, ours = needed_per_seed(rand, target, budget), needed_per_seed(mine, target, budget)
+    base = float(np.mean(theirs))
+    test = sign_flip([a - b for a, b in zip(theirs, ours, strict=True)])
+    scale = base if base > 0 else math.nan
+    return {"target": target, "random_needed": base, "needed": float(np.mean(ours)),
+            "saved_fraction": test["mean"] / scale, "ci_low": test["ci_low"] / scale,
+            "ci_high": test["ci_high"] / scale, "p_value": test["p_value"], "pairs": test["pairs"],
+            "test": test["test"], "supported": bool(test["ci_low"] / scale > 0) if base > 0 else False}
+
+
+def _headline(rand: list[Any], mine: list[Any], resamples: int) -> dict[str, Any]:
+    """One (part, metric): the sign-flip saving and equal-budget difference, the bootstrap beside."""
+    finals_r, finals_m = [c[1][-1] for c in rand], [c[1][-1] for c in mine]
+    return {"saving": saving_interval(rand, mine),
+            "final_difference_test": sign_flip([m - r for r, m in zip(finals_r, finals_m, strict=True)]),
+            "savings": savings(rand, mine, resamples=resamples).as_dict(),
+            "final_difference": final_difference(finals_r, finals_m, resamples=resamples).as_dict()}
+
+
 def compare(runs: Runs, resamples: int) -> dict[str, Any]:
-    """Savings and equal-budget differences of every run key against random with the same auto-accept."""
+    """Savings and equal-budget differences of every run key against random with the same
+    auto-accept (and random with auto-accept on against off: what auto-accept saved)."""
     out: dict[str, Any] = {}
     for key, by_seed in runs.items():
-        strategy, aa = key.split("|")
-        base_key = f"random|{aa}"
-        if strategy == "random" or base_key not in runs:
+        aa = key.split("|")[1]
+        base_key = "random|aa-off" if key == "random|aa-on" else f"random|{aa}"
+        if key == base_key or base_key not in runs:
             continue
         seeds = sorted(set(by_seed) & set(runs[base_key]))
         if not seeds:
             continue
-        entry: dict[str, Any] = {"seeds": seeds}
+        entry: dict[str, Any] = {"seeds": seeds, "against": base_key}
         for part, metric in HEADLINES:
-            name = f"{part}_{metric}"
             rand = [curve(runs[base_key][s], part, metric) for s in seeds]
             mine = [curve(by_seed[s], part, metric) for s in seeds]
             if any(math.isnan(y) or y < 0 for c in rand + mine for y in c[1]):
-                entry[name] = {"note": f"{part} {metric} not measurable here (no ground truth)"}
+                entry[f"{part}_{metric}"] = {"note": f"{part} {metric} not measurable here (no ground truth)"}
                 continue
-            sv = savings(rand, mine, resamples=resamples)
-            diff = final_difference([c[1][-1] for c in rand], [c[1][-1] for c in mine], resamples=resamples)
-            entry[name] = {"savings": sv.as_dict(), "final_difference": diff.as_dict()}
+            entry[f"{part}_{metric}"] = _headline(rand, mine, resamples)
         effort_r = [float(runs[base_key][s][-1]["cumulative_effort"]) for s in seeds]
         effort_m = [float(by_seed[s][-1]["cumulative_effort"]) for s in seeds]
-        entry["cumulative_effort_difference"] = final_difference(effort_r, effort_m,
-                                                                 resamples=resamples).as_dict()
+        entry["cumulative_effort_difference"] = sign_flip([m - r for r, m in
+                                                           zip(effort_r, effort_m, strict=True)])
         out[key] = entry
+    return out
+
+
+def auto_accept_precision(by_seed: dict[int, list[dict[str, Any]]], z: float) -> dict[str, Any]:
+    """Precision of every auto-accepted label of a run key against the hidden truth, with the
+    one-sided Wilson lower bound the rounds calibrate with (`confidence_z`), and the bounds the
+    rounds' own thresholds claimed."""
+    recs = [r for recs in by_seed.values() for r in recs if r["round"] > 0]
+    good = sum(int(r.get("auto_accepted_good") or 0) for r in recs)
+    scored = sum(int(r.get("auto_accepted_scored") or 0) for r in recs)
+    claimed = [float(t["precision_lower"]) for r in recs
+               if (t := r.get("threshold")) and t.get("enabled") and t.get("precision_lower") is not None]
+    return {"auto_accepted": sum(int(r.get("auto_accepted") or 0) for r in recs), "scored": scored,
+            "good": good, "precision": good / scored if scored else None,
+            "wilson_lower": wilson_lower_bound(good, scored, z) if scored else None, "z": z,
+            "rounds_with_threshold": len(claimed), "rounds": len(recs),
+            "calibrated_lower_mean": float(np.mean(claimed)) if claimed else None}
+
+
+def per_strategy(runs: Runs, comparisons: dict[str, Any], z: float) -> dict[str, Any]:
+    """The issue's table, per run key: savings to random's final synthetic spine AP and real body
+    AP with their intervals, the correction effort, and auto-accept precision."""
+    out: dict[str, Any] = {}
+    for key, by_seed in runs.items():
+        last = [recs[-1] for recs in by_seed.values()]
+        tasks = sum(int(r.get("human_labels", 0)) for recs in by_seed.values() for r in recs)
+        moved = sum(int(r.get("effort", 0)) for recs in by_seed.values() for r in recs)
+        entry = comparisons.get(key, {})
+        out[key] = {
+            "seeds": sorted(by_seed),
+            "saving_synthetic_spine_AP": entry.get("synthetic_spine_AP", {}).get("saving"),
+            "saving_real_body_AP": entry.get("real_body_AP", {}).get("saving"),
+            "correction_effort": {"cumulative_mean": float(np.mean([r["cumulative_effort"] for r in last])),
+                                  "per_task": moved / tasks if tasks else None,
+                                  "difference_vs_random": entry.get("cumulative_effort_difference")},
+            "auto_accept": auto_accept_precision(by_seed, z) if key.endswith("aa-on") else None,
+        }
     return out
 
 
@@ -413,11 +600,11 @@ def _pool(store: Store) -> list[tuple[str, str]]:
             and (img.subset == POOL_SUBSET or img.subset.startswith(REAL_SUBSET))]
 
 
-def run_picks(store_file: Path, val_motion: str,
+def run_picks(store_file: Path, kinds: dict[str, str],
               which: Callable[[Store], list[tuple[str, str]]] = _picked) -> dict[str, Any] | None:
-    """What one run sent to annotators, by where it came from: real photos (COCO-17 truth, no
-    spine), the pool sequence of the synthetic validation split's motion, other pool renders.
-    With `_pool` on the base store: the same shares for the whole pool."""
+    """What one run sent to annotators, by where it came from: real photos (no spine truth) and
+    each motion/character kind of the pool renders. With `_pool` on the base store: the same
+    shares for the whole pool (what a uniform pick takes)."""
     if not store_file.is_file():
         return None
     with Store.open(f"sqlite:///{store_file}", home=store_file.parent, migrate=False) as store:
@@ -425,69 +612,62 @@ def run_picks(store_file: Path, val_motion: str,
     total = sum(rows.values())
     if total == 0:
         return None
-    real = sum(c for (sub, _g), c in rows.items() if str(sub).startswith(REAL_SUBSET))
-    same = sum(c for (sub, g), c in rows.items() if not str(sub).startswith(REAL_SUBSET)
-               and str(g).split("/")[-1].startswith(f"{val_motion}-"))
-    return {"tasks": total, "real_photo_share": real / total, "val_motion_share": same / total,
-            "by_group": {str(g): int(c) for (_s, g), c in sorted(rows.items())}}
+    by_kind: Counter[str] = Counter()
+    for (sub, group), count in rows.items():
+        by_kind["real photo" if str(sub).startswith(REAL_SUBSET) else kinds.get(str(group), "other")] += count
+    return {"tasks": total, "real_photo_share": by_kind["real photo"] / total,
+            "by_kind": {k: v / total for k, v in sorted(by_kind.items())}}
 
 
-def selection_mix(work: Path, runs: Runs, val_motion: str) -> dict[str, Any]:
-    """Per strategy: the mean shares of real photos and of validation-motion renders among its picks,
-    and across runs, their correlation with the final synthetic spine AP (with a bootstrap interval).
-
-    The pool's share of each is the reference: a uniform pick takes them at that rate.
-    """
+def selection_mix(work: Path, runs: Runs, kinds: dict[str, str]) -> dict[str, Any]:
+    """Per strategy: the mean share of each kind (real photos, motion/character) among its picks,
+    and across runs the correlation of the real-photo share with the final synthetic spine AP
+    (bootstrap interval over runs). The pool's shares are the reference."""
     per_run: list[tuple[str, dict[str, Any], float]] = []
     for key, by_seed in runs.items():
         strategy, aa = key.split("|")
         for seed, recs in by_seed.items():
             picks = run_picks(work / "runs" / RunSpec(strategy, aa == "aa-on", seed).folder / "store.sqlite",
-                              val_motion)
+                              kinds)
             if picks is not None:
                 per_run.append((key, picks, float(recs[-1]["metrics"]["synthetic"]["spine_AP"])))
-    pool = run_picks(work / "base" / "store.sqlite", val_motion, _pool)
-    out: dict[str, Any] = {"val_motion": val_motion, "by_strategy": {},
-                           "pool": {k: v for k, v in (pool or {}).items() if k != "by_group"}}
+    out: dict[str, Any] = {"pool": run_picks(work / "base" / "store.sqlite", kinds, _pool), "by_strategy": {}}
     for key in runs:
         mine = [p for k, p, _ap in per_run if k == key]
+        names = sorted({n for p in mine for n in p["by_kind"]})
         if mine:
-            out["by_strategy"][key] = {
-                "runs": len(mine),
-                "real_photo_share": float(np.mean([p["real_photo_share"] for p in mine])),
-                "val_motion_share": float(np.mean([p["val_motion_share"] for p in mine])),
-            }
-    if len(per_run) >= 4:
-        ap = np.array([a for _k, _p, a in per_run])
+            out["by_strategy"][key] = {"runs": len(mine), "by_kind": {
+                n: float(np.mean([p["by_kind"].get(n, 0.0) for p in mine])) for n in names}}
+    x = np.array([p["real_photo_share"] for _k, p, _a in per_run])
+    ap = np.array([a for _k, _p, a in per_run])
+    if len(per_run) >= 4 and x.std() > 0 and ap.std() > 0:
         rng = np.random.default_rng(0)
-        for name in ("val_motion_share", "real_photo_share"):
-            x = np.array([p[name] for _k, p, _a in per_run])
-            if x.std() == 0 or ap.std() == 0:
-                continue
-            boot = []
-            for _ in range(5000):
-                i = rng.integers(0, len(x), len(x))
-                if x[i].std() > 0 and ap[i].std() > 0:
-                    boot.append(float(np.corrcoef(x[i], ap[i])[0, 1]))
-            out[f"corr_{name}_final_spine_AP"] = {
-                "r": float(np.corrcoef(x, ap)[0, 1]), "ci_low": float(np.percentile(boot, 2.5)),
-                "ci_high": float(np.percentile(boot, 97.5)), "runs": len(x)}
+        boot = []
+        for _ in range(5000):
+            i = rng.integers(0, len(x), len(x))
+            if x[i].std() > 0 and ap[i].std() > 0:
+                boot.append(float(np.corrcoef(x[i], ap[i])[0, 1]))
+        out["corr_real_photo_share_final_spine_AP"] = {
+            "r": float(np.corrcoef(x, ap)[0, 1]), "ci_low": float(np.percentile(boot, 2.5)),
+            "ci_high": float(np.percentile(boot, 97.5)), "runs": len(x)}
     return out
 
 
 def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
-    """The winner on synthetic spine AP at equal budget, and whether the issue's goal is met."""
+    """The winner on synthetic spine AP at equal budget, and whether the issue's goal is met, both
+    by the exact paired sign-flip test (`sign_flip`; the bootstrap stays in the comparisons)."""
     name = "synthetic_spine_AP"
     scored = {k.split("|")[0]: v[name] for k, v in comparisons.items()
-              if k.endswith(f"|{aa}") and "final_difference" in v.get(name, {})}
+              if k.endswith(f"|{aa}") and not k.startswith("random|")
+              and "final_difference_test" in v.get(name, {})}
     if not scored:
         return {"auto_accept": aa, "note": "nothing to compare"}
-    best = max(scored, key=lambda s: scored[s]["final_difference"]["mean"])
-    diff, sv = scored[best]["final_difference"], scored[best]["savings"]
+    best = max(scored, key=lambda s: scored[s]["final_difference_test"]["mean"])
+    diff, sv = scored[best]["final_difference_test"], scored[best]["saving"]
     beats = diff["ci_low"] > 0
     goal = sv["saved_fraction"] >= 0.3 and sv["ci_low"] > 0
     return {
-        "auto_accept": aa, "metric": name, "best_strategy": best,
+        "auto_accept": aa, "metric": name, "best_strategy": best, "test": diff.get("test"),
         "final_difference_vs_random": diff, "savings_vs_random": sv,
         "beats_random_at_equal_budget": beats, "goal_30pct_met": goal,
         "default_now": DEFAULT_STRATEGY,
@@ -500,7 +680,8 @@ def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
 
 
 COLOURS = {"random": "black", "uncertainty": "#4a90e2", "diversity": "#7ed321", "kcenter": "#9013fe",
-           "spine": "#d0021b", "plausibility": "#f5a623", "effort": "#50e3c2"}
+           "spine": "#d0021b", "plausibility": "#f5a623", "effort": "#50e3c2", "typiclust": "#8b572a",
+           "hybrid": "#bd10e0"}
 
 
 def plot(curves: dict[str, list[dict[str, Any]]], out_png: Path, title: str) -> Path:
@@ -553,12 +734,26 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
     curves = mean_curves(done)
     comparisons = compare(done, args.resamples)
     modes = sorted({k.split("|")[1] for k in done})
-    smoke = args.budget == ["small"] or args.round_iters == "small" or len(args.seeds_list) < 5
+    smoke = (args.smoke or args.data != "full" or list(budgets) != BUDGETS["full"]
+             or round_iters != ROUND_ITERS["full"] or len(args.seeds_list) < 8)
+    z = al.RoundSettings().confidence_z
+    validation = base.get("validation_instances", {})
     result = {
         "partial": partial,
         "scale": "smoke" if smoke else "full",
         "note": ("SMOKE-SCALE run under load: it shows the benchmark works end to end; its numbers say "
                  "nothing about which strategy wins" if smoke else "full-scale run"),
+        "seeds": args.seeds_list,
+        "validation": {"synthetic_instances": validation.get("synthetic"),
+                       "real_instances": validation.get("real"),
+                       "kinds": sorted(set(base.get("kinds", {}).values())),
+                       "real_sets": [r["name"] for r in base.get("real_sets", []) if r["split"] == "val"]},
+        "start_models": base.get("start_models"),
+        "pool": {"instances": base.get("pool_instances"), "real_photos": base.get("pool_real_photos"),
+                 "sampled_share": sum(budgets) / max(1, int(base.get("pool_instances") or 1))},
+        "intervals": "exact paired sign-flip permutation test over seeds, inverted to a 95 % interval "
+                     "(bench/active_learning.py sign_flip); percentile bootstrap beside it",
+        "strategies": per_strategy(done, comparisons, z),
         "settings": {"seeds": args.seeds_list, "rounds": len(budgets), "budgets": list(budgets),
                      "round_iters": round_iters, "strategies": args.strategies,
                      "auto_accept": args.auto_accept,
@@ -570,15 +765,26 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "curves": curves,
         "comparisons": comparisons,
         "verdict": {m: verdict(comparisons, m) for m in modes},
-        "selection_mix": selection_mix(args.work.resolve(), done,
-                                       str(base.get("recipe", {}).get("sizes", {}).get("val_motion", ""))),
+        "selection_mix": selection_mix(args.work.resolve(), done, dict(base.get("kinds", {}))),
         "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    bench_run.write(result, args.out)  # adds load_average (start and end of the run) and machine
+    bench_run.write(finite(result), args.out)  # adds load_average (start and end) and machine
     plot(curves, args.out.with_suffix(".png"),
          f"production rounds, budgets {list(budgets)}, {seeds} seed(s), {result['scale']} scale")
     return result
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: standard JSON (an interval too wide to bound, a
+    saving against a random that needed nothing, a metric without ground truth)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -592,29 +798,29 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      f"{r['synthetic_all_AP']:.3f} ± {r['synthetic_all_AP_std']:.3f} | "
                      f"{r['real_body_AP']:.3f} ± {r['real_body_AP_std']:.3f} |")
     lines.append("")
-    for key, entry in result["comparisons"].items():
-        sp = entry.get("synthetic_spine_AP", {})
-        if "savings" in sp:
-            sv, d = sp["savings"], sp["final_difference"]
-            lines.append(f"{key}: synthetic spine AP saving {sv['saved_fraction']:+.0%} "
-                         f"[{sv['ci_low']:+.0%}, {sv['ci_high']:+.0%}], at equal budget {d['mean']:+.3f} "
-                         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    lines.append("| run | saving to random's final spine AP | saving to random's final real body AP "
+                 "| keypoints corrected per task | auto-accept precision (Wilson lower) |")
+    lines.append("|---|---|---|---|---|")
+    for key, m in result["strategies"].items():
+        aa = m.get("auto_accept") or {}
+        prec = (f"{aa['precision']:.2f} ({aa['wilson_lower']:.2f}) of {aa['scored']}"
+                if aa.get("precision") is not None else "-")
+        per_task = m["correction_effort"]["per_task"]
+        lines.append(f"| {key} | {_saving_text(m.get('saving_synthetic_spine_AP'))} | "
+                     f"{_saving_text(m.get('saving_real_body_AP'))} | "
+                     f"{'-' if per_task is None else f'{per_task:.1f}'} | {prec} |")
     mix = result.get("selection_mix") or {}
-    if mix.get("by_strategy"):
-        pool = mix.get("pool") or {}
-        lines.append(f"picks: share of real photos / of {mix['val_motion']!r} renders (the synthetic "
-                     f"validation motion); the pool holds {pool.get('real_photo_share', float('nan')):.0%} / "
-                     f"{pool.get('val_motion_share', float('nan')):.0%}")
-        for key, m in mix["by_strategy"].items():
-            lines.append(f"  {key}: {m['real_photo_share']:.0%} / {m['val_motion_share']:.0%}")
-        for name in ("val_motion_share", "real_photo_share"):
-            c = mix.get(f"corr_{name}_final_spine_AP")
-            if c:
-                lines.append(f"  correlation of {name} with final synthetic spine AP over {c['runs']} runs: "
-                             f"{c['r']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]")
+    for key, m in (mix.get("by_strategy") or {}).items():
+        lines.append(f"picks of {key}: " + ", ".join(f"{k} {v:.0%}" for k, v in m["by_kind"].items()))
     for mode, v in result["verdict"].items():
         lines.append(f"verdict ({mode}): {v.get('note')}")
     return lines
+
+
+def _saving_text(sv: dict[str, Any] | None) -> str:
+    if not sv or sv.get("saved_fraction") is None or math.isnan(sv["saved_fraction"]):
+        return "- (random's target needed no annotations)" if sv else "-"
+    return f"{sv['saved_fraction']:+.0%} [{sv['ci_low']:+.0%}, {sv['ci_high']:+.0%}]"
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -627,48 +833,84 @@ def _preset(value: list[str], table: dict[str, Any], what: str) -> Any:
         raise SystemExit(f"--{what}: expected {' or '.join(table)} or integers, got {value}") from None
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/spinetrack-bench-al"),
                         help="renders, the base store, one store per run, Label Studio data")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per strategy (0 .. N-1)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--budget", nargs="+", default=["full"],
-                        help="human annotations per round: small (4 each), full (10 10 15 15 20) or integers")
-    parser.add_argument("--round-iters", default="full", help="fine-tuning iterations per round: small (5), "
-                        "full (60) or an integer")
-    parser.add_argument("--data", choices=sorted(DATA), default=None,
-                        help="render sizes (default: small with --budget small, else full)")
-    parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES),
-                        choices=sorted(STRATEGIES))
-    parser.add_argument("--auto-accept", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the whole pipeline at tiny scale in minutes (2 seeds, 2 rounds of 2, 2 "
+                             "iterations, 1 start model, random/uncertainty/typiclust/hybrid, smoke "
+                             "data): it shows the bench works, its numbers mean nothing")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per strategy, 0 .. N-1 [8]")
+    parser.add_argument("--start-models", type=int, default=None,
+                        help="start models trained with seeds 0 .. N-1; run seed s starts from s mod N [2]")
+    parser.add_argument("--rounds", type=int, default=None, help="[5]")
+    parser.add_argument("--budget", nargs="+", default=None,
+                        help="human annotations per round: smoke (2), small (4), full (10 10 15 15 20) or "
+                             "integers [full]")
+    parser.add_argument("--round-iters", default=None, help="fine-tuning iterations per round: smoke (2), "
+                        "small (5), full (60) or an integer [full]")
+    parser.add_argument("--data", choices=sorted(DATA), default=None, help="render sizes [full]")
+    parser.add_argument("--strategies", nargs="+", default=None, choices=sorted(STRATEGIES),
+                        help=f"[{' '.join(DEFAULT_STRATEGIES)}]")
+    parser.add_argument("--auto-accept", choices=["off", "on", "both"], default="on",
+                        help="on: every strategy with auto-accept, plus random without it as the "
+                             "reference for what auto-accept saves (--no-aa-baseline drops it)")
+    parser.add_argument("--no-aa-baseline", action="store_true")
     parser.add_argument("--config", default=al.RoundSettings().config)
-    parser.add_argument("--annotator", default=al.RoundSettings().annotator,
-                        help="RoundSettings.annotator: who pre-labels the pool (pipeline.annotators spec)")
+    parser.add_argument("--annotator", default=al.STUDENT,
+                        help="RoundSettings.annotator: who pre-labels the pool and whose uncertainty the "
+                             "strategies read [student: the model being trained]")
     parser.add_argument("--teacher", default=al.RoundSettings().teacher,
                         help="a teacher distilled into the student at every retrain (RoundSettings.teacher, "
                              "e.g. blazepose); default: none, as in the production default")
     parser.add_argument("--start-iters", type=int, default=None,
-                        help="training iterations of the start model (default: the data preset's); "
-                             "another value builds another base store, so give it its own --work")
-    parser.add_argument("--min-real-val", type=int, default=10,
-                        help="RoundSettings.min_real_val: the real validation split here is small")
-    parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples")
+                        help="training iterations of each start model (default: the data preset's)")
+    parser.add_argument("--min-real-val", type=int, default=al.RoundSettings().min_real_val,
+                        help="RoundSettings.min_real_val (the real validation split holds 36 people)")
+    parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples [5000]")
     parser.add_argument("--verbose", action="store_true", help="print every round step's log line")
     parser.add_argument("--rebuild", action="store_true",
                         help="build the base store again (finished runs are reused otherwise)")
     parser.add_argument("--out", type=Path, default=RESULTS / "active_learning.json")
-    args = parser.parse_args(argv)
-    if "random" not in args.strategies:
-        parser.error("random must be among --strategies: it is the baseline")
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> tuple[list[int], int]:
+    """Fill the options --smoke sets (a value given explicitly wins); budgets and round iterations."""
+    smoke = args.smoke
+    defaults = {"seeds": 2 if smoke else 8, "start_models": 1 if smoke else 2, "rounds": 2 if smoke else 5,
+                "budget": ["smoke" if smoke else "full"], "round_iters": "smoke" if smoke else "full",
+                "data": "smoke" if smoke else "full", "resamples": 200 if smoke else 5000,
+                "strategies": list(SMOKE_STRATEGIES if smoke else DEFAULT_STRATEGIES)}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     args.seeds_list = list(range(args.seeds))
     budget_list = _preset(args.budget, BUDGETS, "budget")
     budgets = [budget_list[min(i, len(budget_list) - 1)] for i in range(args.rounds)]
-    round_iters = ROUND_ITERS[args.round_iters] if args.round_iters in ROUND_ITERS else int(args.round_iters)
-    data = args.data or ("small" if args.budget == ["small"] else "full")
-    args.data = data
+    iters = ROUND_ITERS[args.round_iters] if args.round_iters in ROUND_ITERS else int(args.round_iters)
+    return budgets, iters
 
+
+def run_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """Every run, seed by seed (a bench cut short has whole seeds of every strategy)."""
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.auto_accept]
+    specs = []
+    for seed in args.seeds_list:
+        if args.auto_accept == "on" and not args.no_aa_baseline:
+            specs.append(RunSpec("random", False, seed))
+        specs += [RunSpec(strategy, aa, seed) for aa in modes for strategy in args.strategies]
+    return specs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    budgets, round_iters = _resolve(args)
+    if "random" not in args.strategies:
+        parser.error("random must be among --strategies: it is the baseline")
     started = time.perf_counter()
     bench_run = Run()
 
@@ -683,11 +925,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.rebuild:  # a new base invalidates every finished run too
         shutil.rmtree(work / "base", ignore_errors=True)
         shutil.rmtree(work / "runs", ignore_errors=True)
-    sizes = DATA[data] if args.start_iters is None else replace(DATA[data], start_iters=args.start_iters)
-    base = build_base(work, sizes, args.config, log)
-    if base["pool_instances"] < sum(budgets):
-        parser.error(f"pool of {base['pool_instances']} instances is smaller than the "
-                     f"{sum(budgets)} budgeted")
+    sizes = DATA[args.data]
+    if args.start_iters is not None:
+        sizes = replace(sizes, start_iters=args.start_iters)
+    base = build_base(work, sizes, args.config, args.start_models, log)
+    if sum(budgets) > MAX_POOL_SHARE * base["pool_instances"]:
+        parser.error(f"the rounds would sample {sum(budgets)} of a pool of {base['pool_instances']}: more "
+                     f"than {MAX_POOL_SHARE:.0%} (issue 23); a larger --data preset or smaller budgets")
 
     import signal
 
@@ -704,18 +948,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     server = start_server(work / "labelstudio", document_root=work)
     log(f"Label Studio answering at {server.url} after {time.perf_counter() - t:.0f} s")
     hooks = LabelStudioHooks(connection_of(server))
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.auto_accept]
     runs: Runs = {}
     try:
-        for seed in args.seeds_list:
-            for aa in modes:
-                for strategy in args.strategies:
-                    spec = RunSpec(strategy, aa, seed)
-                    runs.setdefault(spec.key, {})[seed] = run_one(
-                        work, base, spec, budgets, round_iters, args.config, args.annotator, hooks,
-                        args.min_real_val, log,
-                        log if args.verbose else quiet, teacher=args.teacher)
-            write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=True)
+        for spec in run_specs(args):
+            runs.setdefault(spec.key, {})[spec.seed] = run_one(
+                work, base, spec, budgets, round_iters, args.config, args.annotator, hooks,
+                args.min_real_val, log, log if args.verbose else quiet, teacher=args.teacher)
+            if all(spec.seed in v for v in runs.values()):
+                write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=True)
     finally:
         stop_server(server)
     result = write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=False)

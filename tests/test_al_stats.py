@@ -92,19 +92,24 @@ def _records(spine: list[float], effort: list[int]) -> list[dict[str, object]]:
 def test_bench_summary_picks_the_strategy_that_wins_at_equal_budget() -> None:
     from bench.active_learning import compare, mean_curves, verdict
 
+    # 8 seeds: the verdict's exact sign-flip test cannot reject at 5 % with fewer than 6 pairs
     runs = {
-        "random|aa-off": {s: _records([0.2, 0.4, 0.6], [0, 30, 30]) for s in range(3)},
-        "effort|aa-off": {s: _records([0.2, 0.6, 0.7 + 0.01 * s], [0, 40, 20]) for s in range(3)},
-        "kcenter|aa-off": {s: _records([0.2, 0.3, 0.5], [0, 30, 30]) for s in range(3)},
+        "random|aa-off": {s: _records([0.2, 0.4, 0.6], [0, 30, 30]) for s in range(8)},
+        "effort|aa-off": {s: _records([0.2, 0.6, 0.7 + 0.01 * s], [0, 40, 20]) for s in range(8)},
+        "kcenter|aa-off": {s: _records([0.2, 0.3, 0.5], [0, 30, 30]) for s in range(8)},
     }
     curves = mean_curves(runs)
-    assert curves["effort|aa-off"][-1]["synthetic_spine_AP"] == pytest.approx(0.71)
+    assert curves["effort|aa-off"][-1]["synthetic_spine_AP"] == pytest.approx(0.735)
     assert curves["effort|aa-off"][-1]["cumulative_effort"] == 60
     found = compare(runs, resamples=300)
     sp = found["effort|aa-off"]["synthetic_spine_AP"]
     # random reaches its final 0.6 at 20; effort at 10 in every seed: half the annotations
     assert sp["savings"]["saved_fraction"] == pytest.approx(0.5) and sp["savings"]["supported"]
-    assert sp["final_difference"]["mean"] == pytest.approx(0.11)
+    assert sp["saving"]["saved_fraction"] == pytest.approx(0.5) and sp["saving"]["supported"]
+    assert sp["final_difference"]["mean"] == pytest.approx(0.135)
+    # every pair favours effort: p = 2 / 2^8, the interval within the per-seed differences
+    test = sp["final_difference_test"]
+    assert test["p_value"] == pytest.approx(2 / 256) and 0.11 <= test["ci_low"] < test["ci_high"] <= 0.18
     assert found["kcenter|aa-off"]["synthetic_spine_AP"]["savings"]["saved_fraction"] == pytest.approx(0.0)
     v = verdict(found, "aa-off")
     assert v["best_strategy"] == "effort" and v["beats_random_at_equal_budget"] and v["goal_30pct_met"]
