@@ -58,7 +58,8 @@ MIN_CLUSTER_SIZE = 5
 #: from then on. TypiClust wins in the low-budget regime and loses to uncertainty past it (Hacohen
 #: et al. 2022: the cross-over is a few labels per class). 30 is a chosen default, not a measured
 #: one: with bench/active_learning.py's budgets (10, 10, 15, 15, 20) it runs TypiClust in the first
-#: three rounds and uncertainty in the last two, so the bench measures both phases.
+#: three rounds and uncertainty in the last two (earlier when auto-accepted labels add to the
+#: labelled set), so the bench measures both phases.
 HYBRID_SWITCH_AT = 30
 
 #: Two candidates of one frame group are near-duplicates when their frames are at most this far
