@@ -29,7 +29,7 @@ from torch import nn
 
 from pipeline.coco_writer import coco_result
 from pipeline.model import distributed
-from pipeline.model.configs import CONFIG_NAMES, DEFAULT_CONFIG, SPECS, build_config
+from pipeline.model.configs import CONFIG_NAMES, DEFAULT_CONFIG, SPECS, ModelSpec, build_config
 from pipeline.model.init_checkpoint import init_from_checkpoint
 from pipeline.model.losses import SCRATCH_WEIGHTS, SpineTrackPoseEstimator
 from pipeline.model.pretrained import ensure_base
@@ -190,91 +190,29 @@ def train(
     (OKS AP all/body/feet/spine goes into the model's metrics). `labels` defaults to every current
     accepted label. Same seed, same data, same machine -> same weights (as far as torch allows).
     """
-    if config not in CONFIG_NAMES:
-        raise ValueError(f"unknown model config {config!r}; choose one of {', '.join(CONFIG_NAMES)}")
-    labels = list(store.current_labels() if labels is None else labels)
-    if not labels:
-        raise ValueError(f"the store at {store.home} has no accepted labels to train on")
-    snapshot = store.snapshot_id(labels)
-    name = name or run_name(config, snapshot, seed)
-    if get_version(store, name) is not None:
-        raise ValueError(f"model {name!r} is already registered")
+    labels, snapshot, name = _checked_labels(store, config, labels, name, seed)
     spec = dataclasses.replace(SPECS[config], **(overrides or {}))
-    fine_tune = parent is not None or init_checkpoint is not None
-    from_scratch = not fine_tune and not spec.pretrained
-    if loss_weights is None and from_scratch:
-        loss_weights = dict(SCRATCH_WEIGHTS)
-    if lr is None and fine_tune:
-        # AdamW moves every weight by about lr per step whatever the gradient: the from-scratch rate
-        # would wreck a trained parent in its first steps, so fine-tuning starts ten times lower.
-        lr = spec.lr * FINE_TUNE_LR_FACTOR
-    if spec.pretrained and not fine_tune:
-        parent = ensure_base(store, config).name  # its converted pretrained weights, registered
-
+    recipe = _recipe(store, config, spec, parent=parent, init_checkpoint=init_checkpoint,
+                     loss_weights=loss_weights, lr=lr)
     work_dir = store.home / "models" / "_runs" / name
     work_dir.mkdir(parents=True, exist_ok=True)
     train_ann = export_training_labels(store, labels, work_dir / "train.json")
-    teacher_model: nn.Module | None = None
     provenance: dict[str, Any] = {"train_labels": len(labels), "device": device}
-    pool = list(teacher_pool) if teacher_pool is not None else None
-    real_crops: tuple[int, ...] = ()
-    if teacher is not None:
-        teacher_model, teacher_annotator, identity = resolve_teacher(store, teacher, device)
-        pool = pool if pool is not None else default_pool(store)
-        targets = add_teacher_targets(store, train_ann, pool, annotator=teacher_annotator, identity=identity)
-        provenance["teacher"] = targets.as_json()
-        real_crops = targets.ids
-    if spec.real_share > 0:
-        provenance["real_crops"] = add_real_crops(store, train_ann, pool, real_crops, spec.real_share)
+    teacher_model = _add_real_supervision(store, train_ann, spec, teacher, teacher_pool, device, provenance)
     cfg = build_config(
         config,
         work_dir=work_dir,
         train_ann=train_ann,
         iters=iters,
         batch_size=batch_size,
-        lr=lr,
+        lr=recipe.lr,
         seed=seed,
-        loss_weights=loss_weights,
+        loss_weights=recipe.loss_weights,
         overrides=overrides,
     )
-
     set_random_seed(seed)  # the model is built before the Runner seeds anything
-    model = build_model(cfg, device)
-    if not from_scratch:
-        # Initialise before loading weights: mmengine's Runner.train() calls model.init_weights(),
-        # which re-randomises a model not yet marked initialised and would silently throw away the
-        # parent's (or the checkpoint's) weights. From scratch the Runner initialises as usual.
-        model.init_weights()  # type: ignore[operator]  # mmengine BaseModule method
-    if parent is not None:
-        parent_state, parent_meta = load_state_dict(store, parent, device)
-        if parent_meta["config_name"] != config:
-            raise ValueError(
-                f"parent {parent!r} is a {parent_meta['config_name']!r} model; "
-                f"cannot fine-tune it as {config!r}"
-            )
-        model.load_state_dict(parent_state, strict=True)
-    elif init_checkpoint is not None:
-        report = init_from_checkpoint(model, init_checkpoint)
-        provenance["init_checkpoint"] = {"path": str(init_checkpoint), **report.as_json()}
-    if teacher_model is not None:
-        if not isinstance(model, SpineTrackPoseEstimator):
-            raise TypeError("distillation needs a SpineTrackPoseEstimator model")
-        ids = model.attach_teacher(teacher_model)
-        provenance["teacher"]["distilled_ids"] = list(ids)
-
-    runner = _runner(cfg, model, name)
-    for hook in hooks or ():
-        runner.register_hook(hook, priority="LOW")
-    started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    provenance["threads"] = threads or default_threads(device)
-    torch.set_num_threads(provenance["threads"])
-    try:
-        runner.train()
-    finally:
-        torch.set_num_threads(previous_threads)
-    provenance["train_seconds"] = round(time.perf_counter() - started, 2)
-    provenance["iters"] = int(cfg.train_cfg.max_iters)
+    model = _prepared_model(store, cfg, config, recipe, init_checkpoint, teacher_model, device, provenance)
+    runner = _run(cfg, model, name, hooks, threads or default_threads(device), provenance)
     if isinstance(model, SpineTrackPoseEstimator):
         model.detach_teacher()
     model.eval()
@@ -287,12 +225,120 @@ def train(
         config=cfg,
         data_snapshot=snapshot,
         metrics=metrics,
-        parent=parent,
+        parent=recipe.parent,
         extra={"provenance": provenance, "seed": seed},
     )
     _close(runner)
     shutil.rmtree(work_dir / "vis_data", ignore_errors=True)
     return version
+
+
+def _checked_labels(store: Store, config: str, labels: Sequence[Label] | None, name: str | None,
+                    seed: int) -> tuple[list[Label], str, str]:
+    """The labels to train on, their snapshot id and the run's name; refuses what cannot train."""
+    if config not in CONFIG_NAMES:
+        raise ValueError(f"unknown model config {config!r}; choose one of {', '.join(CONFIG_NAMES)}")
+    labels = list(store.current_labels() if labels is None else labels)
+    if not labels:
+        raise ValueError(f"the store at {store.home} has no accepted labels to train on")
+    snapshot = store.snapshot_id(labels)
+    name = name or run_name(config, snapshot, seed)
+    if get_version(store, name) is not None:
+        raise ValueError(f"model {name!r} is already registered")
+    return labels, snapshot, name
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+    """Where training starts and how hard it pushes: the parent, the loss weights, the rate."""
+
+    parent: str | None
+    loss_weights: dict[str, float] | None
+    lr: float | None
+    from_scratch: bool
+
+
+def _recipe(store: Store, config: str, spec: ModelSpec, *, parent: str | None,
+            init_checkpoint: str | Path | None, loss_weights: dict[str, float] | None,
+            lr: float | None) -> _Recipe:
+    fine_tune = parent is not None or init_checkpoint is not None
+    from_scratch = not fine_tune and not spec.pretrained
+    if loss_weights is None and from_scratch:
+        loss_weights = dict(SCRATCH_WEIGHTS)
+    if lr is None and fine_tune:
+        # AdamW moves every weight by about lr per step whatever the gradient: the from-scratch rate
+        # would wreck a trained parent in its first steps, so fine-tuning starts ten times lower.
+        lr = spec.lr * FINE_TUNE_LR_FACTOR
+    if spec.pretrained and not fine_tune:
+        parent = ensure_base(store, config).name  # its converted pretrained weights, registered
+    return _Recipe(parent, loss_weights, lr, from_scratch)
+
+
+def _add_real_supervision(store: Store, train_ann: Path, spec: ModelSpec, teacher: Any | None,
+                          teacher_pool: Sequence[int] | None, device: str,
+                          provenance: dict[str, Any]) -> nn.Module | None:
+    """Real people in the training file: the teacher's targets on the pool, and unlabelled real crops
+    (`real_share`); returns the teacher's network when it distils online."""
+    teacher_model: nn.Module | None = None
+    pool = list(teacher_pool) if teacher_pool is not None else None
+    real_crops: tuple[int, ...] = ()
+    if teacher is not None:
+        teacher_model, teacher_annotator, identity = resolve_teacher(store, teacher, device)
+        pool = pool if pool is not None else default_pool(store)
+        targets = add_teacher_targets(store, train_ann, pool, annotator=teacher_annotator, identity=identity)
+        provenance["teacher"] = targets.as_json()
+        real_crops = targets.ids
+    if spec.real_share > 0:
+        provenance["real_crops"] = add_real_crops(store, train_ann, pool, real_crops, spec.real_share)
+    return teacher_model
+
+
+def _prepared_model(store: Store, cfg: Config, config: str, recipe: _Recipe,
+                    init_checkpoint: str | Path | None, teacher_model: nn.Module | None, device: str,
+                    provenance: dict[str, Any]) -> nn.Module:
+    """The model built from `cfg`, with its starting weights and its teacher attached."""
+    model = build_model(cfg, device)
+    if not recipe.from_scratch:
+        # Initialise before loading weights: mmengine's Runner.train() calls model.init_weights(),
+        # which re-randomises a model not yet marked initialised and would silently throw away the
+        # parent's (or the checkpoint's) weights. From scratch the Runner initialises as usual.
+        model.init_weights()  # type: ignore[operator]  # mmengine BaseModule method
+    if recipe.parent is not None:
+        parent_state, parent_meta = load_state_dict(store, recipe.parent, device)
+        if parent_meta["config_name"] != config:
+            raise ValueError(
+                f"parent {recipe.parent!r} is a {parent_meta['config_name']!r} model; "
+                f"cannot fine-tune it as {config!r}"
+            )
+        model.load_state_dict(parent_state, strict=True)
+    elif init_checkpoint is not None:
+        report = init_from_checkpoint(model, init_checkpoint)
+        provenance["init_checkpoint"] = {"path": str(init_checkpoint), **report.as_json()}
+    if teacher_model is not None:
+        if not isinstance(model, SpineTrackPoseEstimator):
+            raise TypeError("distillation needs a SpineTrackPoseEstimator model")
+        ids = model.attach_teacher(teacher_model)
+        provenance["teacher"]["distilled_ids"] = list(ids)
+    return model
+
+
+def _run(cfg: Config, model: nn.Module, name: str, hooks: Sequence[Hook] | None, threads: int,
+         provenance: dict[str, Any]) -> Runner:
+    """mmengine's training loop on `threads` torch threads; seconds and iterations into provenance."""
+    runner = _runner(cfg, model, name)
+    for hook in hooks or ():
+        runner.register_hook(hook, priority="LOW")
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    provenance["threads"] = threads
+    torch.set_num_threads(threads)
+    try:
+        runner.train()
+    finally:
+        torch.set_num_threads(previous_threads)
+    provenance["train_seconds"] = round(time.perf_counter() - started, 2)
+    provenance["iters"] = int(cfg.train_cfg.max_iters)
+    return runner
 
 
 def _runner(cfg: Config, model: nn.Module, name: str) -> Runner:
