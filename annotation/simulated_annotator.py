@@ -17,6 +17,7 @@ from typing import Any
 from label_studio_sdk import LabelStudio
 
 from annotation.labelstudio.convert import to_result
+from annotation.labelstudio.view import task_view
 from schemas.keypoint_array import KeypointArray
 
 #: instance id -> (37 x (x, y, v) pixels, bbox [x, y, w, h]) or None when the truth is unknown.
@@ -119,7 +120,9 @@ def annotate_tasks(
             keypoints = simulated_keypoints(known[0], width, height, profile, rng)
             ann = client.annotations.create(
                 id=task.id,
-                result=to_result(keypoints, list(known[1]), width, height),
+                # on the task's crop, as a person in the browser draws (pull maps it back)
+                result=to_result(keypoints, list(known[1]), width, height,
+                                 view=task_view(data, f"task {task.id}")),
                 completed_by=user_id,
                 lead_time=profile.seconds_per_task,
             )

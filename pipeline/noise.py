@@ -66,6 +66,17 @@ WARNINGS: tuple[KnownWarning, ...] = (
              "5.29 still answers it"),
 )
 
+WARNINGS += (
+    KnownWarning("torch.onnx", Warning, r"Converting a tensor to a Python boolean might cause the trace",
+             r"pipeline\.model\.",
+             "the converted BlazePose networks check their input shape in forward(); onnxruntime's "
+             "copy is exported for that one shape, so the check being traced as a constant is right"),
+    KnownWarning("torch.onnx", DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export",
+             r"pipeline\.model\.onnx_runner",
+             "the dynamo exporter needs onnxscript, which the pinned stack does not ship "
+             "(pipeline/model/onnx_runner.py)"),
+)
+
 MMENGINE_LOGS: tuple[KnownLine, ...] = (
     KnownLine("mmengine", r'"FileClient" will be deprecated in future',
          "mmengine's own CheckpointHook builds a FileClient before every training run; we pass no "

@@ -84,6 +84,21 @@ def test_result_conversion_keeps_visibility_and_drops_missing() -> None:
     assert back.bbox == [1.0, 2.0, 300.0, 200.0]
 
 
+def test_a_box_past_the_image_edge_is_cut_to_the_image() -> None:
+    """A truncated person's box (renders, PoseTrack) reaches past the frame; a person in Label
+    Studio cannot draw there, and the pull refuses regions more than 1 % outside: the box goes out
+    cut to the image, and the cut box comes back."""
+    from annotation.labelstudio.convert import result_problem
+    from annotation.labelstudio.view import View
+
+    kps = [0.0] * (NUM_KEYPOINTS * 3)
+    kps[0:3] = [10.0, 20.0, 2.0]
+    for view in (None, View(0, 10, 240, 207)):  # a crop holds its person (view.person_view)
+        result = to_result(kps, [-20.0, 15.0, 250.0, 260.0], 333, 217, view=view)
+        assert result_problem(result, view, (333, 217)) is None
+        assert from_result(result, 333, 217, view).bbox == [0.0, 15.0, 230.0, 202.0]
+
+
 def test_server_down_error_names_the_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     from annotation.labelstudio.client import Connection

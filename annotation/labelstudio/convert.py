@@ -51,6 +51,8 @@ def to_result(
     `given`: points a person placed already (an imported COCO person's body): their regions are
     `readonly`, shown to place the rest around, not to be redone (the pull keeps them as stored)."""
     locked = set(given)
+    if bbox is not None:  # a box past the image edge (a truncated person) would come back refused
+        bbox = clip_box(bbox, width, height)
     keypoints, bbox = to_view(keypoints, bbox, view)
     if view is not None:
         width, height = view.width, view.height
@@ -248,6 +250,14 @@ def _percent_problem(value: Any, name: str, bounds: tuple[float, float] = PERCEN
     if name in ("width", "height") and value <= 0:
         return f"must be > 0, got {value!r}"
     return None
+
+
+def clip_box(bbox: Sequence[float], width: int, height: int) -> list[float]:
+    """x, y, w, h cut to the image: what a person can draw, and what the pull accepts."""
+    x0, y0 = min(max(float(bbox[0]), 0.0), width), min(max(float(bbox[1]), 0.0), height)
+    x1 = min(max(float(bbox[0]) + float(bbox[2]), 0.0), width)
+    y1 = min(max(float(bbox[1]) + float(bbox[3]), 0.0), height)
+    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def keypoints_bbox(keypoints: Sequence[float], width: int, height: int, margin: float = 0.1) -> list[float]:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline import noise
+
 #: Crops per onnxruntime call: larger batches run slower per crop on CPU (cache), smaller ones
 #: pay the call overhead (measured on blaze37: 8 crops 24 ms each, 24 crops 37 ms each).
 CHUNK = 8
@@ -40,6 +42,7 @@ class OnnxRunner:
     def __init__(self, module: nn.Module, example: Tensor, output_names: Sequence[str]) -> None:
         import onnxruntime as ort
 
+        noise.quiet_warnings("torch.onnx")
         buffer = io.BytesIO()
         was_training = module.training
         module.eval()
