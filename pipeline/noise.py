@@ -83,6 +83,9 @@ MMENGINE_LOGS: tuple[KnownLine, ...] = (
          "file client arguments and save no checkpoints through it"),
     KnownLine("mmengine", r'"HardDiskBackend" is the alias of "LocalBackend"',
          "said by the same FileClient (its default disk backend), not by our code"),
+    KnownLine("mmengine", r"[\w.]+ is skipped since its requires_grad=False$",
+         "mmengine's optimizer names every parameter it leaves out: blaze37 freezes BlazePose's "
+         "early stages on purpose (docs/model.md), 150 lines a training run"),
 )
 
 PRINTS: tuple[KnownLine, ...] = tuple(

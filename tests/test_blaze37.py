@@ -221,3 +221,35 @@ def test_batched_decoding_equals_mmpose(untrained: torch.nn.Module, real_people:
     print(f"mmpose's step leaves two cells for {kept} of {compared} peaked points")
     assert compared >= 200 and kept <= 0.05 * compared
     assert np.abs(keypoints - cells).max() <= 8.0  # never more than two cells from the maximum
+
+
+def test_the_frozen_early_stages_are_computed_once_and_only_while_they_are_blazeposes() -> None:
+    """blaze37 freezes the stem and the 64/32-pixel stages (most of the network's cost): at
+    inference the body expert reuses the trainable copy's outputs of them, exactly what it would
+    compute itself; once those stages differ from BlazePose's (a parent trained without freezing),
+    nothing is shared."""
+    from pipeline.model.predict import untrained_model
+
+    model = untrained_model("blaze37")
+    backbone = model.backbone
+    assert backbone.freeze == "early"
+    assert not any(p.requires_grad for p in backbone.net.encoder.stage64.parameters())
+    assert all(p.requires_grad for p in backbone.net.encoder.stage16.parameters())
+    x = torch.rand(2, 3, 256, 256)
+    calls = []
+    hook = backbone.expert.encoder.stage64.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        shared = backbone(x)
+        assert calls == []  # the expert's own early stages never ran
+        backbone._shares = False
+        apart = backbone(x)
+        assert calls == [1]
+    for a, b in zip(shared, apart, strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        backbone.net.encoder.stem.parameters().__next__().add_(0.01)  # as if trained
+    backbone.eval()  # weights may change between inferences: checked again
+    with torch.no_grad():
+        moved = backbone(x)
+    assert len(calls) == 2 and torch.equal(moved[0], apart[0])  # the expert is BlazePose's again
+    hook.remove()

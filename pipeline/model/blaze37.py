@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from mmpose.utils.tensor_utils import to_numpy
 from torch import Tensor, nn
 
 from pipeline.heatmap_decode import decode_heatmaps
-from pipeline.model.blazepose_port import BlazePoseLandmarkNet, load_landmark_net
+from pipeline.model.blazepose_port import BlazePoseLandmarkNet, EncoderFeatures, load_landmark_net
 from pipeline.model.losses import (
     DEFAULT_WEIGHTS,
     segment_scale,
@@ -52,7 +52,7 @@ STRIDE = INPUT_SIZE[0] // HEATMAP_SIZE[0]
 SIGMA = 2.0
 
 #: Parts of the converted network that `freeze` names (see BlazePoseBackbone).
-FREEZE_CHOICES = ("none", "encoder")
+FREEZE_CHOICES = ("none", "early", "encoder")
 
 
 def heatmap_codec() -> dict[str, Any]:
@@ -104,16 +104,46 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return (t_log.exp() * (t_log - s_log)).sum(-1).mean()
 
 
+#: Encoder parts each `freeze` choice keeps fixed (in the order the encoder runs them).
+FROZEN_PARTS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "early": ("stem", "stage64", "stage32"),
+    "encoder": ("stem", "stage64", "stage32", "stage16", "stage8", "tail"),
+}
+
+
+ENCODER_PARTS = ("stem", "stage64", "stage32", "stage16", "stage8", "tail")
+
+
+def _encode(encoder: Any, x: Tensor, start: Sequence[Tensor] = ()) -> list[Tensor]:
+    """The outputs of the encoder's parts (ENCODER_PARTS), continuing after `start` if given."""
+    outs = list(start)
+    current = outs[-1] if outs else x
+    for name in ENCODER_PARTS[len(outs):]:
+        current = getattr(encoder, name)(current)
+        outs.append(current)
+    return outs
+
+
+def _decoded(net: BlazePoseLandmarkNet, outs: Sequence[Tensor]) -> Tensor:
+    """The 64x64x48 decoder feature from the encoder's part outputs (no regression branch)."""
+    s128, s64, s32, s16, _, s8 = outs
+    return cast(Tensor, net.decoder(EncoderFeatures(s128, s64, s32, s16, s8)))
+
+
 @MODELS.register_module()
 class BlazePoseBackbone(BaseModule):
     """The converted BlazePose landmark network up to its 64x64x48 decoder feature, trainable.
 
-    `freeze="encoder"` keeps the encoder (down to the 8x8 bottleneck) fixed while training.
+    `freeze` keeps encoder parts fixed while training (`FROZEN_PARTS`: "early" = the stem and the
+    64x64 and 32x32 stages, "encoder" = all of it down to the 8x8 bottleneck).
     `expert=True` adds a frozen copy of the original network whose feature the head turns into
     BlazePose's own heatmaps for the body rows at inference: the body is then BlazePose's by
     construction, whatever fine-tuning does to the trainable copy. The expert is rebuilt from the
     wheel, never saved (its provenance is the base model's source sha256). In eval mode the
-    features are (expert, trainable); in training only (trainable,) is computed.
+    features are (expert, trainable); in training only (trainable,) is computed. Where the frozen
+    parts are still BlazePose's own (checked once, on the first inference), the two copies compute
+    them once: they are most of the network's cost (the 128- and 64-pixel stages).
     """
 
     def __init__(self, freeze: str = "none", expert: bool = False, init_cfg: Any = None) -> None:
@@ -124,15 +154,19 @@ class BlazePoseBackbone(BaseModule):
         self.net: BlazePoseLandmarkNet = load_landmark_net()
         # a list, so that nn.Module neither saves nor trains it
         self._expert: list[BlazePoseLandmarkNet] = [load_landmark_net()] if expert else []
+        self._shares: bool | None = None  # whether the frozen parts equal the expert's (lazy)
         self._apply_freeze()
 
     @property
     def expert(self) -> BlazePoseLandmarkNet | None:
         return self._expert[0] if self._expert else None
 
+    def _frozen(self, net: BlazePoseLandmarkNet) -> list[nn.Module]:
+        return [getattr(net.encoder, name) for name in FROZEN_PARTS[self.freeze]]
+
     def _apply_freeze(self) -> None:
-        if self.freeze == "encoder":
-            for param in self.net.encoder.parameters():
+        for part in self._frozen(self.net):
+            for param in part.parameters():
                 param.requires_grad_(False)
         for net in self._expert:
             for param in net.parameters():
@@ -144,21 +178,32 @@ class BlazePoseBackbone(BaseModule):
 
     def train(self, mode: bool = True) -> BlazePoseBackbone:
         super().train(mode)
-        if self.freeze == "encoder":
-            self.net.encoder.eval()
+        for part in self._frozen(self.net):
+            part.eval()
         for net in self._expert:
             net.eval()
+        self._shares = None  # weights may be loaded between now and the next inference
         return self
 
+    def _shared_parts(self, expert: BlazePoseLandmarkNet) -> int:
+        """How many leading encoder parts both copies may compute once (0: none)."""
+        if self._shares is None:
+            pairs = zip(self._frozen(self.net), self._frozen(expert), strict=True)
+            self._shares = all(torch.equal(a, b) for mine, theirs in pairs
+                               for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(),
+                                               strict=True))
+        return len(FROZEN_PARTS[self.freeze]) if self._shares else 0
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        trainable = self.net.features(x)[0]
         if not self._expert or self.training:
-            return (trainable,)
+            return (_decoded(self.net, _encode(self.net.encoder, x)),)
         expert = self._expert[0]
         if next(expert.parameters()).device != x.device:
             expert.to(x.device)
         with torch.no_grad():
-            return (expert.features(x)[0], trainable)
+            mine = _encode(self.net.encoder, x)
+            theirs = _encode(expert.encoder, x, mine[:self._shared_parts(expert)])
+            return (_decoded(expert, theirs), _decoded(self.net, mine))
 
 
 @MODELS.register_module()

@@ -56,7 +56,7 @@ class ModelSpec:
     pretrained: bool = False
     #: learning rate of the backbone relative to the head's
     backbone_lr_mult: float = 1.0
-    #: blaze37: "none" | "encoder" (pipeline.model.blaze37.FREEZE_CHOICES)
+    #: blaze37: "none" | "early" | "encoder" (pipeline.model.blaze37.FROZEN_PARTS)
     freeze: str = "none"
     #: blaze37: the body rows come from a frozen copy of BlazePose's network (docs/model.md)
     expert_body: bool = False
@@ -120,6 +120,9 @@ SPECS: dict[str, ModelSpec] = {
         # measured (docs/model.md): with the body from the frozen expert the trainable copy can
         # learn at a tenth of the head's rate; self-distillation instead kept less body and spine
         backbone_lr_mult=0.1,
+        # the stem and the 64- and 32-pixel stages stay BlazePose's: the body expert and the
+        # trainable copy then compute them once at inference (most of the network's cost)
+        freeze="early",
         expert_body=True,
         real_share=0.0,
         crop="roi",
