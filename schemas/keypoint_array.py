@@ -108,3 +108,13 @@ class KeypointArray:
         return isinstance(other, KeypointArray) and bool(np.array_equal(self.data, other.data))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def keypoint_rows(keypoints: ArrayLike) -> NDArray[np.float64]:
+    """37 rows of (x, y[, v]) from flat (x, y, v) triplets or an array already in rows."""
+    arr = np.asarray(keypoints, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 3)
+    if arr.shape[0] != NUM_KEYPOINTS:
+        raise ValueError(f"expected {NUM_KEYPOINTS} keypoints, got shape {arr.shape}")
+    return arr

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from schemas.keypoint_array import keypoint_rows
 from schemas.keypoints import FLIP_PAIRS, INDEX, NUM_KEYPOINTS
 
 Array = NDArray[np.float64]
@@ -54,15 +55,6 @@ FEATURE_FLOOR = 0.05
 STATS_FILE = Path("stats") / "pose_prior.json"
 
 
-def _points(keypoints: ArrayLike) -> Array:
-    arr = np.asarray(keypoints, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 3)
-    if arr.shape[0] != NUM_KEYPOINTS:
-        raise ValueError(f"expected {NUM_KEYPOINTS} keypoints, got shape {arr.shape}")
-    return arr
-
-
 def _box_scale(bbox: ArrayLike) -> float:
     _x, _y, w, h = (float(v) for v in np.asarray(bbox, dtype=np.float64).reshape(4))
     return math.sqrt(max(w * h, 1e-12))
@@ -71,7 +63,7 @@ def _box_scale(bbox: ArrayLike) -> float:
 def pose_features(keypoints: ArrayLike, bbox: ArrayLike) -> Array | None:
     """The body-frame feature vector of one pose ((37, 2|3) or flat triplets, pixels), or None
     when the sacrum and C7 coincide (no frame)."""
-    pts = _points(keypoints)[:, :2]
+    pts = keypoint_rows(keypoints)[:, :2]
     axis = pts[AXIS] - pts[ORIGIN]
     length = float(np.linalg.norm(axis))
     scale = _box_scale(bbox)
@@ -86,7 +78,7 @@ def pose_features(keypoints: ArrayLike, bbox: ArrayLike) -> Array | None:
 
 def mirrored(keypoints: ArrayLike) -> Array:
     """The pose of the mirrored person: x negated, left and right swapped (a plausible pose too)."""
-    pts = _points(keypoints).copy()
+    pts = keypoint_rows(keypoints).copy()
     pts[:, 0] = -pts[:, 0]
     for a, b in FLIP_PAIRS:
         pts[[a, b]] = pts[[b, a]]
@@ -94,7 +86,7 @@ def mirrored(keypoints: ArrayLike) -> Array:
 
 
 def _labelled(keypoints: ArrayLike) -> bool:
-    pts = _points(keypoints)
+    pts = keypoint_rows(keypoints)
     return pts.shape[1] < 3 or bool((pts[list(REQUIRED_POINTS), 2] > 0).all())
 
 
@@ -194,7 +186,7 @@ class PosePrior:
         for kps, bbox in labels:
             if not _labelled(kps):
                 continue
-            poses = [_points(kps), mirrored(kps)] if mirror else [_points(kps)]
+            poses = [keypoint_rows(kps), mirrored(kps)] if mirror else [keypoint_rows(kps)]
             for pose in poses:
                 f = pose_features(pose, bbox)
                 if f is not None:

@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata, spearmanr
 
 from pipeline.evaluate import oks_terms
+from schemas.keypoint_array import keypoint_rows
 from schemas.keypoints import NUM_KEYPOINTS, SPINE_CHAIN
 
 #: Weights of the combined score (normalised over the parts that are available).
@@ -44,15 +45,6 @@ MIN_RATIO_STD = 0.02
 MIN_TURN_STD = math.radians(5.0)
 
 _SEGMENTS = len(SPINE_CHAIN) - 1
-
-
-def _points(keypoints: ArrayLike) -> NDArray[np.float64]:
-    arr = np.asarray(keypoints, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 3)
-    if arr.shape[0] != NUM_KEYPOINTS:
-        raise ValueError(f"expected {NUM_KEYPOINTS} keypoints, got shape {arr.shape}")
-    return arr
 
 
 def _chain_geometry(chain: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -82,7 +74,7 @@ class SpineStats:
         labelled (v > 0) and a chain of non-zero length."""
         ratios, turns = [], []
         for kps in keypoints:
-            arr = _points(kps)
+            arr = keypoint_rows(kps)
             chain = arr[list(SPINE_CHAIN)]
             if arr.shape[1] == 3 and not (chain[:, 2] > 0).all():
                 continue
@@ -145,7 +137,7 @@ class Anatomy:
 
 def spine_anatomy(keypoints: ArrayLike, stats: SpineStats | None = None) -> Anatomy:
     """Score the spine chain of one predicted instance (pixels; (37, 2|3) or flat triplets)."""
-    chain = _points(keypoints)[list(SPINE_CHAIN), :2]
+    chain = keypoint_rows(keypoints)[list(SPINE_CHAIN), :2]
     per_point = np.zeros(len(SPINE_CHAIN))
     seg = np.diff(chain, axis=0)
     direction = chain[-1] - chain[0]
@@ -195,15 +187,15 @@ def box_scale(bbox: ArrayLike) -> float:
 
 def flip_distance(keypoints: ArrayLike, flip_keypoints: ArrayLike, bbox: ArrayLike) -> NDArray[np.float64]:
     """Per-keypoint distance between the plain and the flip-test prediction / sqrt(box area)."""
-    a = _points(keypoints)[:, :2]
-    b = _points(flip_keypoints)[:, :2]
+    a = keypoint_rows(keypoints)[:, :2]
+    b = keypoint_rows(flip_keypoints)[:, :2]
     return np.linalg.norm(a - b, axis=1) / box_scale(bbox)
 
 
 def flip_uncertainty(keypoints: ArrayLike, flip_keypoints: ArrayLike, bbox: ArrayLike) -> NDArray[np.float64]:
     """Per-keypoint 1 - exp(-d^2 / (2 (2 sigma)^2)), d = flip_distance: 1 - the OKS term of the
     two predictions treated as label and guess (box area as the scale)."""
-    a, b = _points(keypoints), _points(flip_keypoints)
+    a, b = keypoint_rows(keypoints), keypoint_rows(flip_keypoints)
     return 1.0 - oks_terms(a[:, :2], b[:, :2], area=box_scale(bbox) ** 2)
 
 
