@@ -22,7 +22,7 @@ distance to keypoint 1, rotated so that keypoint 0 -> 1 points up, then scaled b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Self
@@ -458,7 +458,14 @@ def detect_people(net: Callable[[Tensor], DetectorOutputs], image: np.ndarray, *
                   min_score: float = MIN_SCORE) -> list[PersonDetection]:
     """Run the detector (the network, or onnxruntime replaying it) on an HxWx3 uint8 RGB image;
     detections in image pixels, best first."""
-    x, box = letterbox(image)
+    return detect_people_in(net, [image], min_score=min_score)[0]
+
+
+def detect_people_in(net: Callable[[Tensor], DetectorOutputs], images: Sequence[np.ndarray], *,
+                     min_score: float = MIN_SCORE) -> list[list[PersonDetection]]:
+    """`detect_people` for several images in one call of the detector (faster per image)."""
+    fitted = [letterbox(image) for image in images]
     with torch.no_grad():
-        out = net(x[None])
-    return detections_to_image(decode_detections(out.regressors[0], out.scores[0], min_score=min_score), box)
+        out = net(torch.stack([x for x, _ in fitted]))
+    return [detections_to_image(decode_detections(out.regressors[n], out.scores[n], min_score=min_score), box)
+            for n, (_, box) in enumerate(fitted)]

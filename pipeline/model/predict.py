@@ -328,8 +328,9 @@ def predict(
     try:
         out: list[Prediction] = []
         crop = str((getattr(model, "test_cfg", None) or {}).get("crop", "box"))
+        run = runner or torch_runner(model)
         for batch in _batches(_crops(pipeline, images, boxes, crop), batch_size):
-            out.extend(_run_batch(model, batch, flip_test, runner or torch_runner(model)))
+            out.extend(_run_batch(model, batch, flip_test, run))
         return out
     finally:
         model.train(was_training)

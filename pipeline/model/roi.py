@@ -28,10 +28,8 @@ from pipeline.model.blazepose_detector import (
     DetectorOutputs,
     PersonDetection,
     RegionOfInterest,
-    decode_detections,
+    detect_people_in,
     detection_roi,
-    detections_to_image,
-    letterbox,
     load_detector_net,
 )
 from pipeline.model.onnx_runner import OnnxRunner
@@ -103,19 +101,11 @@ def person_rois(people: Sequence[tuple[NDArray[np.uint8], NDArray[np.float64]]],
         return []
     net = detector if detector is not None else shared_detector()
     to_squares = [box_square(box, DETECTOR_INPUT_SIZE) for _, box in people]
-    fitted = [letterbox(np.ascontiguousarray(warp(image, to_square, DETECTOR_INPUT_SIZE)[..., ::-1]))
-              for (image, _), to_square in zip(people, to_squares, strict=True)]
-    out = net(torch.stack([x for x, _ in fitted]))
-    found = [detections_to_image(decode_detections(out.regressors[n], out.scores[n]), fit)
-             for n, (_, fit) in enumerate(fitted)]  # in square pixels
+    squares = [np.ascontiguousarray(warp(image, to_square, DETECTOR_INPUT_SIZE)[..., ::-1])
+               for (image, _), to_square in zip(people, to_squares, strict=True)]
+    found = detect_people_in(net, squares)  # in square pixels
     return [_roi_in_box(dets, box, invert(to_square))
             for dets, (_, box), to_square in zip(found, people, to_squares, strict=True)]
-
-
-def person_roi(image_bgr: NDArray[np.uint8], box: NDArray[np.float64],
-               detector: Detector | None = None) -> RegionOfInterest | None:
-    """`person_rois` of one person."""
-    return person_rois([(image_bgr, box)], detector)[0]
 
 
 def _roi_in_box(detections: list[PersonDetection], box: NDArray[np.float64],
