@@ -63,7 +63,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -409,6 +409,61 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
     return records
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """What every run shares; picklable, so a worker process can run a RunSpec from it."""
+    work: Path
+    base: dict[str, Any]
+    budgets: Sequence[int]
+    round_iters: int
+    config: str
+    annotator: str
+    conn: Any  # annotation.labelstudio.client.Connection
+    min_real_val: int
+    teacher: str | None
+    verbose: bool
+    epoch: float  # time.time() of the bench's start: log lines count from it
+
+    def run(self, spec: RunSpec) -> list[dict[str, Any]]:
+        from annotation.labelstudio.hooks import LabelStudioHooks
+
+        def log(msg: str) -> None:
+            print(f"[{time.time() - self.epoch:6.0f} s] {msg}", flush=True)
+
+        def quiet(_msg: str) -> None:
+            """Round steps' own log lines, dropped unless --verbose."""
+
+        return run_one(self.work, self.base, spec, self.budgets, self.round_iters, self.config,
+                       self.annotator, LabelStudioHooks(self.conn), self.min_real_val, log,
+                       log if self.verbose else quiet, teacher=self.teacher)
+
+
+def _one_thread() -> None:
+    """A worker's torch on one thread: `workers` processes share the cores (training already
+    takes cores - 1 threads; inference would take them all)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_all(job: RunJob, specs: Sequence[RunSpec],
+            workers: int) -> Iterator[tuple[RunSpec, list[dict[str, Any]]]]:
+    """Every run's records, in `specs` order; `workers` > 1 runs that many at once in spawned
+    processes (each run has its own store copy and Label Studio project, so they share nothing)."""
+    if workers <= 1:
+        for spec in specs:
+            yield spec, job.run(spec)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        futures = [pool.submit(job.run, spec) for spec in specs]
+        for spec, future in zip(specs, futures, strict=True):
+            yield spec, future.result()
+
+
 # -- summaries ----------------------------------------------------------------------------------------
 Runs = dict[str, dict[int, list[dict[str, Any]]]]  # run key -> seed -> records
 
@@ -743,7 +798,8 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "scale": "smoke" if smoke else "full",
         "note": ("SMOKE-SCALE run under load: it shows the benchmark works end to end; its numbers say "
                  "nothing about which strategy wins" if smoke else "full-scale run"),
-        "seeds": args.seeds_list,
+        "seeds": sorted(next(iter(done.values()))),  # those every run key finished (partial: fewer)
+        "seeds_planned": args.seeds_list,
         "validation": {"synthetic_instances": validation.get("synthetic"),
                        "real_instances": validation.get("real"),
                        "kinds": sorted(set(base.get("kinds", {}).values())),
@@ -870,6 +926,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-real-val", type=int, default=al.RoundSettings().min_real_val,
                         help="RoundSettings.min_real_val (the real validation split holds 36 people)")
     parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples [5000]")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs at once, each in its own process on one torch thread (runs are "
+                             "independent: own store copy, own Label Studio project) [1]")
     parser.add_argument("--verbose", action="store_true", help="print every round step's log line")
     parser.add_argument("--rebuild", action="store_true",
                         help="build the base store again (finished runs are reused otherwise)")
@@ -917,9 +976,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
 
-    def quiet(_msg: str) -> None:
-        """Round steps' own log lines, dropped unless --verbose."""
-
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.rebuild:  # a new base invalidates every finished run too
@@ -936,7 +992,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     import signal
 
     from annotation.labelstudio.client import connection_of
-    from annotation.labelstudio.hooks import LabelStudioHooks
     from annotation.labelstudio.server import start_server, stop_server
 
     def _terminate(_signum: int, _frame: Any) -> None:
@@ -947,13 +1002,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     t = time.perf_counter()
     server = start_server(work / "labelstudio", document_root=work)
     log(f"Label Studio answering at {server.url} after {time.perf_counter() - t:.0f} s")
-    hooks = LabelStudioHooks(connection_of(server))
-    runs: Runs = {}
+    specs = run_specs(args)
+    runs: Runs = {spec.key: {} for spec in specs}
+    job = RunJob(work, base, budgets, round_iters, args.config, args.annotator, connection_of(server),
+                 args.min_real_val, args.teacher, args.verbose, time.time() - (time.perf_counter() - started))
     try:
-        for spec in run_specs(args):
-            runs.setdefault(spec.key, {})[spec.seed] = run_one(
-                work, base, spec, budgets, round_iters, args.config, args.annotator, hooks,
-                args.min_real_val, log, log if args.verbose else quiet, teacher=args.teacher)
+        for spec, records in run_all(job, specs, args.workers):
+            runs[spec.key][spec.seed] = records
             if all(spec.seed in v for v in runs.values()):
                 write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=True)
     finally:

@@ -136,6 +136,9 @@ def test_round_two_through_the_prefect_flow(
     rounds = history(store)
     assert [r.number for r in rounds] == [1, 2] and rounds[1].step == "record"
     assert rounds[1].state["start_model"] == rounds[0].model_version  # retrained from the previous
+    # round 1's evaluate already scored that model on the same frozen truth: calibrate reuses it
+    assert rounds[1].state["start_metrics_round"] == 1
+    assert rounds[1].state["start_metrics"] == rounds[0].metrics
     assert state["model_version"] == rounds[1].model_version
     assert set(rounds[1].state["selected"]).isdisjoint(rounds[0].state["selected"])
     assert fingerprint(store)["revisions"][("human", True)] == 2 * BUDGET

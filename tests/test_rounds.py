@@ -94,3 +94,31 @@ def test_wilson_bound_keeps_auto_accept_off_without_evidence() -> None:
     strict = calibrate_threshold([i / 100 for i in range(30)], [0.95] * 30, min_precision=0.95,
                                  min_samples=30)
     assert not strict.enabled and "lower confidence bound" in strict.reason
+
+
+def test_calibrate_reuses_the_previous_evaluation_only_of_the_same_model_and_truth(store: Store) -> None:
+    """Round N's start model is round N-1's trained model: its metrics on the frozen validation
+    split are round N-1's evaluation, unless the model or the validation truth differs."""
+    from pipeline.active_learning.loop import (
+        RoundContext,
+        RoundSettings,
+        _evaluated_before,
+        _truth_fingerprints,
+    )
+
+    frozen: dict[str, list[int]] = {"real": [], "synthetic": []}
+    truth = _truth_fingerprints(store, frozen)
+    metrics = {"real": {"body_AP": 0.5}, "synthetic": {"spine_AP": 0.7}}
+    open_round(store, 1, strategy="random", budget=3)
+    finish_step(store, 1, "retrain", model_version="blaze37-r1", validation=frozen)
+    finish_step(store, 1, "evaluate", metrics=metrics, evaluated_truth=truth)
+
+    def ctx(start_model: str) -> RoundContext:
+        return RoundContext(store=store, settings=RoundSettings(), number=2, push=print, pull=print,
+                            state={"start_model": start_model})  # push/pull: never called here
+
+    assert _evaluated_before(ctx("blaze37-r1"), frozen, truth) == metrics
+    assert _evaluated_before(ctx("blaze37-other"), frozen, truth) is None
+    changed = {"real": "changed", "synthetic": truth["synthetic"]}  # a validation label was corrected
+    assert _evaluated_before(ctx("blaze37-r1"), frozen, changed) is None
+    assert _evaluated_before(ctx("blaze37-r1"), {"real": [7], "synthetic": []}, truth) is None

@@ -54,7 +54,12 @@ from pipeline.active_learning.selection import (
     pose_embedding,
 )
 from pipeline.active_learning.selection import select as select_instances
-from pipeline.active_learning.validation import ValidationResult, validate, validate_annotator
+from pipeline.active_learning.validation import (
+    ValidationResult,
+    truth_fingerprint,
+    validate,
+    validate_annotator,
+)
 from pipeline.instance_sets import (
     pool_instances,
     real_validation_instances,
@@ -228,10 +233,14 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     from pipeline.model.registry import load_model
 
     s = ctx.settings
-    model, _ = load_model(ctx.store, ctx.state["start_model"], device=s.device)
     frozen = _frozen_validation(ctx)
-    real = validate(ctx.store, model, instance_ids=frozen["real"])
-    synthetic = validate(ctx.store, model, instance_ids=frozen["synthetic"])
+    truth = _truth_fingerprints(ctx.store, frozen)
+    start_metrics = _evaluated_before(ctx, frozen, truth)
+    scored_in = ctx.number - 1 if start_metrics is not None else ctx.number
+    if start_metrics is None:
+        model, _ = load_model(ctx.store, ctx.state["start_model"], device=s.device)
+        start_metrics = {part: validate(ctx.store, model, instance_ids=frozen[part]).metrics
+                         for part in ("real", "synthetic")}
     proposer = ValidationResult({}, [], [])
     if frozen["real"]:
         proposer = validate_annotator(ctx.store, round_annotator(ctx), frozen["real"])
@@ -245,8 +254,26 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     else:
         ctx.log(f"round {ctx.number}: auto-accept off: {threshold.reason}")
     return {"threshold": threshold.as_dict(), "validation": frozen,
-            "start_metrics": {"real": real.metrics, "synthetic": synthetic.metrics},
+            "start_metrics": start_metrics, "start_metrics_round": scored_in,
             "annotator_metrics": {"real": proposer.metrics}}
+
+
+def _truth_fingerprints(store: Store, frozen: dict[str, list[int]]) -> dict[str, str]:
+    return {part: truth_fingerprint(store, ids) for part, ids in frozen.items()}
+
+
+def _evaluated_before(ctx: RoundContext, frozen: dict[str, list[int]],
+                      truth: dict[str, str]) -> dict[str, Any] | None:
+    """The start model's metrics as the previous round's evaluate step measured them, when that
+    round trained this very model and scored it on the same instances with the same truth (scoring
+    it again would give the same numbers: the most expensive part of calibrate after round 1)."""
+    before = get_round(ctx.store, ctx.number - 1) if ctx.number > 1 else None
+    if before is None:
+        return None
+    state, metrics = dict(before.state or {}), dict(before.metrics or {})
+    same = (state.get("model_version") == ctx.state.get("start_model") and state.get("validation") == frozen
+            and state.get("evaluated_truth") == truth and all(part in metrics for part in frozen))
+    return {part: metrics[part] for part in frozen} if same else None
 
 
 def _pool_predictions(store: Store, model_name: str, pool: Sequence[int]) -> list[Revision]:
@@ -434,10 +461,11 @@ def step_evaluate(ctx: RoundContext) -> dict[str, Any]:
     frozen = ctx.state.get("validation") or _frozen_validation(ctx)
     metrics = {part: validate(ctx.store, model, instance_ids=frozen.get(part, [])).metrics
                for part in ("real", "synthetic")}
+    truth = _truth_fingerprints(ctx.store, {part: frozen.get(part, []) for part in ("real", "synthetic")})
     for part, values in metrics.items():
         ctx.log(f"round {ctx.number}: {part} validation ({int(values.get('instances', 0))} instances) "
                 + ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k.endswith("_AP")))
-    return {"metrics": metrics}
+    return {"metrics": metrics, "evaluated_truth": truth}
 
 
 def step_record(ctx: RoundContext) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from it. Instances: `pipeline.instance_sets`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,17 @@ def _score(store: Store, instance_ids: Sequence[int], propose: Proposer) -> Vali
     metrics["mean_oks"] = float(np.mean(oks)) if oks else float("nan")
     metrics["instances"] = float(len(truth))
     return ValidationResult(metrics, oks, unc)
+
+
+def truth_fingerprint(store: Store, instance_ids: Sequence[int]) -> str:
+    """A content id of the reference labels of `instance_ids`: equal ids mean the same truth, so a
+    model's metrics on them can be reused (a late human correction of a validation instance
+    changes it)."""
+    truth = ground_truth(store, list(instance_ids))
+    digest = hashlib.sha256()
+    for iid in sorted(truth):
+        digest.update(f"{iid}:{truth[iid].id};".encode())
+    return digest.hexdigest()[:16]
 
 
 def validate(store: Store, model: Any, *, flip_test: bool = True,
