@@ -734,6 +734,42 @@ def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
     }
 
 
+def auto_accept_verdict(runs: Runs, comparisons: dict[str, Any], z: float) -> dict[str, Any]:
+    """Issue 23, items 4 and 5: what auto-accept did over every run with it on (labels accepted,
+    their precision against the hidden truth with the Wilson bound, annotations saved against random
+    without it) and the setting that follows. Nothing accepted means on and off ran the same rounds."""
+    settings = al.RoundSettings()
+    on = {k: v for k, v in runs.items() if k.endswith("|aa-on")}
+    if not on:
+        return {"note": "no run with auto-accept on"}
+    pooled = auto_accept_precision({i: recs for i, recs in enumerate(
+        recs for by_seed in on.values() for recs in by_seed.values())}, z)
+    recs = [r for by_seed in on.values() for recs in by_seed.values() for r in recs if r["round"] > 0]
+    lowers = [float(t.get("precision_lower") or 0.0) for r in recs if (t := r.get("threshold"))]
+    out: dict[str, Any] = {**pooled, "min_precision": settings.min_precision,
+                           "best_calibrated_lower": max(lowers) if lowers else None,
+                           "default_now": settings.auto_accept}
+    if pooled["auto_accepted"] == 0:
+        return out | {
+            "saved_annotations": 0, "recommend_auto_accept": settings.auto_accept,
+            "note": (f"no round's threshold reached precision {settings.min_precision:.2f} at the Wilson "
+                     f"lower bound on the real validation split (best "
+                     f"{out['best_calibrated_lower'] or 0:.2f} over {len(recs)} rounds): auto-accept "
+                     f"accepted nothing, so it saved and cost nothing and "
+                     f"on and off ran the same rounds; the default stands (its bound is the safeguard)")}
+    saving = comparisons.get("random|aa-on", {}).get("synthetic_spine_AP", {}).get("saving")
+    if saving is None:
+        return out | {"recommend_auto_accept": settings.auto_accept,
+                      "note": "labels were auto-accepted but random without auto-accept was not run: "
+                              "rerun without --no-aa-baseline to measure the saving"}
+    holds = pooled["wilson_lower"] is not None and pooled["wilson_lower"] >= settings.min_precision
+    return out | {"saved_annotations_fraction": saving, "recommend_auto_accept": bool(holds),
+                  "note": (f"auto-accepted labels are {pooled['precision']:.2f} precise against the hidden "
+                           f"truth (Wilson lower {pooled['wilson_lower']:.2f}, needs "
+                           f"{settings.min_precision:.2f}): auto-accept "
+                           + ("keeps its promise" if holds else "does not keep its promise: off"))}
+
+
 COLOURS = {"random": "black", "uncertainty": "#4a90e2", "diversity": "#7ed321", "kcenter": "#9013fe",
            "spine": "#d0021b", "plausibility": "#f5a623", "effort": "#50e3c2", "typiclust": "#8b572a",
            "hybrid": "#bd10e0"}
@@ -821,6 +857,7 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "curves": curves,
         "comparisons": comparisons,
         "verdict": {m: verdict(comparisons, m) for m in modes},
+        "auto_accept": auto_accept_verdict(done, comparisons, z),
         "selection_mix": selection_mix(args.work.resolve(), done, dict(base.get("kinds", {}))),
         "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
         "wall_s": round(time.perf_counter() - started, 1),
