@@ -761,7 +761,7 @@ def auto_accept_verdict(runs: Runs, comparisons: dict[str, Any], z: float) -> di
     if saving is None:
         return out | {"recommend_auto_accept": settings.auto_accept,
                       "note": "labels were auto-accepted but random without auto-accept was not run: "
-                              "rerun without --no-aa-baseline to measure the saving"}
+                              "rerun with --aa-baseline always to measure the saving"}
     holds = pooled["wilson_lower"] is not None and pooled["wilson_lower"] >= settings.min_precision
     return out | {"saved_annotations_fraction": saving, "recommend_auto_accept": bool(holds),
                   "note": (f"auto-accepted labels are {pooled['precision']:.2f} precise against the hidden "
@@ -821,7 +821,7 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
     cut-short bench still leaves its numbers; `partial` marks such a file)."""
     done = {k: v for k, v in runs.items() if v}
     seeds = min(len(v) for v in done.values())
-    done = {k: dict(sorted(v.items())[:seeds]) for k, v in done.items()}
+    done = {k: dict(sorted(v.items())[:seeds]) for k, v in done.items()}  # whole seeds of every key
     curves = mean_curves(done)
     comparisons = compare(done, args.resamples)
     modes = sorted({k.split("|")[1] for k in done})
@@ -949,8 +949,11 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"[{' '.join(DEFAULT_STRATEGIES)}]")
     parser.add_argument("--auto-accept", choices=["off", "on", "both"], default="on",
                         help="on: every strategy with auto-accept, plus random without it as the "
-                             "reference for what auto-accept saves (--no-aa-baseline drops it)")
-    parser.add_argument("--no-aa-baseline", action="store_true")
+                             "reference for what auto-accept saves (see --aa-baseline)")
+    parser.add_argument("--aa-baseline", choices=["auto", "always", "never"], default="auto",
+                        help="random without auto-accept, the reference for what auto-accept saved: "
+                             "auto runs it for the seeds where random with auto-accept accepted a label "
+                             "(where it accepted none, the two are the same rounds) [auto]")
     parser.add_argument("--config", default=al.RoundSettings().config)
     parser.add_argument("--annotator", default=al.STUDENT,
                         help="RoundSettings.annotator: who pre-labels the pool and whose uncertainty the "
@@ -995,10 +998,21 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.auto_accept]
     specs = []
     for seed in args.seeds_list:
-        if args.auto_accept == "on" and not args.no_aa_baseline:
+        if args.auto_accept == "on" and args.aa_baseline == "always":
             specs.append(RunSpec("random", False, seed))
         specs += [RunSpec(strategy, aa, seed) for aa in modes for strategy in args.strategies]
     return specs
+
+
+def baseline_specs(args: argparse.Namespace, runs: Runs) -> list[RunSpec]:
+    """`--aa-baseline auto`: random without auto-accept for the seeds where random with it
+    accepted a label; where it accepted none, the two runs are the same rounds (auto-accept
+    changes nothing but what it accepts), so running it again would measure nothing."""
+    if args.auto_accept != "on" or args.aa_baseline != "auto":
+        return []
+    with_aa = runs.get("random|aa-on", {})
+    return [RunSpec("random", False, seed) for seed, recs in sorted(with_aa.items())
+            if any(int(r.get("auto_accepted") or 0) > 0 for r in recs)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1048,6 +1062,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             runs[spec.key][spec.seed] = records
             if all(spec.seed in v for v in runs.values()):
                 write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=True)
+        baseline = baseline_specs(args, runs)
+        if baseline:
+            log(f"random with auto-accept accepted labels for seeds {[s.seed for s in baseline]}: "
+                f"running random without it for them")
+            for spec, records in run_all(job, baseline, args.workers):
+                runs.setdefault(spec.key, {})[spec.seed] = records
+            for seed, recs in runs["random|aa-on"].items():  # nothing accepted: the same rounds
+                runs["random|aa-off"].setdefault(seed, recs)
     finally:
         stop_server(server)
     result = write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=False)

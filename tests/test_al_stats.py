@@ -139,3 +139,47 @@ def test_the_default_strategy_is_the_measured_one() -> None:
     data = json.loads(result.read_text())
     assert data["scale"] == "full" and not data["partial"], "the committed bench result is not a full run"
     assert data["verdict"]["aa-off"]["recommend_default"] == DEFAULT_STRATEGY
+
+
+def _with_auto(records: list[dict[str, object]], accepted: int, good: int,
+               lower: float) -> list[dict[str, object]]:
+    for r in records[1:]:
+        r.update(auto_accepted=accepted, auto_accepted_scored=accepted, auto_accepted_good=good,
+                 threshold={"enabled": accepted > 0, "precision_lower": lower})
+    return records
+
+
+def test_random_without_auto_accept_runs_only_where_auto_accept_accepted_something() -> None:
+    import argparse
+
+    from bench.active_learning import baseline_specs
+
+    runs = {"random|aa-on": {0: _with_auto(_records([0.2, 0.4], [0, 30]), 0, 0, 0.7),
+                             1: _with_auto(_records([0.2, 0.4], [0, 30]), 3, 3, 0.91)}}
+    args = argparse.Namespace(auto_accept="on", aa_baseline="auto")
+    assert [(s.key, s.seed) for s in baseline_specs(args, runs)] == [("random|aa-off", 1)]
+    assert baseline_specs(argparse.Namespace(auto_accept="on", aa_baseline="never"), runs) == []
+
+
+def test_auto_accept_verdict_when_nothing_cleared_the_bound() -> None:
+    from bench.active_learning import auto_accept_verdict
+    from pipeline.active_learning.loop import RoundSettings
+
+    runs = {key: {s: _with_auto(_records([0.2, 0.4, 0.5], [0, 30, 30]), 0, 0, 0.6 + 0.01 * s)
+                  for s in range(8)} for key in ("random|aa-on", "uncertainty|aa-on")}
+    v = auto_accept_verdict(runs, {}, z=1.645)
+    assert v["auto_accepted"] == 0 and v["saved_annotations"] == 0 and v["precision"] is None
+    assert v["best_calibrated_lower"] == pytest.approx(0.67) and v["rounds"] == 32
+    assert v["recommend_auto_accept"] == RoundSettings().auto_accept  # no evidence either way: it stands
+
+
+def test_auto_accept_verdict_turns_it_off_when_its_labels_are_not_precise() -> None:
+    from bench.active_learning import auto_accept_verdict, compare
+
+    runs = {"random|aa-on": {s: _with_auto(_records([0.2, 0.5, 0.6], [0, 30, 30]), 10, 6, 0.92)
+                             for s in range(8)},
+            "random|aa-off": {s: _records([0.2, 0.4, 0.6], [0, 30, 30]) for s in range(8)}}
+    v = auto_accept_verdict(runs, compare(runs, resamples=100), z=1.645)
+    assert v["auto_accepted"] == 160 and v["precision"] == pytest.approx(0.6)
+    assert v["wilson_lower"] < 0.9 and v["recommend_auto_accept"] is False
+    assert "saved_annotations_fraction" in v
