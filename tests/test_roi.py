@@ -103,3 +103,30 @@ def test_region_crops_keep_the_body_when_the_photo_is_turned(student: Any, real_
     assert roi_up >= 0.52 and roi_up > box_up
     assert roi_turned >= roi_up - 0.15
     assert box_turned <= box_up - 0.3
+
+
+def test_the_detector_runs_once_per_square_it_has_seen(real_people: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds ask for the same people's regions again and again (the pool, the validation split):
+    the shared detector's answers are remembered by the square's pixels, so a second ask runs no
+    detector and gives the same regions; a changed pixel is a new square."""
+    from pipeline.model import roi
+
+    data = json.loads((real_people / "coco" / "test_coco.json").read_text())
+    images = {im["id"]: cv2.imread(str(real_people / "coco" / im["file_name"])) for im in data["images"]}
+    people = [(images[a["image_id"]], np.asarray(a["bbox"], dtype=np.float64)) for a in data["annotations"]]
+    calls: list[int] = []
+    real_detect = roi.detect_people_in
+
+    def counting(net: Any, squares: list[Any]) -> Any:
+        calls.append(len(squares))
+        return real_detect(net, squares)
+
+    monkeypatch.setattr(roi, "_SEEN", roi._SeenSquares(1000))
+    monkeypatch.setattr(roi, "detect_people_in", counting)
+    first = roi.person_rois(people)
+    again = roi.person_rois(people)
+    assert calls == [len(people)] and again == first and any(r is not None for r in first)
+    brighter = [(np.clip(img.astype(np.int16) + 9, 0, 255).astype(np.uint8), box) for img, box in people[:1]]
+    roi.person_rois(brighter)
+    assert calls == [len(people), 1]

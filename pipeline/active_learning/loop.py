@@ -56,6 +56,7 @@ from pipeline.active_learning.selection import (
 from pipeline.active_learning.selection import select as select_instances
 from pipeline.active_learning.validation import (
     ValidationResult,
+    scoring_runner,
     truth_fingerprint,
     validate,
     validate_annotator,
@@ -239,7 +240,8 @@ def step_calibrate(ctx: RoundContext) -> dict[str, Any]:
     scored_in = ctx.number - 1 if start_metrics is not None else ctx.number
     if start_metrics is None:
         model, _ = load_model(ctx.store, ctx.state["start_model"], device=s.device)
-        start_metrics = {part: validate(ctx.store, model, instance_ids=frozen[part]).metrics
+        runner = scoring_runner(model, s.device)
+        start_metrics = {part: validate(ctx.store, model, instance_ids=frozen[part], runner=runner).metrics
                          for part in ("real", "synthetic")}
     proposer = ValidationResult({}, [], [])
     if frozen["real"]:
@@ -459,7 +461,8 @@ def step_evaluate(ctx: RoundContext) -> dict[str, Any]:
 
     model, _ = load_model(ctx.store, ctx.state["model_version"], device=ctx.settings.device)
     frozen = ctx.state.get("validation") or _frozen_validation(ctx)
-    metrics = {part: validate(ctx.store, model, instance_ids=frozen.get(part, [])).metrics
+    runner = scoring_runner(model, ctx.settings.device)
+    metrics = {part: validate(ctx.store, model, instance_ids=frozen.get(part, []), runner=runner).metrics
                for part in ("real", "synthetic")}
     truth = _truth_fingerprints(ctx.store, {part: frozen.get(part, []) for part in ("real", "synthetic")})
     for part, values in metrics.items():

@@ -13,7 +13,9 @@ back to the box square.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -99,13 +101,44 @@ def person_rois(people: Sequence[tuple[NDArray[np.uint8], NDArray[np.float64]]],
     faster per person than single crops)."""
     if not people:
         return []
-    net = detector if detector is not None else shared_detector()
     to_squares = [box_square(box, DETECTOR_INPUT_SIZE) for _, box in people]
     squares = [np.ascontiguousarray(warp(image, to_square, DETECTOR_INPUT_SIZE)[..., ::-1])
                for (image, _), to_square in zip(people, to_squares, strict=True)]
-    found = detect_people_in(net, squares)  # in square pixels
+    if detector is None:
+        found = _SEEN.detect(squares)
+    else:
+        found = detect_people_in(detector, squares)  # in square pixels
     return [_roi_in_box(dets, box, invert(to_square))
             for dets, (_, box), to_square in zip(found, people, to_squares, strict=True)]
+
+
+class _SeenSquares:
+    """The shared detector's detections of the squares it saw lately, by their pixels' digest.
+
+    The detector is BlazePose's own fixed network, so a square gives the same detections whichever
+    pose model asks: every round pseudo-labels the same pool and scores the same validation people,
+    and each would otherwise run the detector on all of them again."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.found: OrderedDict[bytes, list[PersonDetection]] = OrderedDict()
+
+    def detect(self, squares: Sequence[NDArray[np.uint8]]) -> list[list[PersonDetection]]:
+        keys = [hashlib.blake2b(square.tobytes(), digest_size=16).digest() for square in squares]
+        new = {key: square for key, square in zip(keys, squares, strict=True) if key not in self.found}
+        if new:
+            for key, dets in zip(new, detect_people_in(shared_detector(), list(new.values())), strict=True):
+                self.found[key] = dets
+        for key in keys:
+            self.found.move_to_end(key)
+        out = [self.found[key] for key in keys]
+        while len(self.found) > self.size:
+            self.found.popitem(last=False)
+        return out
+
+
+#: Squares remembered (a few detections each): a pool and a validation split of thousands fit.
+_SEEN = _SeenSquares(20000)
 
 
 def _roi_in_box(detections: list[PersonDetection], box: NDArray[np.float64],
