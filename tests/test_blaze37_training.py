@@ -97,3 +97,23 @@ def test_naive_fine_tune_forgets_real_bodies(setting: dict[str, Any]) -> None:
     print(f"naive: body AP {start:.4f} -> {body:.4f}")
     assert body < start - 0.05
 
+
+
+def test_a_fine_tune_starts_from_its_parents_head(setting: dict[str, Any]) -> None:
+    """mmengine's Runner initialises the model again when training starts: a fine-tune must still
+    begin from the parent's head (its spine rows), not from BlazePose's. At a learning rate of
+    ~0 the child's head is the parent's; before the fix every retrain reset it and a round's
+    student lost its spine (synthetic spine AP 0.87 -> 0.00 at lr 1e-12)."""
+    from pipeline.model.registry import load_model
+    from pipeline.model.train import train
+
+    store = setting["store"]
+    parent = train(store, iters=6, seed=SEED, name=f"parent-{SEED}", threads=1, teacher_pool=[])
+    child = train(store, iters=2, seed=SEED + 1, name=f"child-{SEED}", threads=1, teacher_pool=[],
+                  parent=parent.name, lr=1e-12)
+    before = load_model(store, parent.name).module.head.final_layer.weight
+    after = load_model(store, child.name).module.head.final_layer.weight
+    moved = (after - before).abs().max().item()
+    new_rows = before[[26, 30, 36]].abs().max().item()  # spine rows: trained away from their 1e-3 init
+    assert moved < 1e-6, moved
+    assert new_rows > 0.0, new_rows

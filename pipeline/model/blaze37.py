@@ -332,7 +332,13 @@ class Blaze37Estimator(TopdownPoseEstimator):
 
     def init_weights(self) -> None:
         """BlazePose's weights: the backbone is converted pretrained, the head's shared rows are
-        copied (mmengine's generic initialisation has nothing to add and logs every tensor)."""
+        copied (mmengine's generic initialisation has nothing to add and logs every tensor).
+
+        Once only: mmengine's Runner calls this again when training starts, after a fine-tune
+        loaded its parent's weights; copying BlazePose's rows then would throw the parent's head
+        (its spine) away and every round would restart the spine from nothing."""
+        if self._is_init:
+            return
         self._is_init = True
         backbone: Any = self.backbone
         head: Any = self.head
