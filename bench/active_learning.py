@@ -441,9 +441,13 @@ class RunJob:
 def _one_thread() -> None:
     """A worker's torch on one thread: `workers` processes share the cores (training already
     takes cores - 1 threads; inference would take them all)."""
+    import warnings
+
     import torch
 
     torch.set_num_threads(1)
+    # mmengine tells every spawned process that it switches its own start method to fork
+    warnings.filterwarnings("ignore", message="Multi-processing start method")
 
 
 def run_all(job: RunJob, specs: Sequence[RunSpec],
@@ -734,6 +738,44 @@ def verdict(comparisons: dict[str, Any], aa: str) -> dict[str, Any]:
     }
 
 
+def limits(runs: Runs, comparisons: dict[str, Any], pool: int, aa: str = "aa-on",
+           part: str = "synthetic", metric: str = "spine_AP", goal: float = 0.3) -> dict[str, Any]:
+    """What bounds the comparison, in numbers (issue 23: not a guess): how much random's curve
+    rises (the slope a strategy can beat), how far seeds scatter (the noise floor), what a 30 %
+    saving would need at equal budget, and how much of the pool the rounds sample."""
+    rand = runs.get(f"random|{aa}", {})
+    if not rand:
+        return {"note": f"no random|{aa} runs"}
+    starts = [float(recs[0]["metrics"][part][metric]) for recs in rand.values()]
+    finals = [float(recs[-1]["metrics"][part][metric]) for recs in rand.values()]
+    budget = float(np.mean([recs[-1]["cumulative"] for recs in rand.values()]))
+    gains = [f - s for s, f in zip(starts, finals, strict=True)]
+    slope = float(np.mean(gains)) / budget if budget else math.nan
+    # a linear curve reaching random's final with `goal` fewer annotations is ahead by this much
+    needed = slope * goal * budget
+    spreads = {}
+    for key, entry in comparisons.items():
+        test = (entry.get(f"{part}_{metric}") or {}).get("final_difference_test")
+        if key.endswith(f"|{aa}") and not key.startswith("random|") and test:
+            spreads[key.split("|")[0]] = {"mean": test["mean"],
+                                          "half_width": 0.5 * (test["ci_high"] - test["ci_low"])}
+    floor = float(np.median([v["half_width"] for v in spreads.values()])) if spreads else math.nan
+    return {
+        "metric": f"{part}_{metric}", "random_start_mean": float(np.mean(starts)),
+        "random_final_mean": float(np.mean(finals)), "random_gain": sign_flip(gains),
+        "slope_per_annotation": slope, "budget": budget,
+        "difference_needed_for_goal": needed,
+        "random_final_sd_over_seeds": float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
+        "equal_budget_differences": spreads, "noise_floor_half_width": floor,
+        "pool_instances": pool, "sampled_share": budget / pool if pool else math.nan,
+        "note": (f"random gains {np.mean(gains):+.3f} {metric} over {budget:.0f} annotations "
+                 f"({slope:+.5f} per annotation): a strategy that reached random's final with "
+                 f"{goal:.0%} fewer annotations would be about {needed:+.3f} ahead at equal budget, "
+                 f"against a 95 % interval half-width of {floor:.3f} for the paired differences "
+                 f"over {len(rand)} seeds"),
+    }
+
+
 def auto_accept_verdict(runs: Runs, comparisons: dict[str, Any], z: float) -> dict[str, Any]:
     """Issue 23, items 4 and 5: what auto-accept did over every run with it on (labels accepted,
     their precision against the hidden truth with the Wilson bound, annotations saved against random
@@ -858,6 +900,7 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "comparisons": comparisons,
         "verdict": {m: verdict(comparisons, m) for m in modes},
         "auto_accept": auto_accept_verdict(done, comparisons, z),
+        "limits": {m: limits(done, comparisons, int(base.get("pool_instances") or 0), aa=m) for m in modes},
         "selection_mix": selection_mix(args.work.resolve(), done, dict(base.get("kinds", {}))),
         "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
         "wall_s": round(time.perf_counter() - started, 1),
@@ -907,6 +950,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"picks of {key}: " + ", ".join(f"{k} {v:.0%}" for k, v in m["by_kind"].items()))
     for mode, v in result["verdict"].items():
         lines.append(f"verdict ({mode}): {v.get('note')}")
+    for mode, v in (result.get("limits") or {}).items():
+        lines.append(f"limits ({mode}): {v.get('note')}")
+    lines.append(f"auto-accept: {(result.get('auto_accept') or {}).get('note')}")
     return lines
 
 

@@ -337,7 +337,7 @@ class Blaze37Estimator(TopdownPoseEstimator):
         Once only: mmengine's Runner calls this again when training starts, after a fine-tune
         loaded its parent's weights; copying BlazePose's rows then would throw the parent's head
         (its spine) away and every round would restart the spine from nothing."""
-        if self._is_init:
+        if getattr(self, "_is_init", False):
             return
         self._is_init = True
         backbone: Any = self.backbone
