@@ -779,7 +779,7 @@ def limits(runs: Runs, comparisons: dict[str, Any], pool: int, aa: str = "aa-on"
 def auto_accept_verdict(runs: Runs, comparisons: dict[str, Any], z: float) -> dict[str, Any]:
     """Issue 23, items 4 and 5: what auto-accept did over every run with it on (labels accepted,
     their precision against the hidden truth with the Wilson bound, annotations saved against random
-    without it) and the setting that follows. Nothing accepted means on and off ran the same rounds."""
+    without it) and the setting that follows. Nothing accepted means on and off ran the same procedure."""
     settings = al.RoundSettings()
     on = {k: v for k, v in runs.items() if k.endswith("|aa-on")}
     if not on:
@@ -798,7 +798,7 @@ def auto_accept_verdict(runs: Runs, comparisons: dict[str, Any], z: float) -> di
                      f"lower bound on the real validation split (best "
                      f"{out['best_calibrated_lower'] or 0:.2f} over {len(recs)} rounds): auto-accept "
                      f"accepted nothing, so it saved and cost nothing and "
-                     f"on and off ran the same rounds; the default stands (its bound is the safeguard)")}
+                     f"on and off ran the same procedure; the default stands (its bound is the safeguard)")}
     saving = comparisons.get("random|aa-on", {}).get("synthetic_spine_AP", {}).get("saving")
     if saving is None:
         return out | {"recommend_auto_accept": settings.auto_accept,
@@ -999,7 +999,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--aa-baseline", choices=["auto", "always", "never"], default="auto",
                         help="random without auto-accept, the reference for what auto-accept saved: "
                              "auto runs it for the seeds where random with auto-accept accepted a label "
-                             "(where it accepted none, the two are the same rounds) [auto]")
+                             "(where it accepted none, the two are the same procedure) [auto]")
     parser.add_argument("--config", default=al.RoundSettings().config)
     parser.add_argument("--annotator", default=al.STUDENT,
                         help="RoundSettings.annotator: who pre-labels the pool and whose uncertainty the "
@@ -1052,8 +1052,9 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
 
 def baseline_specs(args: argparse.Namespace, runs: Runs) -> list[RunSpec]:
     """`--aa-baseline auto`: random without auto-accept for the seeds where random with it
-    accepted a label; where it accepted none, the two runs are the same rounds (auto-accept
-    changes nothing but what it accepts), so running it again would measure nothing."""
+    accepted a label; where it accepted none, the two runs are the same procedure (auto-accept
+    changes nothing but what it accepts): running it again would only draw the annotator's click
+    noise and the training's float order anew, around a difference that is zero by construction."""
     if args.auto_accept != "on" or args.aa_baseline != "auto":
         return []
     with_aa = runs.get("random|aa-on", {})
@@ -1114,7 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"running random without it for them")
             for spec, records in run_all(job, baseline, args.workers):
                 runs.setdefault(spec.key, {})[spec.seed] = records
-            for seed, recs in runs["random|aa-on"].items():  # nothing accepted: the same rounds
+            for seed, recs in runs["random|aa-on"].items():  # nothing accepted: the same procedure
                 runs["random|aa-off"].setdefault(seed, recs)
     finally:
         stop_server(server)
