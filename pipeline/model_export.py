@@ -216,7 +216,10 @@ def _evaluate(loaded: LoadedModel, root: Path, split: str) -> dict[str, float]:
 def _input_description(loaded: LoadedModel, fmt: str) -> str:
     w, h = loaded.meta["config"]["spinetrack"]["input_size"]
     if fmt == "onnx":
-        return (f"`input`: (N, 3, {h}, {w}) RGB crop, ImageNet mean/std; box padded 1.25x "
+        crop = (getattr(loaded.module, "test_cfg", None) or {}).get("crop", "box")
+        where = ("BlazePose's rotated region of interest around the box (its detector; the file's "
+                 "metadata `spinetrack.crop=roi`)" if crop == "roi" else "box padded 1.25x")
+        return (f"`input`: (N, 3, {h}, {w}) RGB crop, ImageNet mean/std; {where} "
                 "(RTMPose/SpinePose format; run with `--annotator onnx:PATH`)")
     return f"{w}x{h} (w x h) crops through the config's test pipeline (`mmpose:config.py,PATH`)"
 

@@ -121,9 +121,9 @@ def test_the_default_student_is_blaze37_everywhere() -> None:
 def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Path,
                                         real_people: Path) -> None:
     """The exported student through the project's `onnx:` path: every point with a peak within 0.5
-    px of the torch model's on the COCO sample people (flip test on both sides; box crops, the ones
-    an ONNX file's users make). The untrained new rows are flat (peak 0.006): their maximum is
-    noise, and float rounding alone moves it, so they are not compared."""
+    px of the torch model's on the COCO sample people (flip test on both sides; BlazePose's region
+    crops on both sides: the file's metadata says so). The untrained new rows are flat (peak
+    0.006): their maximum is noise, and float rounding alone moves it, so they are not compared."""
     import json
 
     import numpy as np
@@ -141,12 +141,9 @@ def test_onnx_export_answers_like_torch(untrained: torch.nn.Module, tmp_path: Pa
         boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
     paths = [files[i] for i in boxes]
     box_lists = [boxes[i] for i in boxes]
+    assert exported.crop == "roi"
     ours = exported.predict_many(paths, box_lists)
-    untrained.test_cfg["crop"] = "box"
-    try:
-        reference = in_memory_annotator(untrained, "blaze37-untrained").predict_many(paths, box_lists)
-    finally:
-        untrained.test_cfg["crop"] = "roi"
+    reference = in_memory_annotator(untrained, "blaze37-untrained").predict_many(paths, box_lists)
     gaps = [float(np.abs(a.keypoints - b.keypoints)[b.raw_scores > 0.1].max())
             for a, b in zip(ours, reference, strict=True)]
     print("ONNX vs torch, max px per person:", [round(g, 4) for g in gaps])

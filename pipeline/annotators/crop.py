@@ -94,3 +94,15 @@ def topdown_crop(image: NDArray[np.uint8], box: NDArray[np.float64] | list[float
     mat = warp_matrix(center, scale, input_size)
     out = cv2.warpAffine(image, mat, (int(input_size[0]), int(input_size[1])), flags=cv2.INTER_LINEAR)
     return Crop(np.asarray(out, dtype=np.uint8), center, scale, (int(input_size[0]), int(input_size[1])))
+
+
+@dataclass(frozen=True)
+class RegionCrop:
+    """A rotated crop (BlazePose's region of interest): `back` maps crop pixels to image pixels."""
+
+    image: NDArray[np.uint8]  # (size, size, 3), same channel order as the source image
+    back: NDArray[np.float64]  # (2, 3)
+
+    def to_image(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
+        pts = np.asarray(points, dtype=np.float64)
+        return np.asarray(pts @ self.back[:, :2].T + self.back[:, 2], dtype=np.float64)

@@ -33,7 +33,7 @@ from pipeline.annotators.base import (
     PersonPose,
     boxes_array,
 )
-from pipeline.annotators.crop import Crop, read_image, topdown_crop
+from pipeline.annotators.crop import Crop, RegionCrop, read_image, topdown_crop
 from pipeline.heatmap_decode import decode_heatmaps
 from pipeline.store.store import file_sha256
 from schemas.errors import InputError
@@ -46,6 +46,10 @@ SIGMA_AT_192x256 = (4.9, 5.66)
 #: The softmax temperature RTMPose trains the SimCC logits with (KLDiscretLoss beta).
 BETA = 10.0
 KNOWN_KEYPOINT_COUNTS = (17, 26, NUM_KEYPOINTS)
+
+
+#: ONNX metadata key naming the crops a file's model takes ("box" when absent).
+CROP_KEY = "spinetrack.crop"
 
 
 def providers(device: str) -> list[Any]:
@@ -130,6 +134,12 @@ class OnnxPoseAnnotator(BaseAnnotator):
         self.batch_size = max(1, batch_size if self.fixed_batch in (None, -1) else 1)
         self.covers = tuple(range(self.num_keypoints))
         self.device = device
+        #: "roi" for a SpineTrack student exported with BlazePose's region crops (export_onnx
+        #: writes it into the file's metadata), "box" for RTMPose/SpinePose files
+        self.crop = str(self.session.get_modelmeta().custom_metadata_map.get(CROP_KEY, "box"))
+        if self.crop not in ("box", "roi") or (self.crop == "roi" and w != h):
+            raise InputError(self.path, f"metadata {CROP_KEY}={self.crop!r}: expected 'box', or 'roi' "
+                             "with a square input")
         self.identity = AnnotatorIdentity(f"onnx:{self.path.stem}", file_sha256(self.path), "onnx")
 
     def _check_outputs(self, first: list[Any]) -> int:
@@ -153,7 +163,7 @@ class OnnxPoseAnnotator(BaseAnnotator):
         return int(sx.shape[1])
 
     # -- the reference runtime's steps ------------------------------------------------------------
-    def preprocess(self, crop: Crop) -> NDArray[np.float32]:
+    def preprocess(self, crop: Crop | RegionCrop) -> NDArray[np.float32]:
         img = crop.image[..., ::-1] if self.channels == "rgb" else crop.image
         x = (img.astype(np.float32) - MEAN) / STD
         return np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -197,7 +207,7 @@ class OnnxPoseAnnotator(BaseAnnotator):
         conf = 0.5 * (simcc_confidence(sx, self.sigma[0]) + simcc_confidence(sy, self.sigma[1]))
         return locs / self.split_ratio, raw, conf
 
-    def _poses(self, crops: list[Crop], boxes: NDArray[np.float64]) -> list[PersonPose]:
+    def _poses(self, crops: Sequence[Crop | RegionCrop], boxes: NDArray[np.float64]) -> list[PersonPose]:
         batch = np.stack([self.preprocess(c) for c in crops])
         locs, raw, conf = self._decode(batch)
         poses = []
@@ -226,10 +236,27 @@ class OnnxPoseAnnotator(BaseAnnotator):
         out: list[PersonPose] = []
         for start in range(0, len(arr), self.batch_size):
             part = arr[start : start + self.batch_size]
-            crops = [topdown_crop(img, box, self.input_size) for box in part]
-            out.extend(self._poses(crops, part))
+            out.extend(self._poses(self._crops(img, part), part))
         for j, pose in enumerate(out):
             pose.box_index = j
+        return out
+
+
+    def _crops(self, img: NDArray[np.uint8], boxes: NDArray[np.float64]) -> list[Crop | RegionCrop]:
+        """The file's crops: box crops as RTMPose's runtimes make them, or BlazePose's regions of
+        interest (pipeline.model.roi, the box crop where its detector finds nobody in the box)."""
+        if self.crop == "box":
+            return [topdown_crop(img, box, self.input_size) for box in boxes]
+        from pipeline.model.roi import invert, person_rois, roi_affine, warp
+
+        size = self.input_size[0]
+        out: list[Crop | RegionCrop] = []
+        for box, roi in zip(boxes, person_rois([(img, box) for box in boxes]), strict=True):
+            if roi is None:
+                out.append(topdown_crop(img, box, self.input_size))
+                continue
+            to_crop = roi_affine(roi, size)
+            out.append(RegionCrop(warp(img, to_crop, size), invert(to_crop)))
         return out
 
 
@@ -281,4 +308,11 @@ def export_onnx(model: Any, path: str | Path, *, opset: int = 17) -> Path:
         )
     finally:
         model.train(was_training)
+    crop = str((getattr(model, "test_cfg", None) or {}).get("crop", "box"))
+    if crop != "box":  # the crops the model was trained on travel with the file
+        import onnx
+
+        graph = onnx.load(str(path))
+        onnx.helper.set_model_props(graph, {CROP_KEY: crop})
+        onnx.save(graph, str(path))
     return path
