@@ -817,6 +817,10 @@ COLOURS = {"random": "black", "uncertainty": "#4a90e2", "diversity": "#7ed321", 
            "hybrid": "#bd10e0"}
 
 
+#: The narrowest AP axis the plot draws (AP units).
+MIN_AP_SPAN = 0.05
+
+
 def plot(curves: dict[str, list[dict[str, Any]]], out_png: Path, title: str) -> Path:
     import matplotlib
 
@@ -846,6 +850,11 @@ def plot(curves: dict[str, list[dict[str, Any]]], out_png: Path, title: str) -> 
                 ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.12)
             ax.set_title(f"{label} ({mode})", fontsize=9)
             ax.set_xlabel("human annotations (cumulative)", fontsize=8)
+            if key.endswith("_AP"):  # a flat curve should look flat, not like a trend of 0.001
+                low, high = ax.get_ylim()
+                if high - low < MIN_AP_SPAN:
+                    mid = 0.5 * (low + high)
+                    ax.set_ylim(mid - 0.5 * MIN_AP_SPAN, mid + 0.5 * MIN_AP_SPAN)
             ax.grid(alpha=0.3)
             if col == 0:
                 ax.legend(fontsize=7, loc="best")
