@@ -330,6 +330,25 @@ def _metrics(values: dict[str, Any]) -> dict[str, dict[str, float]]:
             for part in PARTS}
 
 
+def finished_records(done_file: Path, recipe: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A finished run's records, when it ran this recipe."""
+    if not done_file.is_file():
+        return None
+    saved = json.loads(done_file.read_text())
+    return list(saved["records"]) if saved.get("recipe") == json.loads(json.dumps(recipe)) else None
+
+
+def run_recipe(base: dict[str, Any], spec: RunSpec, budgets: Sequence[int], round_iters: int, config: str,
+               annotator: str, min_real_val: int, teacher: str | None) -> dict[str, Any]:
+    """What a run's records depend on: a finished run with the same recipe is reused."""
+    recipe = {"base": base.get("recipe"), "start_model": start_model_of(base, spec.seed),
+              "budgets": list(budgets), "round_iters": round_iters, "config": config, "annotator": annotator,
+              "min_real_val": min_real_val, "spec": asdict(spec)}
+    if teacher is not None:  # only then: runs recorded before the option existed stay reusable
+        recipe["teacher"] = teacher
+    return recipe
+
+
 def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[int], round_iters: int,
             config: str, annotator: str, hooks: Any, min_real_val: int, log: Callable[[str], None],
             step_log: Callable[[str], None], teacher: str | None = None) -> list[dict[str, Any]]:
@@ -343,17 +362,12 @@ def run_one(work: Path, base: dict[str, Any], spec: RunSpec, budgets: Sequence[i
 
     home = work / "runs" / spec.folder
     model = start_model_of(base, spec.seed)
-    recipe = {"base": base.get("recipe"), "start_model": model, "budgets": list(budgets),
-              "round_iters": round_iters, "config": config, "annotator": annotator,
-              "min_real_val": min_real_val, "spec": asdict(spec)}
-    if teacher is not None:  # only then: runs recorded before the option existed stay reusable
-        recipe["teacher"] = teacher
+    recipe = run_recipe(base, spec, budgets, round_iters, config, annotator, min_real_val, teacher)
     done_file = home / RUN_RECORDS
-    if done_file.is_file():
-        saved = json.loads(done_file.read_text())
-        if saved.get("recipe") == json.loads(json.dumps(recipe)):
-            log(f"  {spec.folder:<28} finished before: records reused")
-            return list(saved["records"])
+    finished = finished_records(done_file, recipe)
+    if finished is not None:
+        log(f"  {spec.folder:<28} finished before: records reused")
+        return finished
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(work / "base", home)
     os.environ["SPINETRACK_HOME"] = str(home)
@@ -885,8 +899,10 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
     result = {
         "partial": partial,
         "scale": "smoke" if smoke else "full",
-        "note": ("SMOKE-SCALE run under load: it shows the benchmark works end to end; its numbers say "
-                 "nothing about which strategy wins" if smoke else "full-scale run"),
+        "note": ("SMOKE-SCALE run: it shows the benchmark works end to end; its numbers say nothing "
+                 "about which strategy wins" if smoke else
+                 f"full-scale run, PARTIAL: {seeds} of {len(args.seeds_list)} seeds" if partial
+                 else "full-scale run"),
         "seeds": sorted(next(iter(done.values()))),  # those every run key finished (partial: fewer)
         "seeds_planned": args.seeds_list,
         "validation": {"synthetic_instances": validation.get("synthetic"),
@@ -914,12 +930,24 @@ def write_results(args: argparse.Namespace, base: dict[str, Any], runs: Runs, bu
         "limits": {m: limits(done, comparisons, int(base.get("pool_instances") or 0), aa=m) for m in modes},
         "selection_mix": selection_mix(args.work.resolve(), done, dict(base.get("kinds", {}))),
         "runs": {k: {str(s): recs for s, recs in v.items()} for k, v in runs.items()},
-        "wall_s": round(time.perf_counter() - started, 1),
+        "wall_s": round(time.perf_counter() - started, 1),  # this call's (a reusing call: the summary)
+        "compute": compute_seconds(base, done, args.workers),
     }
     bench_run.write(finite(result), args.out)  # adds load_average (start and end) and machine
     plot(curves, args.out.with_suffix(".png"),
          f"production rounds, budgets {list(budgets)}, {seeds} seed(s), {result['scale']} scale")
     return result
+
+
+def compute_seconds(base: dict[str, Any], runs: Runs, workers: int) -> dict[str, Any]:
+    """How long the bench takes, from the rounds' own wall times (a reusing call's wall_s only
+    measures the summary): the base, the rounds, and what that makes with `workers` at once."""
+    rounds = [float(r.get("seconds") or 0.0) for by_seed in runs.values() for recs in by_seed.values()
+              for r in recs if r["round"] > 0]
+    build = float(base.get("build_s") or 0.0)
+    return {"base_build_s": build, "rounds": len(rounds), "round_s_total": round(sum(rounds), 1),
+            "round_s_mean": round(float(np.mean(rounds)), 1) if rounds else None, "workers": workers,
+            "estimated_wall_h": round((build + sum(rounds) / max(1, workers)) / 3600.0, 2)}
 
 
 def finite(value: Any) -> Any:
@@ -1027,6 +1055,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="runs at once, each in its own process on one torch thread (runs are "
                              "independent: own store copy, own Label Studio project; about 1.6 GB "
                              f"each) [{DEFAULT_WORKERS}: the cores, at most 4]")
+    parser.add_argument("--report", action="store_true",
+                        help="write the results of the runs finished so far and stop (runs nothing: "
+                             "look at a bench that is still running)")
     parser.add_argument("--verbose", action="store_true", help="print every round step's log line")
     parser.add_argument("--rebuild", action="store_true",
                         help="build the base store again (finished runs are reused otherwise)")
@@ -1074,6 +1105,29 @@ def baseline_specs(args: argparse.Namespace, runs: Runs) -> list[RunSpec]:
             if any(int(r.get("auto_accepted") or 0) > 0 for r in recs)]
 
 
+def report(args: argparse.Namespace, work: Path, sizes: DataSizes, budgets: Sequence[int], round_iters: int,
+           started: float, bench_run: Run) -> None:
+    """`--report`: the results of the finished runs of this recipe, without running anything."""
+    info_file = work / "base" / BASE_INFO
+    if not info_file.is_file():
+        raise SystemExit(f"{info_file}: no base store here yet (run the bench first)")
+    base = dict(json.loads(info_file.read_text()))
+    runs: Runs = {}
+    specs = run_specs(args) + [RunSpec("random", False, seed) for seed in args.seeds_list]
+    for spec in specs:
+        recipe = run_recipe(base, spec, budgets, round_iters, args.config, args.annotator, args.min_real_val,
+                            args.teacher)
+        records = finished_records(work / "runs" / spec.folder / RUN_RECORDS, recipe)
+        if records is not None:
+            runs.setdefault(spec.key, {})[spec.seed] = records
+    if not runs.get("random|aa-on") and not runs.get("random|aa-off"):
+        raise SystemExit(f"{work / 'runs'}: no finished random run of this recipe yet")
+    planned = {spec.key for spec in run_specs(args)}
+    complete = all(len(runs.get(key, {})) == len(args.seeds_list) for key in planned)
+    result = write_results(args, base, runs, budgets, round_iters, started, bench_run, partial=not complete)
+    print("\n".join(summary_lines(result)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -1094,6 +1148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = DATA[args.data]
     if args.start_iters is not None:
         sizes = replace(sizes, start_iters=args.start_iters)
+    if args.report:
+        report(args, work, sizes, budgets, round_iters, started, bench_run)
+        return
     base = build_base(work, sizes, args.config, args.start_models, log)
     if sum(budgets) > MAX_POOL_SHARE * base["pool_instances"]:
         parser.error(f"the rounds would sample {sum(budgets)} of a pool of {base['pool_instances']}: more "
