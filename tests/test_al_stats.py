@@ -128,17 +128,23 @@ def test_bench_recommends_random_when_nothing_beats_it() -> None:
     assert v["recommend_default"] == "random"
 
 
-def test_the_default_strategy_is_the_measured_one() -> None:
-    """Issue 13: the default is what wins on spine AP at equal budget in the full-scale bench."""
+def test_the_defaults_are_the_measured_ones() -> None:
+    """Issues 13 and 23: the default strategy is what wins on spine AP at equal budget in the
+    full-scale bench, with the default auto-accept setting, and that setting is what the bench's
+    auto-accept measurement recommends."""
     import json
     from pathlib import Path
 
+    from pipeline.active_learning.loop import RoundSettings
     from pipeline.active_learning.selection import DEFAULT_STRATEGY
 
     result = Path(__file__).resolve().parents[1] / "bench" / "results" / "active_learning.json"
     data = json.loads(result.read_text())
     assert data["scale"] == "full" and not data["partial"], "the committed bench result is not a full run"
-    assert data["verdict"]["aa-off"]["recommend_default"] == DEFAULT_STRATEGY
+    assert len(data["seeds"]) >= 8 and len(data["start_models"]) >= 2
+    mode = "aa-on" if RoundSettings().auto_accept else "aa-off"
+    assert data["verdict"][mode]["recommend_default"] == DEFAULT_STRATEGY
+    assert data["auto_accept"]["recommend_auto_accept"] == RoundSettings().auto_accept
 
 
 def _with_auto(records: list[dict[str, object]], accepted: int, good: int,
