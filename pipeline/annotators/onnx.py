@@ -241,23 +241,16 @@ class OnnxPoseAnnotator(BaseAnnotator):
             pose.box_index = j
         return out
 
-
     def _crops(self, img: NDArray[np.uint8], boxes: NDArray[np.float64]) -> list[Crop | RegionCrop]:
         """The file's crops: box crops as RTMPose's runtimes make them, or BlazePose's regions of
         interest (pipeline.model.roi, the box crop where its detector finds nobody in the box)."""
         if self.crop == "box":
             return [topdown_crop(img, box, self.input_size) for box in boxes]
-        from pipeline.model.roi import invert, person_rois, roi_affine, warp
+        from pipeline.model.roi import region_crops
 
-        size = self.input_size[0]
-        out: list[Crop | RegionCrop] = []
-        for box, roi in zip(boxes, person_rois([(img, box) for box in boxes]), strict=True):
-            if roi is None:
-                out.append(topdown_crop(img, box, self.input_size))
-                continue
-            to_crop = roi_affine(roi, size)
-            out.append(RegionCrop(warp(img, to_crop, size), invert(to_crop)))
-        return out
+        regions = region_crops([(img, box) for box in boxes], self.input_size[0])
+        return [topdown_crop(img, box, self.input_size) if region is None else RegionCrop(*region)
+                for box, region in zip(boxes, regions, strict=True)]
 
 
 def export_onnx(model: Any, path: str | Path, *, opset: int = 17) -> Path:

@@ -108,15 +108,11 @@ def _roi_crops(people: list[tuple[int, int, NDArray[np.uint8], NDArray[np.float6
                size: int) -> Iterator[_Crop]:
     """BlazePose's rotated regions of interest for a batch of people (pipeline.model.roi), the box
     crop where its detector finds nobody in the box."""
-    from pipeline.model.roi import invert, person_rois, roi_affine, warp
+    from pipeline.model.roi import region_crops
 
-    rois = person_rois([(img, box) for _, _, img, box in people])
-    for (i, j, img, box), roi in zip(people, rois, strict=True):
-        if roi is None:
-            pixels, to_image = _box_crop(pipeline, img, box)
-        else:
-            to_crop = roi_affine(roi, size)
-            pixels, to_image = warp(img, to_crop, size), invert(to_crop)
+    regions = region_crops([(img, box) for _, _, img, box in people], size)
+    for (i, j, img, box), region in zip(people, regions, strict=True):
+        pixels, to_image = region if region is not None else _box_crop(pipeline, img, box)
         yield _Crop(i, j, box.copy(), pixels, to_image)
 
 

@@ -112,6 +112,20 @@ def person_rois(people: Sequence[tuple[NDArray[np.uint8], NDArray[np.float64]]],
             for dets, (_, box), to_square in zip(found, people, to_squares, strict=True)]
 
 
+def region_crops(people: Sequence[tuple[NDArray[np.uint8], NDArray[np.float64]]],
+                 size: int) -> list[tuple[NDArray[np.uint8], Affine] | None]:
+    """Each person's size x size crop of BlazePose's region of interest and the crop -> image
+    affine; None where the detector finds nobody in the box (the caller crops the box instead)."""
+    out: list[tuple[NDArray[np.uint8], Affine] | None] = []
+    for (image, _), roi in zip(people, person_rois(people), strict=True):
+        if roi is None:
+            out.append(None)
+            continue
+        to_crop = roi_affine(roi, size)
+        out.append((warp(image, to_crop, size), invert(to_crop)))
+    return out
+
+
 class _SeenSquares:
     """The shared detector's detections of the squares it saw lately, by their pixels' digest.
 
